@@ -1,0 +1,51 @@
+# smtpgate — see README.md
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+DEB_TOOLS := swaks gsasl msmtp curl
+
+.PHONY: serve test lint venv test-venv deb-tools bench fuzz clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
+	$(PIP) install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+test-venv: $(VENV)/.installed-test
+
+serve: venv
+	$(VENV)/bin/smtpgate serve
+
+# Real third-party clients for the interop tests; installed when we are root.
+deb-tools:
+	@missing=""; for t in $(DEB_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = "0" ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "warning: missing$$missing (not root; interop tests fail under CI=true)"; fi; \
+	fi
+
+lint: test-venv
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/mypy
+
+test: test-venv deb-tools lint
+	$(VENV)/bin/pytest -q
+
+bench: venv
+	bash bench/run.sh
+
+fuzz: test-venv
+	$(PIP) install -q -e '.[fuzz]'
+	$(PY) -m tests.fuzz.run_all $(or $(FUZZ_SECONDS),60)
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info
