@@ -1,0 +1,71 @@
+"""Accounts and the credential store boundary.
+
+The store is async so that later back ends (PostgreSQL) fit the same shape;
+the SQLite store runs its queries in a worker thread. Any failure to read or
+write the store raises ``StoreUnavailable``: the host answers 454 4.7.0 and
+does not count the attempt as a failed login.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from smtpgate.sasl.base import CramMd5Secret, ScramSecret
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be read or written right now (454 4.7.0)."""
+
+
+class UnknownUser(Exception):
+    """An administrative command named a user that does not exist."""
+
+
+class UserExists(Exception):
+    """``user add`` for a name that is already taken."""
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    name: str
+    # Dovecot-style "{SCHEME}hash", e.g. "{ARGON2ID}$argon2id$v=19$...". None: no password hash.
+    password_hash: str | None = field(default=None, repr=False)
+    scram_sha1: ScramSecret | None = field(default=None, repr=False)
+    scram_sha256: ScramSecret | None = field(default=None, repr=False)
+    cram_md5: CramMd5Secret | None = field(default=None, repr=False)
+    allowed_mechanisms: frozenset[str] | None = None  # None: every enabled mechanism
+    may_act_as: frozenset[str] = frozenset()
+
+    def secret_for(self, scheme: str) -> ScramSecret | CramMd5Secret | None:
+        return {
+            "SCRAM-SHA-1": self.scram_sha1,
+            "SCRAM-SHA-256": self.scram_sha256,
+            "CRAM-MD5": self.cram_md5,
+        }.get(scheme)
+
+
+@dataclass(frozen=True, slots=True)
+class SecretsUpdate:
+    """Secrets to store in one transaction (password transition, passwd). None: keep."""
+
+    password_hash: str | None = field(default=None, repr=False)
+    scram_sha1: ScramSecret | None = field(default=None, repr=False)
+    scram_sha256: ScramSecret | None = field(default=None, repr=False)
+    cram_md5: CramMd5Secret | None = field(default=None, repr=False)
+
+
+class CredentialStore(Protocol):
+    async def get(self, name: str) -> Account | None: ...
+
+    async def add(self, account: Account) -> None: ...  # raises UserExists
+
+    async def replace(self, account: Account) -> None: ...  # raises UnknownUser
+
+    async def update_secrets(self, name: str, update: SecretsUpdate) -> None: ...
+
+    async def delete(self, name: str) -> None: ...  # raises UnknownUser
+
+    async def names(self) -> list[str]: ...
+
+    async def close(self) -> None: ...
