@@ -1,0 +1,292 @@
+"""Loading and validating the TOML configuration.
+
+Theory of operation
+-------------------
+``load_config`` finds the file (argument, else ``$SMTPGATE_CONFIG``, else
+``./smtpgate.toml`` if it exists, else none: built-in defaults), parses it with
+``tomllib`` and hands the resulting dict to ``build_config``, which checks it
+against the dataclasses of ``config.schema`` and returns one frozen ``Config``.
+
+Validation is driven by the schema: for every table, the allowed keys are the
+dataclass's field names, the expected type is the field's type hint and the
+value constraint is the field's metadata. A few checks need more than one
+value or a parser (listener addresses, duplicate listeners, mechanism names,
+the store URL) and are written out below.
+
+The first problem found raises ``ConfigError``; its ``str`` is exactly one
+line, ``FILE: KEY: reason`` (or ``FILE: reason`` when no key is to blame), so
+that the CLI can print it as is. Listeners are numbered from 1 in messages:
+``listener[1]`` is the first ``[[listener]]`` table of the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import os
+import socket
+import tomllib
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, NoReturn
+
+from smtpgate.config.schema import (
+    KNOWN_MECHANISMS,
+    AuthConfig,
+    Config,
+    DeliveryConfig,
+    LimitsConfig,
+    ListenerConfig,
+    ServerConfig,
+    StoreConfig,
+    TlsConfig,
+    is_hostname,
+    parse_address,
+)
+
+ENV_VAR = "SMTPGATE_CONFIG"
+DEFAULT_FILE = Path("smtpgate.toml")
+BUILTIN = "built-in defaults"  # the "file" named in messages when there is none
+
+_SECTIONS: dict[str, type[Any]] = {
+    "server": ServerConfig,
+    "tls": TlsConfig,
+    "auth": AuthConfig,
+    "limits": LimitsConfig,
+    "store": StoreConfig,
+    "delivery": DeliveryConfig,
+}
+_TOP_KEYS = ("data_dir", "hostname", "listener", *_SECTIONS)
+_LISTENER_DERIVED = frozenset({"host", "port"})
+
+
+class ConfigError(Exception):
+    """A configuration problem; ``str()`` is one line: ``FILE: KEY: reason``."""
+
+    def __init__(self, file: str, key: str | None, reason: str) -> None:
+        self.file = file
+        self.key = key
+        self.reason = " ".join(reason.split())  # never more than one line
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        if self.key:
+            return f"{self.file}: {self.key}: {self.reason}"
+        return f"{self.file}: {self.reason}"
+
+
+def find_config_path(
+    path: Path | None = None, *, environ: Mapping[str, str] = os.environ
+) -> Path | None:
+    """The file to load: ``path``, ``$SMTPGATE_CONFIG``, ``./smtpgate.toml``, or None."""
+    if path is not None:
+        return path
+    if environ.get(ENV_VAR):
+        return Path(environ[ENV_VAR])
+    return DEFAULT_FILE if DEFAULT_FILE.is_file() else None
+
+
+def load_config(path: Path | None = None, *, environ: Mapping[str, str] = os.environ) -> Config:
+    """Find, read and validate the configuration; raise ``ConfigError``."""
+    source = find_config_path(path, environ=environ)
+    if source is None:
+        return build_config({}, file=BUILTIN, base_dir=Path.cwd())
+    return build_config(read_toml(source), file=str(source), base_dir=source.parent)
+
+
+def read_toml(source: Path) -> dict[str, Any]:
+    """Parse one TOML file; every failure is a one-line ``ConfigError``."""
+    try:
+        with source.open("rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(str(source), None, f"cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(source), None, "invalid TOML: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(source), None, f"invalid TOML: {exc}") from None
+
+
+def build_config(data: Mapping[str, Any], *, file: str, base_dir: Path) -> Config:
+    """Validate parsed TOML ``data``; relative ``data_dir`` resolves against ``base_dir``."""
+    return _Builder(file).config(data, base_dir)
+
+
+def describe(value: object) -> str:
+    """A short, one-line rendering of a TOML value for error messages."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        text = json.dumps(value, ensure_ascii=False)
+        return text if len(text) <= 60 else text[:56] + '..."'
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return "a date/time"
+
+
+class _Builder:
+    """Turns a TOML dict into a ``Config``; ``file`` names the source in errors."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+
+    def fail(self, key: str | None, reason: str) -> NoReturn:
+        raise ConfigError(self.file, key, reason)
+
+    def config(self, data: Mapping[str, Any], base_dir: Path) -> Config:
+        self.reject_unknown(data, _TOP_KEYS, "")
+        top = {k: v for k, v in data.items() if k in ("data_dir", "hostname")}
+        values = self.table(Config, top, "", skip=frozenset(_SECTIONS) | {"listeners"})
+        defaults = Config()
+        data_dir = Path(os.path.abspath(base_dir / values.get("data_dir", defaults.data_dir)))
+        sections = {name: self.section(name, data.get(name, {})) for name in _SECTIONS}
+        tls: TlsConfig = sections["tls"]
+        config = Config(
+            data_dir=data_dir,
+            hostname=self.hostname(values.get("hostname", defaults.hostname)),
+            server=sections["server"],
+            listeners=(
+                self.listeners(data["listener"]) if "listener" in data else defaults.listeners
+            ),
+            tls=TlsConfig(cert=data_dir / tls.cert, key=data_dir / tls.key),
+            auth=sections["auth"],
+            limits=sections["limits"],
+            store=sections["store"],
+            delivery=sections["delivery"],
+        )
+        self.check_auth_usable(config)
+        return config
+
+    def section(self, name: str, table: object) -> Any:
+        cls = _SECTIONS[name]
+        values = self.table(cls, table, name)
+        if name == "auth" and "mechanisms" in values:
+            values["mechanisms"] = self.mechanisms(values["mechanisms"])
+        if name == "store" and "url" in values:
+            self.check_store_url(values["url"])
+        return cls(**values)
+
+    def table(
+        self, cls: type[Any], table: object, prefix: str, skip: frozenset[str] = frozenset()
+    ) -> dict[str, Any]:
+        """Check ``table`` against the fields of ``cls``; return the values it sets."""
+        if not isinstance(table, dict):
+            self.fail(prefix, f"expected a table, got {describe(table)}")
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in skip}
+        self.reject_unknown(table, tuple(fields), prefix)
+        hints = typing.get_type_hints(cls)
+        return {
+            key: self.value(_join(prefix, key), hints[key], fields[key].metadata, value)
+            for key, value in table.items()
+        }
+
+    def reject_unknown(self, table: Mapping[str, Any], known: tuple[str, ...], prefix: str) -> None:
+        for key in table:
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                self.fail(_join(prefix, key), f"unknown key{hint}")
+
+    def value(self, key: str, hint: Any, meta: Mapping[str, Any], value: object) -> Any:
+        """Check one value against its type hint and constraint metadata."""
+        origin = typing.get_origin(hint)
+        if origin is Literal:
+            choices = typing.get_args(hint)
+            if value not in choices:
+                self.fail(key, f"must be one of {', '.join(choices)}, got {describe(value)}")
+            return value
+        if origin is tuple:
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                self.fail(key, f"expected an array of strings, got {describe(value)}")
+            return tuple(value)
+        if hint is bool:
+            if not isinstance(value, bool):
+                self.fail(key, f"expected true or false, got {describe(value)}")
+            return value
+        if hint is int:
+            if not isinstance(value, int) or isinstance(value, bool):
+                self.fail(key, f"expected an integer, got {describe(value)}")
+            return self.bounded(key, value, meta)
+        if hint is float:
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                self.fail(key, f"expected a number, got {describe(value)}")
+            if not math.isfinite(value):
+                self.fail(key, f"must be a finite number, got {describe(value)}")
+            return float(self.bounded(key, value, meta))
+        if hint is str or hint is Path:
+            if not isinstance(value, str):
+                self.fail(key, f"expected a string, got {describe(value)}")
+            if hint is Path:
+                if not value or "\0" in value:
+                    self.fail(key, "expected a path, got an empty string or NUL")
+                return Path(value)
+            return value
+        raise TypeError(f"config schema: no loader for {hint!r}")  # a bug, not bad input
+
+    def bounded(self, key: str, value: float, meta: Mapping[str, Any]) -> float:
+        if "min" in meta and value < meta["min"]:
+            self.fail(key, f"must be at least {meta['min']}, got {value}")
+        if "above" in meta and value <= meta["above"]:
+            self.fail(key, f"must be greater than {meta['above']}, got {value}")
+        return value
+
+    def hostname(self, name: str) -> str:
+        if not name:
+            return socket.getfqdn()
+        if not is_hostname(name):
+            self.fail("hostname", f"not a valid host name: {describe(name)}")
+        return name
+
+    def listeners(self, tables: object) -> tuple[ListenerConfig, ...]:
+        if not isinstance(tables, list):
+            self.fail("listener", f"expected [[listener]] tables, got {describe(tables)}")
+        if not tables:
+            self.fail("listener", "at least one [[listener]] is required")
+        result: list[ListenerConfig] = []
+        seen: dict[tuple[str, int], int] = {}
+        for number, table in enumerate(tables, start=1):
+            prefix = f"listener[{number}]"
+            values = self.table(ListenerConfig, table, prefix, skip=_LISTENER_DERIVED)
+            if "address" not in values:
+                self.fail(f"{prefix}.address", "required (host:port)")
+            try:
+                host, port = parse_address(values["address"])
+            except ValueError as exc:
+                self.fail(f"{prefix}.address", str(exc))
+            if (host.lower(), port) in seen:
+                other = seen[(host.lower(), port)]
+                self.fail(f"{prefix}.address", f"same address as listener[{other}]")
+            seen[(host.lower(), port)] = number
+            result.append(ListenerConfig(host=host, port=port, **values))
+        return tuple(result)
+
+    def mechanisms(self, names: tuple[str, ...]) -> tuple[str, ...]:
+        result: list[str] = []
+        for name in names:
+            upper = name.upper()
+            if upper not in KNOWN_MECHANISMS:
+                known = ", ".join(KNOWN_MECHANISMS)
+                self.fail("auth.mechanisms", f"unknown mechanism {describe(name)} (known: {known})")
+            if upper in result:
+                self.fail("auth.mechanisms", f"{upper} is listed twice")
+            result.append(upper)
+        return tuple(result)
+
+    def check_store_url(self, url: str) -> None:
+        if not url.startswith("sqlite:///") or len(url) == len("sqlite:///"):
+            self.fail("store.url", f"expected sqlite:///PATH, got {describe(url)}")
+
+    def check_auth_usable(self, config: Config) -> None:
+        if not config.auth.mechanisms and any(lst.require_auth for lst in config.listeners):
+            self.fail("auth.mechanisms", "empty, but a listener has require_auth = true")
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key

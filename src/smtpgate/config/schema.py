@@ -1,0 +1,173 @@
+"""The typed configuration: one frozen tree of values, every default declared here.
+
+Theory of operation
+-------------------
+Each TOML table of SPEC section 3 is one frozen, slotted dataclass below, and
+each of its keys is one field. A field's *default* is the built-in default and
+its *metadata* carries the value constraint the loader enforces:
+
+    min      the smallest allowed value (integers and numbers)
+    above    the value must be strictly greater (numbers)
+
+The loader (``config.load``) reads the field names, type hints, defaults and
+constraints from these classes; nothing else knows a default. Paths are stored
+as given here; the loader makes them absolute (``data_dir`` against the config
+file's folder, ``tls.cert``/``tls.key`` against ``data_dir``). The store URL
+stays a string: the store resolves ``sqlite:///relative`` against ``data_dir``.
+
+``ListenerConfig.host``/``port`` are derived from ``address`` by
+``parse_address`` (``[[listener]]`` tables only carry ``address``, ``tls`` and
+``require_auth``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+TlsMode = Literal["none", "starttls", "implicit"]
+DeliveryMode = Literal["maildir", "discard"]
+
+# Every SASL mechanism smtpgate implements (the sasl registry must match this).
+KNOWN_MECHANISMS: tuple[str, ...] = (
+    "PLAIN",
+    "LOGIN",
+    "CRAM-MD5",
+    "SCRAM-SHA-1",
+    "SCRAM-SHA-1-PLUS",
+    "SCRAM-SHA-256",
+    "SCRAM-SHA-256-PLUS",
+)
+
+DEFAULT_MECHANISMS: tuple[str, ...] = (
+    "SCRAM-SHA-256-PLUS",
+    "SCRAM-SHA-256",
+    "SCRAM-SHA-1-PLUS",
+    "SCRAM-SHA-1",
+    "PLAIN",
+    "LOGIN",
+)
+
+
+def _min(n: int) -> dict[str, int]:
+    return {"min": n}
+
+
+def _above(n: float) -> dict[str, float]:
+    return {"above": n}
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    workers: int = field(default=0, metadata=_min(0))  # 0: one process per core
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerConfig:
+    address: str  # as written: "127.0.0.1:2587", "[::1]:2587", "localhost:2587"
+    host: str  # without brackets: "127.0.0.1", "::1", "localhost"
+    port: int
+    tls: TlsMode = "starttls"
+    require_auth: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    cert: Path = Path("tls/cert.pem")  # relative to data_dir
+    key: Path = Path("tls/key.pem")
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    mechanisms: tuple[str, ...] = DEFAULT_MECHANISMS  # EHLO order, upper-case
+    plaintext_requires_tls: bool = True
+    failure_delay: float = field(default=2.0, metadata=_min(0))
+    max_failures_per_connection: int = field(default=3, metadata=_min(1))
+    ip_failure_limit: int = field(default=10, metadata=_min(1))
+    ip_failure_window: float = field(default=300.0, metadata=_above(0))
+    user_failure_limit: int = field(default=20, metadata=_min(1))
+    user_failure_window: float = field(default=900.0, metadata=_above(0))
+    show_user_in_received: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    max_message_size: int = field(default=26_214_400, metadata=_min(1))
+    max_recipients: int = field(default=100, metadata=_min(1))
+    max_connections: int = field(default=1000, metadata=_min(1))
+    max_connections_per_ip: int = field(default=20, metadata=_min(1))
+    command_timeout: float = field(default=300.0, metadata=_above(0))
+    data_timeout: float = field(default=600.0, metadata=_above(0))
+    max_errors: int = field(default=10, metadata=_min(1))
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    url: str = "sqlite:///users.db"  # relative to data_dir; the store resolves it
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryConfig:
+    mode: DeliveryMode = "maildir"
+
+
+DEFAULT_LISTENERS: tuple[ListenerConfig, ...] = (
+    ListenerConfig("127.0.0.1:2587", "127.0.0.1", 2587, "starttls", True),
+    ListenerConfig("127.0.0.1:2465", "127.0.0.1", 2465, "implicit", True),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    data_dir: Path = Path("smtpgate-data")  # absolute after load_config
+    hostname: str = ""  # "" is replaced by the machine's FQDN at load
+    server: ServerConfig = ServerConfig()
+    listeners: tuple[ListenerConfig, ...] = DEFAULT_LISTENERS  # TOML: [[listener]]
+    tls: TlsConfig = TlsConfig()
+    auth: AuthConfig = AuthConfig()
+    limits: LimitsConfig = LimitsConfig()
+    store: StoreConfig = StoreConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
+
+
+_HOSTNAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+
+
+def is_hostname(text: str) -> bool:
+    """A DNS name (letters, digits, '-', '_' labels; optional trailing dot)."""
+    name = text[:-1] if text.endswith(".") else text
+    if not name or len(name) > 253:
+        return False
+    return all(_HOSTNAME.fullmatch(label) for label in name.split("."))
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """``"host:port"`` or ``"[v6]:port"`` -> (host, port); ValueError with a reason."""
+    host, sep, port_text = address.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"expected host:port or [IPv6]:port, got {address!r}")
+    if not port_text.isascii() or not port_text.isdigit():
+        raise ValueError(f"port must be a number, got {port_text!r}")
+    port = int(port_text)
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port must be between 1 and 65535, got {port}")
+    if host.startswith("[") and host.endswith("]"):
+        inner = host[1:-1]
+        try:
+            ipaddress.IPv6Address(inner)
+        except ValueError:
+            raise ValueError(f"not an IPv6 address: {inner!r}") from None
+        return inner, port
+    if ":" in host:
+        raise ValueError(f"write IPv6 addresses in brackets, e.g. [::1]:{port}")
+    if host.replace(".", "").isdigit():
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise ValueError(f"not an IPv4 address: {host!r}") from None
+    elif not is_hostname(host):
+        raise ValueError(f"not a host name or IPv4 address: {host!r}")
+    return host, port
