@@ -1,0 +1,168 @@
+"""Parsing of command lines, paths, ESMTP parameters and xtext.
+
+Pure functions; each returns a value or raises ``SyntaxProblem`` carrying the
+reply to send. Grammar: RFC 5321 section 4.1.2 (paths, Mailbox, Local-part,
+Domain, address-literal), RFC 6531 (UTF-8 in addresses with SMTPUTF8),
+RFC 3461 section 4 (xtext, used by MAIL FROM AUTH=, RFC 4954 section 5).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from smtpgate.protocol import replies as r
+from smtpgate.protocol.replies import Reply
+
+
+class SyntaxProblem(Exception):
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(reply.text)
+        self.reply = reply
+
+
+@dataclass(frozen=True, slots=True)
+class CommandLine:
+    verb: str  # upper-case
+    arg: str  # the rest after one space, original case
+
+
+def split_command(line: bytes) -> CommandLine:
+    """Split ``VERB [arg]``; the line has no line ending. Non-UTF-8 is a 500."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SyntaxProblem(r.UNKNOWN_COMMAND) from exc
+    verb, _, arg = text.partition(" ")
+    if not verb.isascii() or not verb.isalpha():
+        raise SyntaxProblem(r.UNKNOWN_COMMAND)
+    return CommandLine(verb.upper(), arg.strip(" "))
+
+
+# RFC 5321 section 4.1.2 and 4.1.3 (UTF-8 letters allowed: RFC 6531 section 3.3).
+_ATEXT = r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~\u0080-\U0010ffff]"
+_DOT_STRING = rf"{_ATEXT}+(?:\.{_ATEXT}+)*"
+_QUOTED_STRING = r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e\u0080-\U0010ffff]|\\[\x20-\x7e])*"'
+_LETDIG = r"[A-Za-z0-9\u0080-\U0010ffff]"
+_LABEL = rf"{_LETDIG}(?:[A-Za-z0-9\-\u0080-\U0010ffff]*{_LETDIG})?"
+_DOMAIN = rf"{_LABEL}(?:\.{_LABEL})*"
+_ADDRESS_LITERAL = r"\[(?:[0-9.]+|IPv6:[0-9A-Fa-f:.]+)\]"
+_MAILBOX = re.compile(
+    rf"(?:{_DOT_STRING}|{_QUOTED_STRING})@(?:{_DOMAIN}|{_ADDRESS_LITERAL})", re.ASCII
+)
+_SOURCE_ROUTE = re.compile(rf"@{_DOMAIN}(?:,@{_DOMAIN})*:", re.ASCII)
+_ESMTP_KEYWORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-]*", re.ASCII)
+_ESMTP_VALUE = re.compile(r"[\x21-\x3c\x3e-\x7e\u0080-\U0010ffff]+")
+MAX_PATH = 256  # RFC 5321 section 4.5.3.1.3
+
+
+@dataclass(frozen=True, slots=True)
+class PathArgument:
+    address: str  # the mailbox, "" for the null reverse-path
+    params: dict[str, str | None]
+
+
+def parse_path_argument(arg: str, prefix: str, *, allow_null: bool, bad: Reply) -> PathArgument:
+    """Parse ``FROM:<path> params`` or ``TO:<path> params``."""
+    if arg[: len(prefix)].upper() != prefix:
+        raise SyntaxProblem(bad)
+    rest = arg[len(prefix) :].lstrip(" ")  # some clients send "FROM: <a@b>"
+    if not rest.startswith("<"):
+        raise SyntaxProblem(bad)
+    close = rest.find(">")
+    if close < 0:
+        raise SyntaxProblem(bad)
+    address = _parse_path(rest[1:close], allow_null=allow_null, bad=bad)
+    return PathArgument(address, parse_params(rest[close + 1 :]))
+
+
+def _parse_path(inner: str, *, allow_null: bool, bad: Reply) -> str:
+    if inner == "":
+        if allow_null:
+            return ""
+        raise SyntaxProblem(bad)
+    if len(inner) > MAX_PATH:
+        raise SyntaxProblem(bad)
+    route = _SOURCE_ROUTE.match(inner)
+    if route:  # RFC 5321 section 4.1.2: accepted, then ignored (never a relay)
+        inner = inner[route.end() :]
+    if _MAILBOX.fullmatch(inner):
+        return inner
+    if inner.lower() == "postmaster":  # RFC 5321 section 4.5.1
+        return inner
+    raise SyntaxProblem(bad)
+
+
+def parse_params(text: str) -> dict[str, str | None]:
+    """ESMTP parameters ``KEY[=VALUE]`` separated by spaces (RFC 5321 section 4.1.2)."""
+    params: dict[str, str | None] = {}
+    for item in text.split():
+        key, eq, value = item.partition("=")
+        if not _ESMTP_KEYWORD.fullmatch(key) or (eq and not _ESMTP_VALUE.fullmatch(value)):
+            raise SyntaxProblem(r.BAD_PARAMETER)
+        if key.upper() in params:
+            raise SyntaxProblem(r.BAD_PARAMETER)
+        params[key.upper()] = value if eq else None
+    return params
+
+
+def decode_xtext(text: str) -> str:
+    """RFC 3461 section 4: ``+XX`` hex escapes; other chars printable ASCII but '+' and '='."""
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "+":
+            hexpair = text[i + 1 : i + 3]
+            if len(hexpair) != 2 or not all(c in "0123456789ABCDEF" for c in hexpair):
+                raise SyntaxProblem(r.BAD_PARAMETER)
+            out.append(chr(int(hexpair, 16)))
+            i += 3
+            continue
+        if not ("!" <= ch <= "~") or ch == "=":
+            raise SyntaxProblem(r.BAD_PARAMETER)
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+def parse_auth_param(value: str | None) -> str:
+    """MAIL FROM AUTH= (RFC 4954 section 5): ``<>`` or an xtext-encoded identity."""
+    if value is None:
+        raise SyntaxProblem(r.BAD_PARAMETER)
+    if value == "<>":
+        return ""
+    decoded = decode_xtext(value)
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in decoded):  # never CR/LF/NUL in metadata
+        raise SyntaxProblem(r.BAD_PARAMETER)
+    return decoded
+
+
+def parse_size(value: str | None) -> int:
+    if value is None or not value.isdigit() or len(value) > 20:
+        raise SyntaxProblem(r.BAD_PARAMETER)
+    return int(value)
+
+
+def parse_bdat_argument(arg: str) -> tuple[int, bool]:
+    """``BDAT chunk-size [LAST]`` (RFC 3030 section 3)."""
+    parts = arg.split()
+    if not parts or len(parts) > 2 or not parts[0].isdigit() or len(parts[0]) > 20:
+        raise SyntaxProblem(r.BAD_SYNTAX)
+    if len(parts) == 2 and parts[1].upper() != "LAST":
+        raise SyntaxProblem(r.BAD_SYNTAX)
+    return int(parts[0]), len(parts) == 2
+
+
+def parse_auth_command(arg: str) -> tuple[str, str | None]:
+    """``AUTH mechanism [initial-response]`` (RFC 4954 section 4)."""
+    parts = arg.split(" ")
+    parts = [p for p in parts if p]
+    if not parts:
+        raise SyntaxProblem(r.AUTH_MISSING_MECHANISM)
+    if len(parts) > 2:
+        raise SyntaxProblem(r.BAD_SYNTAX)
+    mechanism = parts[0].upper()
+    if not re.fullmatch(r"[A-Z0-9\-_]{1,20}", mechanism):
+        raise SyntaxProblem(r.BAD_SYNTAX)
+    return mechanism, parts[1] if len(parts) == 2 else None
