@@ -1,0 +1,189 @@
+"""Turn a bench/results/<stamp>.json into the markdown report (stdlib only).
+
+    python3 bench/report.py bench/results/20261127-190000.json
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+UNITS = {
+    "W1": "msgs / server CPU-s",
+    "W2": "handshakes / server CPU-s",
+    "W3": "KiB per idle conn (lower is better)",
+    "W4": "MB/s wall (10^6 B)",
+}
+WALL_UNITS = {"W1": "msgs/s wall", "W2": "handshakes/s wall", "W4": "MB/s wall"}
+LOADGEN_LIMIT = 50.0
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def _fmt(v: float | None, digits: int = 0) -> str:
+    if v is None:
+        return "n/a"
+    if abs(v) >= 100:
+        return f"{v:,.0f}"
+    return f"{v:,.{max(digits, 1)}f}"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    if a is None or b is None or b == 0:
+        return "n/a"
+    return f"{a / b:.2f}x"
+
+
+def wall_rate(wname: str, rec: dict[str, Any]) -> float | None:
+    lg = rec.get("loadgen")
+    if not lg or rec.get("error") or not lg.get("wall_s"):
+        return None
+    if wname == "W1":
+        return lg["messages"] / lg["wall_s"]
+    if wname == "W2":
+        return lg["handshakes"] / lg["wall_s"]
+    if wname == "W4":
+        return lg["bytes"] / lg["wall_s"] / 1e6
+    return None
+
+
+def collect(doc: dict[str, Any]) -> dict[str, dict[str, dict[str, list[float]]]]:
+    """server -> workload -> {value, wall, cpu, lg_pct} lists over repetitions."""
+    out: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for run in doc["runs"]:
+        per = out.setdefault(run["server"], {})
+        if run.get("peak_rss_kb"):
+            per.setdefault("_server", {}).setdefault("peak_rss_kb", []).append(
+                run["peak_rss_kb"])
+        if run.get("rss_start_kb"):
+            per.setdefault("_server", {}).setdefault("rss_start_kb", []).append(
+                run["rss_start_kb"])
+        for wname, rec in run.get("workloads", {}).items():
+            slot = per.setdefault(wname, {})
+            if rec.get("value") is not None:
+                slot.setdefault("value", []).append(rec["value"])
+            w = wall_rate(wname, rec)
+            if w is not None:
+                slot.setdefault("wall", []).append(w)
+            if rec.get("server_cpu_s") is not None and not rec.get("error"):
+                slot.setdefault("cpu", []).append(rec["server_cpu_s"])
+            lg = rec.get("loadgen") or {}
+            if lg.get("cpu_pct_of_wall") is not None:
+                slot.setdefault("lg_pct", []).append(lg["cpu_pct_of_wall"])
+    return out
+
+
+def _errors(doc: dict[str, Any]) -> list[str]:
+    errs = []
+    for run in doc["runs"]:
+        if run.get("error"):
+            errs.append(f"- {run['server']} rep {run['rep']}: {run['error']}")
+        for wname, rec in run.get("workloads", {}).items():
+            if rec.get("error"):
+                errs.append(f"- {run['server']} rep {run['rep']} {wname}: {rec['error']}")
+    return errs
+
+
+def _get(data: dict[str, Any], server: str, wname: str, key: str) -> float | None:
+    return _median(data.get(server, {}).get(wname, {}).get(key, []))
+
+
+def render(doc: dict[str, Any]) -> str:
+    data = collect(doc)
+    m = doc["machine"]
+    main = doc["main"]
+    others = [s for s in main if s != "aiosmtpd"]
+    lines = [
+        f"# smtpgate bench — {m['date']}",
+        "",
+        f"Machine: {m['nproc']} cores, {m['cpu_model']}, Linux {m['kernel']}; "
+        f"server on CPU {m['server_cpus']}, load generator on CPU {m['loadgen_cpus']}. "
+        f"Versions: {', '.join(f'{k} {v}' for k, v in m['versions'].items())}.",
+        "",
+        f"Median of {doc['reps']} repetition(s)"
+        f"{' (QUICK smoke run: small counts)' if doc['quick'] else ''}; "
+        "ratios are to aiosmtpd (higher is better except W3).",
+        "",
+        "| workload | unit | " + " | ".join(main) + " | "
+        + " | ".join(f"{s}/aiosmtpd" for s in others) + " |",
+        "|---|---|" + "---:|" * (len(main) + len(others)),
+    ]
+    for wname, unit in UNITS.items():
+        vals = {s: _get(data, s, wname, "value") for s in main}
+        digits = 1 if wname == "W3" else 0
+        lines.append(
+            f"| {wname} | {unit} | " + " | ".join(_fmt(vals[s], digits) for s in main) + " | "
+            + " | ".join(_ratio(vals[s], vals.get("aiosmtpd")) for s in others) + " |")
+    for wname, unit in WALL_UNITS.items():
+        if wname == "W4":
+            continue
+        vals = {s: _get(data, s, wname, "wall") for s in main}
+        lines.append(
+            f"| {wname} | {unit} | " + " | ".join(_fmt(vals[s]) for s in main) + " | "
+            + " | ".join(_ratio(vals[s], vals.get("aiosmtpd")) for s in others) + " |")
+    lines += ["", "Workloads:", ""]
+    lines += [f"- {k}: {w['title']}" for k, w in doc["workloads"].items()]
+
+    lines += ["", "## Server CPU seconds and memory (medians)", "",
+              "| server | W1 CPU-s | W2 CPU-s | W3 CPU-s | W4 CPU-s | RSS at start MiB "
+              "| peak RSS (VmHWM) MiB |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+    for s in [*main, *doc.get("variants", [])]:
+        if s not in data:
+            continue
+        cpu = [_fmt(_get(data, s, w, "cpu"), 2) for w in ("W1", "W2", "W3", "W4")]
+        start = _get(data, s, "_server", "rss_start_kb")
+        hwm = _get(data, s, "_server", "peak_rss_kb")
+        lines.append(f"| {s} | " + " | ".join(cpu) + f" | {_fmt(start and start / 1024, 1)} "
+                     f"| {_fmt(hwm and hwm / 1024, 1)} |")
+
+    variants = [v for v in doc.get("variants", []) if v in data]
+    if variants:
+        lines += ["", "## Variants", "",
+                  "| variant | workload | per-CPU value | wall rate | vs smtpgate (same unit) "
+                  "| note |",
+                  "|---|---|---:|---:|---:|---|"]
+        for v in variants:
+            note = doc["servers"][v].get("note", "")
+            base = "aiosmtpd" if v.startswith("aiosmtpd") else "smtpgate"
+            if v == "smtpgate-w2-unpinned":
+                base = "smtpgate-w1-unpinned"
+            for wname in doc["servers"][v]["workloads"]:
+                val = _get(data, v, wname, "value")
+                wall = _get(data, v, wname, "wall")
+                key = "wall" if v.endswith("unpinned") else "value"
+                cmp = _ratio(_get(data, v, wname, key), _get(data, base, wname, key))
+                lines.append(f"| {v} | {wname} ({UNITS[wname]}) | {_fmt(val)} | {_fmt(wall)} "
+                             f"| {cmp} vs {base} ({key}) | {note} |")
+
+    lines += ["", "## Load generator check", "",
+              f"Highest load-generator CPU share of wall time per workload "
+              f"(must stay under {LOADGEN_LIMIT:.0f}%):", ""]
+    for wname in UNITS:
+        pcts = [p for s in data for p in data[s].get(wname, {}).get("lg_pct", [])]
+        if pcts:
+            flag = "" if max(pcts) < LOADGEN_LIMIT else "  **over the limit: numbers are suspect**"
+            lines.append(f"- {wname}: {max(pcts):.1f}%{flag}")
+    errs = _errors(doc)
+    if errs:
+        lines += ["", "## Errors", "", *errs]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print(__doc__.strip())
+        return 2
+    doc = json.loads(Path(argv[1]).read_text())
+    print(render(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
