@@ -1,0 +1,341 @@
+"""The auth service: runs SASL mechanisms against the store and the policy.
+
+Theory of operation
+-------------------
+One ``AuthService`` per server holds the store, the throttle, the verified-
+credentials cache and a per-process key for fake SCRAM secrets. Each
+connection opens a ``Conversation``, which drives one AUTH exchange at a time
+and counts the connection's failures. The connection feeds it what the
+session reported (``start``, ``respond``, ``abort``) and gets back a ``Turn``:
+a challenge to send as 334, or a final reply (and the user on success).
+
+Mechanisms are synchronous and pure (``smtpgate.sasl``); this module performs
+their effects: looking accounts up (``NeedSecret``), verifying passwords in a
+worker thread (``VerifyPassword``), and then the policy checks that apply
+only once credentials are proven: authorization identity, the account's
+allowed mechanisms (534), and the password transition.
+
+Password transition (SPEC section 4): an account that lacks the secret a
+mechanism needs answers 432 4.7.12. A successful PLAIN/LOGIN over TLS derives
+the missing SCRAM/CRAM-MD5 secrets from the proven password and rehashes
+legacy hashes to Argon2id, in one store transaction, so the next SCRAM works.
+
+Every counted failure (see ``outcomes.COUNTED_FAILURES``) is answered only
+after ``failure_delay`` (plus the per-login slow-down), and the
+``max_failures_per_connection``-th is answered 421 4.7.0 and closes.
+Unknown users walk the same path as wrong passwords: a dummy Argon2id verify
+for password mechanisms, a fake but stable SCRAM secret for SCRAM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from smtpgate.auth.cache import VerifiedCache
+from smtpgate.auth.outcomes import COUNTED_FAILURES, REPLIES, Outcome
+from smtpgate.credentials.base import Account, CredentialStore, SecretsUpdate, StoreUnavailable
+from smtpgate.credentials.passwords import (
+    needs_rehash,
+    secrets_from_password,
+    verify_account_password,
+    verify_dummy,
+)
+from smtpgate.policy.mechanisms import Gate, gate, mechanism_allowed, usable_mechanisms
+from smtpgate.policy.throttle import Throttle
+from smtpgate.protocol import replies as r
+from smtpgate.protocol.events import AuthAbort
+from smtpgate.protocol.replies import Reply
+from smtpgate.sasl import base as sasl
+from smtpgate.sasl.cram_md5 import cram_md5_secret
+from smtpgate.sasl.registry import REGISTRY
+from smtpgate.sasl.scram_secrets import fake_scram_secret
+
+log = logging.getLogger("smtpgate.auth")
+
+_ABORTS = {
+    AuthAbort.CANCELLED: Outcome.CANCELLED,
+    AuthAbort.BAD_BASE64: Outcome.BAD_BASE64,
+    AuthAbort.TOO_LONG: Outcome.TOO_LONG,
+}
+_FAILURES = {
+    sasl.FailureKind.INVALID: Outcome.INVALID,
+    sasl.FailureKind.MALFORMED: Outcome.MALFORMED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    mechanisms: tuple[str, ...]
+    plaintext_requires_tls: bool = True
+    failure_delay: float = 2.0
+    max_failures_per_connection: int = 3
+    hostname: str = "localhost"
+
+    @property
+    def cram_md5_enabled(self) -> bool:
+        return "CRAM-MD5" in self.mechanisms
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    ip: str
+    tls_active: bool = False
+    bindings: sasl.ChannelBindings | None = None
+    session_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """What to send: ``challenge`` as 334, or ``reply`` (and ``user`` on success)."""
+
+    challenge: bytes | None = None
+    reply: Reply | None = None
+    user: str | None = None
+
+    @property
+    def closes(self) -> bool:
+        return self.reply is not None and self.reply.code == 421
+
+
+class AuthService:
+    def __init__(
+        self,
+        store: CredentialStore,
+        settings: AuthSettings,
+        throttle: Throttle,
+        *,
+        cache: VerifiedCache | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.throttle = throttle
+        self.cache = cache if cache is not None else VerifiedCache()
+        self.sleep = sleep
+        self.fake_key = secrets.token_bytes(32)
+        self._fake_cram = cram_md5_secret(secrets.token_urlsafe(24))
+
+    def advertised(self, tls_active: bool) -> tuple[str, ...]:
+        s = self.settings
+        return usable_mechanisms(
+            s.mechanisms, tls_active=tls_active, plaintext_requires_tls=s.plaintext_requires_tls
+        )
+
+    def conversation(self, peer: Peer) -> Conversation:
+        return Conversation(self, peer)
+
+    def fake_secret(self, scheme: str, name: str) -> sasl.Secret:
+        if scheme == "CRAM-MD5":
+            return self._fake_cram
+        return fake_scram_secret(scheme, name, self.fake_key)
+
+
+class Conversation:
+    """The AUTH exchanges of one connection."""
+
+    def __init__(self, service: AuthService, peer: Peer) -> None:
+        self.service = service
+        self.peer = peer
+        self.failures = 0
+        self._mech: sasl.Mechanism | None = None
+        self._mech_name = ""
+        self._account: Account | None = None
+        self._login: str | None = None  # the login being tried, for the per-login window
+        self._success: sasl.Success | None = None  # SCRAM: waiting for the empty response
+
+    # -- what the connection calls ------------------------------------------
+    async def start(self, mechanism: str, initial: bytes | None, problem: AuthAbort | None) -> Turn:
+        self._reset(mechanism)
+        svc = self.service
+        if svc.throttle.ip_blocked(self.peer.ip):
+            return await self._finish(Outcome.BLOCKED)
+        opened = gate(
+            mechanism,
+            svc.settings.mechanisms,
+            tls_active=self.peer.tls_active,
+            plaintext_requires_tls=svc.settings.plaintext_requires_tls,
+        )
+        if opened is Gate.UNKNOWN:
+            return await self._finish(Outcome.UNKNOWN_MECHANISM)
+        if opened is Gate.NEEDS_TLS:
+            return await self._finish(Outcome.ENCRYPTION_REQUIRED)
+        if problem is not None:
+            return await self._finish(_ABORTS[problem])
+        mech = REGISTRY[mechanism](self._context())
+        if mech.server_first and initial is not None:
+            return await self._finish(Outcome.UNEXPECTED_INITIAL)
+        self._mech = mech
+        return await self._drive(mech.start(initial))
+
+    async def respond(self, data: bytes) -> Turn:
+        if self._success is not None:  # RFC 4422 section 5: empty answer to server-final
+            success, self._success = self._success, None
+            if data:
+                return await self._finish(Outcome.MALFORMED)
+            return await self._succeed(success.authcid, success.authzid)
+        if self._mech is None:
+            return await self._finish(Outcome.MALFORMED)
+        return await self._drive(self._mech.step(data))
+
+    async def abort(self, reason: AuthAbort) -> Turn:
+        return await self._finish(_ABORTS[reason])
+
+    # -- driving the mechanism ----------------------------------------------
+    async def _drive(self, step: sasl.Step) -> Turn:
+        while True:
+            if isinstance(step, sasl.Challenge):
+                return Turn(challenge=step.data)
+            if isinstance(step, sasl.Failure):
+                return await self._finish(_FAILURES[step.kind])
+            if isinstance(step, sasl.VerifyPassword):
+                return await self._verify_password(step)
+            if isinstance(step, sasl.Success):
+                return await self._mechanism_success(step)
+            outcome_or_secret = await self._lookup_secret(step)
+            if isinstance(outcome_or_secret, Outcome):
+                return await self._finish(outcome_or_secret)
+            assert self._mech is not None
+            step = self._mech.resume(outcome_or_secret)
+
+    async def _lookup_secret(self, need: sasl.NeedSecret) -> Outcome | sasl.Secret:
+        self._login = need.authcid
+        if self.service.throttle.login_blocked(need.authcid, self.peer.ip):
+            return Outcome.BLOCKED
+        try:
+            account = await self.service.store.get(need.authcid)
+        except StoreUnavailable:
+            return Outcome.STORE_UNAVAILABLE
+        self._account = account
+        if account is None:
+            return self.service.fake_secret(need.scheme, need.authcid)
+        secret = account.secret_for(need.scheme)
+        return Outcome.TRANSITION_NEEDED if secret is None else secret
+
+    async def _verify_password(self, step: sasl.VerifyPassword) -> Turn:
+        svc = self.service
+        self._login = step.authcid
+        if svc.throttle.login_blocked(step.authcid, self.peer.ip):
+            return await self._finish(Outcome.BLOCKED)
+        try:
+            account = await svc.store.get(step.authcid) if step.authcid else None
+        except StoreUnavailable:
+            return await self._finish(Outcome.STORE_UNAVAILABLE)
+        self._account = account
+        if not await self._password_ok(account, step.password):
+            return await self._finish(Outcome.INVALID)
+        assert account is not None
+        outcome = self._authorize(account, step.authzid)
+        if outcome is Outcome.OK and self.peer.tls_active:
+            await self._transition(account, step.password)
+        if outcome is not Outcome.OK:
+            return await self._finish(outcome)
+        return await self._succeed(step.authcid, step.authzid)
+
+    async def _password_ok(self, account: Account | None, password: str) -> bool:
+        if account is None:
+            await asyncio.to_thread(verify_dummy, password)
+            return False
+        cache, stored = self.service.cache, account.password_hash
+        if stored is not None and cache.hit(account.name, password, stored):
+            return True
+        ok = await asyncio.to_thread(verify_account_password, account, password)
+        if ok and stored is not None:
+            cache.remember(account.name, password, stored)
+        return ok
+
+    async def _mechanism_success(self, step: sasl.Success) -> Turn:
+        account = self._account
+        if account is None:  # a fake secret can never verify; be safe anyway
+            return await self._finish(Outcome.INVALID)
+        outcome = self._authorize(account, step.authzid)
+        if outcome is not Outcome.OK:
+            return await self._finish(outcome)
+        if step.additional is not None:
+            self._success = step
+            return Turn(challenge=step.additional)
+        return await self._succeed(step.authcid, step.authzid)
+
+    def _authorize(self, account: Account, authzid: str) -> Outcome:
+        """Checks made only once the credentials are proven (SPEC section 4)."""
+        if authzid and authzid != account.name and authzid not in account.may_act_as:
+            return Outcome.INVALID
+        if not mechanism_allowed(self._mech_name, account.allowed_mechanisms):
+            return Outcome.WEAK_FOR_ACCOUNT
+        return Outcome.OK
+
+    async def _transition(self, account: Account, password: str) -> None:
+        """Store what this proven password can give and the account lacks."""
+        cram = self.service.settings.cram_md5_enabled
+        missing = (
+            account.scram_sha1 is None
+            or account.scram_sha256 is None
+            or (cram and account.cram_md5 is None)
+        )
+        rehash = account.password_hash is None or needs_rehash(account.password_hash)
+        if not (missing or rehash):
+            return
+        try:
+            fresh = await asyncio.to_thread(secrets_from_password, password, cram_md5=cram)
+            update = SecretsUpdate(
+                password_hash=fresh.password_hash if rehash else None,
+                scram_sha1=fresh.scram_sha1 if account.scram_sha1 is None else None,
+                scram_sha256=fresh.scram_sha256 if account.scram_sha256 is None else None,
+                cram_md5=fresh.cram_md5 if cram and account.cram_md5 is None else None,
+            )
+            await self.service.store.update_secrets(account.name, update)
+        except (StoreUnavailable, ValueError) as exc:
+            log.warning("password transition for an account failed: %s", type(exc).__name__)
+            return
+        log.info("password transition: stored new secrets for %s", account.name)
+
+    # -- endings ------------------------------------------------------------
+    async def _succeed(self, authcid: str, authzid: str) -> Turn:
+        self.service.throttle.record_success(self.peer.ip, authcid)
+        user = authzid or authcid
+        log.info(
+            "session=%s auth ok mechanism=%s user=%s", self.peer.session_id, self._mech_name, user
+        )
+        self._mech = None
+        return Turn(reply=r.AUTH_SUCCEEDED, user=user)
+
+    async def _finish(self, outcome: Outcome) -> Turn:
+        """A final non-success reply; counted failures are delayed and may close."""
+        self._mech = None
+        self._success = None
+        svc = self.service
+        log.info(
+            "session=%s auth failed mechanism=%s outcome=%s ip=%s",
+            self.peer.session_id, self._mech_name or "-", outcome.value, self.peer.ip,
+        )
+        if outcome not in COUNTED_FAILURES:
+            return Turn(reply=REPLIES[outcome])
+        self.failures += 1
+        svc.throttle.record_failure(self.peer.ip, self._login)
+        delay = svc.settings.failure_delay
+        if self._login:
+            delay += svc.throttle.extra_delay(self._login, self.peer.ip)
+        if delay > 0:
+            await svc.sleep(delay)
+        if self.failures >= svc.settings.max_failures_per_connection:
+            return Turn(reply=r.TOO_MANY_AUTH_FAILURES)
+        return Turn(reply=REPLIES[outcome])
+
+    def _reset(self, mechanism: str) -> None:
+        self._mech = None
+        self._mech_name = mechanism.upper()
+        self._account = None
+        self._login = None
+        self._success = None
+
+    def _context(self) -> sasl.MechanismContext:
+        return sasl.MechanismContext(
+            hostname=self.service.settings.hostname,
+            bindings=self.peer.bindings,
+            plus_advertised=any(m.endswith("-PLUS") for m in self.service.advertised(
+                self.peer.tls_active
+            )),
+        )

@@ -1,0 +1,134 @@
+"""Failed-login throttling: per connection, per client IP, per login (SPEC section 3).
+
+Theory of operation
+-------------------
+Counters live in a ``ThrottleState`` (sliding windows of failure times), with
+an injected clock so tests need no sleeping. The in-memory state serves one
+process; a shared state (database, Redis) can replace it behind the same
+small protocol.
+
+- Per IP (``ip_failure_limit`` in ``ip_failure_window``): once reached, AUTH
+  from that IP is answered 454 4.7.0 without checking credentials. IPv6
+  clients are keyed by their /64, since one host usually owns a whole /64.
+- Per login (``user_failure_limit`` in ``user_failure_window``), counted from
+  every IP, against distributed guessing: from half the limit on, failures
+  are answered ever more slowly; at the limit the login is refused (454)
+  — except from IPs where it logged in successfully within
+  ``KNOWN_GOOD_SECONDS``, so an attacker cannot lock the owner out.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+KNOWN_GOOD_SECONDS = 30 * 24 * 3600
+MAX_SLOWDOWN = 30.0  # seconds: the extra delay on one failed login never exceeds this
+MAX_TRACKED = 100_000  # keys per table; the oldest are dropped beyond it
+
+
+def client_key(ip: str) -> str:
+    """The throttling key of an address: itself for IPv4, its /64 for IPv6."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped)
+        return str(ipaddress.IPv6Network((addr, 64), strict=False))
+    return str(addr)
+
+
+class ThrottleState(Protocol):
+    def add(self, table: str, key: str, now: float) -> None: ...
+
+    def count(self, table: str, key: str, since: float) -> int: ...
+
+    def last(self, table: str, key: str) -> float | None: ...
+
+
+class MemoryThrottleState:
+    """Sliding windows in process memory, bounded in keys and entries per key."""
+
+    def __init__(self, max_entries_per_key: int = 1000) -> None:
+        self._tables: dict[str, dict[str, deque[float]]] = {}
+        self._max_entries = max_entries_per_key
+
+    def add(self, table: str, key: str, now: float) -> None:
+        rows = self._tables.setdefault(table, {})
+        times = rows.pop(key, None) or deque(maxlen=self._max_entries)
+        times.append(now)
+        rows[key] = times  # re-inserted: dict order is least-recently-used first
+        if len(rows) > MAX_TRACKED:
+            del rows[next(iter(rows))]
+
+    def count(self, table: str, key: str, since: float) -> int:
+        times = self._tables.get(table, {}).get(key)
+        if not times:
+            return 0
+        while times and times[0] < since:
+            times.popleft()
+        return len(times)
+
+    def last(self, table: str, key: str) -> float | None:
+        times = self._tables.get(table, {}).get(key)
+        return times[-1] if times else None
+
+
+@dataclass(frozen=True, slots=True)
+class ThrottleLimits:
+    ip_failure_limit: int = 10
+    ip_failure_window: float = 300
+    user_failure_limit: int = 20
+    user_failure_window: float = 900
+
+
+class Throttle:
+    def __init__(
+        self,
+        limits: ThrottleLimits,
+        state: ThrottleState | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limits = limits
+        self.state = state if state is not None else MemoryThrottleState()
+        self.clock = clock
+
+    def ip_blocked(self, ip: str) -> bool:
+        lim = self.limits
+        since = self.clock() - lim.ip_failure_window
+        return self.state.count("ip", client_key(ip), since) >= lim.ip_failure_limit
+
+    def login_blocked(self, login: str, ip: str) -> bool:
+        return self._login_failures(login) >= self.limits.user_failure_limit and not (
+            self._known_good(login, ip)
+        )
+
+    def extra_delay(self, login: str, ip: str) -> float:
+        """Slow-down for a failed login being guessed from many places (0 when not)."""
+        if self._known_good(login, ip):
+            return 0.0
+        over = self._login_failures(login) - self.limits.user_failure_limit // 2
+        return 0.0 if over < 0 else min(MAX_SLOWDOWN, 0.5 * 2.0**over)
+
+    def record_failure(self, ip: str, login: str | None) -> None:
+        now = self.clock()
+        self.state.add("ip", client_key(ip), now)
+        if login:
+            self.state.add("login", login, now)
+
+    def record_success(self, ip: str, login: str) -> None:
+        self.state.add("good", f"{login}\0{client_key(ip)}", self.clock())
+
+    def _login_failures(self, login: str) -> int:
+        since = self.clock() - self.limits.user_failure_window
+        return self.state.count("login", login, since)
+
+    def _known_good(self, login: str, ip: str) -> bool:
+        last = self.state.last("good", f"{login}\0{client_key(ip)}")
+        return last is not None and self.clock() - last < KNOWN_GOOD_SECONDS
