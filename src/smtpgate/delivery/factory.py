@@ -1,0 +1,19 @@
+"""Choose the delivery target named by ``[delivery] mode``."""
+
+from __future__ import annotations
+
+from smtpgate.config.schema import Config
+from smtpgate.delivery.base import DeliveryTarget
+from smtpgate.delivery.discard import DiscardTarget
+from smtpgate.delivery.maildir import MaildirTarget
+
+MAIL_DIR = "mail"  # <data_dir>/mail/<recipient>/{tmp,new,cur}
+
+
+def make_target(config: Config) -> DeliveryTarget:
+    """``maildir``: Maildirs under ``<data_dir>/mail``; ``discard``: drop everything."""
+    match config.delivery.mode:
+        case "maildir":
+            return MaildirTarget(config.data_dir / MAIL_DIR, hostname=config.hostname)
+        case "discard":
+            return DiscardTarget()

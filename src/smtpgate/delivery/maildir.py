@@ -1,0 +1,307 @@
+"""Maildir delivery: one Maildir per recipient under ``<data_dir>/mail/`` (SPEC section 5).
+
+Theory of operation
+-------------------
+Mailbox names. ``maildir_name`` turns the recipient address (as written
+between ``<`` and ``>``) into one directory name: lower-cased, every character
+outside ``[a-z0-9._+@-]`` replaced by ``%xx`` for each byte of its UTF-8 form
+(lower-case hex, like the spec's ``%2e``), and a leading ``.`` written
+``%2e``. ``%`` itself is encoded, so the mapping is one-to-one (after lower-
+casing); the result never contains ``/``, ``\\`` or NUL and is never ``.``,
+``..`` or hidden, so no address can name a path outside ``mail/``. Recipients
+that map to the same name (``A@x`` and ``a@x``) get the message once.
+
+Writing. ``start`` does no I/O. The first ``write`` creates the first
+recipient's Maildir (``tmp``, ``new``, ``cur``, mode 0700, on demand) and opens
+one file ``tmp/<unique>`` (mode 0600, ``O_EXCL``); data is appended through a
+64 KiB buffer as it arrives. ``commit`` then, in this order:
+
+1. flushes, fsyncs and closes the tmp file;
+2. for every other recipient, hard-links it into that recipient's ``tmp/``
+   (copies and fsyncs when linking fails, e.g. across file systems);
+3. writes the envelope sidecar ``smtpgate-envelope/<unique>.json`` beside each
+   Maildir (``O_EXCL``, fsynced, its directory fsynced);
+4. renames every ``tmp/<unique>`` to ``new/<unique>`` -- the only step that
+   makes a message visible, and the last one that changes names;
+5. fsyncs every ``new/`` directory, and only then returns.
+
+Any ``OSError`` on the way unlinks everything this delivery created (tmp
+files, sidecars, and messages already renamed into ``new/``) and raises
+``DeliveryError`` (``disk_full`` for ENOSPC/EDQUOT): a message is in every
+recipient's ``new/`` or in none. ``abort`` removes whatever exists so far.
+
+The unique name is ``<sec>.M<usec>P<pid>Q<seq>R<random>.<host>`` (the modern
+Maildir form; ``/`` and ``:`` in the host name written as ``\\057``/``\\072``),
+unique across processes, threads and many deliveries per second.
+
+The envelope (session id, peer, HELO, TLS, authenticated user, MAIL FROM,
+AUTH= parameter, the recipients of *this* Maildir, time) is kept in the JSON
+sidecar, not in the message headers; a sidecar never lists the other
+recipients of the message, so Bcc recipients stay private.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import errno
+import itertools
+import json
+import os
+import secrets
+import shutil
+import socket
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO, NoReturn
+
+from smtpgate.delivery.base import DeliveryError, Envelope
+
+SIDECAR_DIR = "smtpgate-envelope"
+NAME_MAX = 255  # bytes in one directory entry (Linux NAME_MAX)
+_SAFE = frozenset("abcdefghijklmnopqrstuvwxyz0123456789._+@-")
+_SAFE_HOST = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_")
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+_BUFFER = 64 * 1024
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+
+
+def maildir_name(recipient: str) -> str:
+    """The Maildir directory name for ``recipient``; ValueError when it is empty."""
+    if not recipient:
+        raise ValueError("empty recipient address")
+    out: list[str] = []
+    for index, char in enumerate(recipient.lower()):
+        if char in _SAFE and not (index == 0 and char == "."):
+            out.append(char)
+        else:
+            out.extend(f"%{byte:02x}" for byte in char.encode("utf-8", "surrogatepass"))
+    return "".join(out)
+
+
+def _maildir_host(hostname: str) -> str:
+    """The host part of unique names: no '/', ':' or anything unusual (written \\ooo)."""
+    return "".join(c if c in _SAFE_HOST else f"\\{ord(c):03o}" for c in hostname) or "localhost"
+
+
+class _UniqueNames:
+    """``<sec>.M<usec>P<pid>Q<seq>R<random>.<host>``, thread-safe."""
+
+    def __init__(self, hostname: str) -> None:
+        self._host = _maildir_host(hostname)
+        self._seq = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def next(self) -> str:
+        with self._lock:
+            seq = next(self._seq)
+        sec, usec = divmod(time.time_ns() // 1000, 1_000_000)
+        return f"{sec}.M{usec}P{os.getpid()}Q{seq}R{secrets.token_hex(4)}.{self._host}"
+
+
+class MaildirTarget:
+    """A ``DeliveryTarget`` writing one Maildir per recipient under ``root``."""
+
+    def __init__(self, root: Path, *, hostname: str | None = None) -> None:
+        self.root = root
+        self._names = _UniqueNames(hostname or socket.gethostname())
+
+    def start(self, envelope: Envelope) -> MaildirDelivery:
+        return MaildirDelivery(self.root, envelope, _group(envelope.recipients), self._names.next())
+
+    def maildir(self, recipient: str) -> Path:
+        """The Maildir of ``recipient`` (it may not exist yet)."""
+        return self.root / maildir_name(recipient)
+
+
+def _group(recipients: tuple[str, ...]) -> dict[str, list[str]]:
+    """Maildir name -> the recipients stored there, in envelope order."""
+    if not recipients:
+        raise DeliveryError("no recipients", temporary=False)
+    groups: dict[str, list[str]] = {}
+    for recipient in recipients:
+        try:
+            name = maildir_name(recipient)
+        except ValueError:
+            raise DeliveryError("empty recipient address", temporary=False) from None
+        if len(name.encode()) > NAME_MAX:
+            raise DeliveryError("recipient address too long for a mailbox name", temporary=False)
+        groups.setdefault(name, []).append(recipient)
+    return groups
+
+
+class _State(enum.Enum):
+    OPEN = "open"
+    COMMITTED = "committed"
+    FAILED = "failed"
+    ABORTED = "aborted"
+
+
+class MaildirDelivery:
+    """One message on its way into one or more Maildirs (see the module docstring)."""
+
+    def __init__(
+        self, root: Path, envelope: Envelope, groups: dict[str, list[str]], unique: str
+    ) -> None:
+        self._envelope = envelope
+        self._groups = groups
+        self._maildirs = [root / name for name in groups]
+        self._root = root
+        self._unique = unique
+        self._state = _State.OPEN
+        self._file: BinaryIO | None = None
+        self._created: list[Path] = []  # tmp files and sidecars, unlinked on failure
+        self._renamed: list[Path] = []  # files in new/, unlinked if a later step fails
+
+    @property
+    def unique_name(self) -> str:
+        return self._unique
+
+    def write(self, data: bytes) -> None:
+        self._require_open()
+        try:
+            self._open_file().write(data)
+        except OSError as exc:
+            self._fail(exc, "writing the message")
+
+    def commit(self) -> None:
+        self._require_open()
+        try:
+            self._close_file()
+            for maildir in self._maildirs[1:]:
+                self._link(self._tmp(self._maildirs[0]), maildir)
+            for maildir, recipients in zip(self._maildirs, self._groups.values(), strict=True):
+                self._write_sidecar(maildir, recipients)
+            for maildir in self._maildirs:
+                new = maildir / "new" / self._unique
+                os.rename(self._tmp(maildir), new)
+                self._renamed.append(new)
+            for maildir in self._maildirs:
+                _fsync_dir(maildir / "new")
+        except OSError as exc:
+            self._fail(exc, "committing the message")
+        self._state = _State.COMMITTED
+
+    def abort(self) -> None:
+        if self._state in (_State.OPEN, _State.FAILED):
+            self._cleanup()
+            self._state = _State.ABORTED
+
+    # -- steps -------------------------------------------------------------------------------
+
+    def _require_open(self) -> None:
+        if self._state is not _State.OPEN:
+            raise DeliveryError(f"delivery is {self._state.value}")
+
+    def _tmp(self, maildir: Path) -> Path:
+        return maildir / "tmp" / self._unique
+
+    def _open_file(self) -> BinaryIO:
+        if self._file is None:
+            _ensure_maildir(self._root, self._maildirs[0])
+            path = self._tmp(self._maildirs[0])
+            fd = os.open(path, _CREATE, 0o600)
+            self._created.append(path)
+            self._file = os.fdopen(fd, "wb", buffering=_BUFFER)
+        return self._file
+
+    def _close_file(self) -> None:
+        handle = self._open_file()  # an empty message still gets its file
+        handle.flush()
+        os.fsync(handle.fileno())
+        self._file = None
+        handle.close()
+
+    def _link(self, source: Path, maildir: Path) -> None:
+        _ensure_maildir(self._root, maildir)
+        target = self._tmp(maildir)
+        try:
+            os.link(source, target)
+            self._created.append(target)
+            return
+        except OSError:
+            pass  # different file system, no hard links, too many links: copy instead
+        with source.open("rb") as src, os.fdopen(os.open(target, _CREATE, 0o600), "wb") as dst:
+            self._created.append(target)
+            shutil.copyfileobj(src, dst, _BUFFER)
+            dst.flush()
+            os.fsync(dst.fileno())
+
+    def _write_sidecar(self, maildir: Path, recipients: list[str]) -> None:
+        folder = maildir / SIDECAR_DIR
+        _mkdir(folder)
+        path = folder / f"{self._unique}.json"
+        data = sidecar_json(self._envelope, recipients, self._unique)
+        with os.fdopen(os.open(path, _CREATE, 0o600), "wb") as fh:
+            self._created.append(path)
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        _fsync_dir(folder)
+
+    def _fail(self, exc: OSError, step: str) -> NoReturn:
+        self._cleanup()
+        self._state = _State.FAILED
+        reason = exc.strerror or exc.__class__.__name__
+        raise DeliveryError(
+            f"maildir: {step} failed: {reason}", disk_full=exc.errno in _DISK_FULL
+        ) from exc
+
+    def _cleanup(self) -> None:
+        if self._file is not None:
+            handle, self._file = self._file, None
+            with contextlib.suppress(OSError):  # the data is being thrown away anyway
+                handle.close()
+        for path in [*self._renamed, *self._created]:
+            # Gone already (renamed away), or a dying disk: best effort either way.
+            with contextlib.suppress(OSError):
+                path.unlink()
+        self._renamed.clear()
+        self._created.clear()
+
+
+def sidecar_json(envelope: Envelope, recipients: list[str], unique: str) -> bytes:
+    """The envelope sidecar for one Maildir (ASCII JSON, one object, newline-terminated)."""
+    received = datetime.fromtimestamp(envelope.received_at, tz=UTC)
+    record = {
+        "version": 1,
+        "message": unique,
+        "session_id": envelope.session_id,
+        "peer": envelope.peer,
+        "helo": envelope.helo,
+        "esmtp": envelope.esmtp,
+        "tls": envelope.tls,
+        "authenticated_user": envelope.authenticated_user,
+        "mail_from": envelope.mail_from,
+        "auth_param": envelope.auth_param,
+        "body": envelope.body,
+        "smtputf8": envelope.smtputf8,
+        "recipients": recipients,
+        "received_at": envelope.received_at,
+        "received_at_utc": received.isoformat(),
+        "extra": dict(envelope.extra),
+    }
+    text = json.dumps(record, ensure_ascii=True, sort_keys=True, indent=1)
+    return text.encode("ascii") + b"\n"
+
+
+def _mkdir(path: Path) -> None:
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+
+
+def _ensure_maildir(root: Path, maildir: Path) -> None:
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _mkdir(maildir)
+    for sub in ("tmp", "new", "cur"):
+        _mkdir(maildir / sub)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
