@@ -8,6 +8,7 @@ does not count the attempt as a failed login.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -59,6 +60,9 @@ class CredentialStore(Protocol):
     async def get(self, name: str) -> Account | None: ...
 
     async def add(self, account: Account) -> None: ...  # raises UserExists
+
+    # All in one transaction: any name taken (or repeated) -> UserExists, nothing added.
+    async def add_many(self, accounts: Sequence[Account]) -> None: ...
 
     async def replace(self, account: Account) -> None: ...  # raises UnknownUser
 

@@ -1,0 +1,372 @@
+"""The SQLite credential store.
+
+Theory of operation
+-------------------
+One ``SqliteStore`` owns one connection, used only from one dedicated worker
+thread (a ``ThreadPoolExecutor`` with a single worker). The async methods
+hand a small function to that thread and await it, so requests are
+serialised without locks and the event loop never blocks on disk.
+
+The connection is opened lazily by the first request: parent folders are
+created with mode 0700 and the database file with 0600, the journal is
+switched to WAL (readers never wait for the one writer), ``busy_timeout``
+bounds how long we wait for another process's lock, and the schema is
+brought up to date. The schema's version lives in the ``schema_version``
+table; ``_MIGRATIONS`` lists the steps, applied in order in one
+transaction. A database newer than this code is refused.
+
+Any ``sqlite3.Error`` (a missing table, "file is not a database", a lock
+held past the timeout, a disk I/O error) becomes ``StoreUnavailable`` and
+closes the connection; the next request opens it afresh, so the store heals
+when the file does. The server answers such failures 454 4.7.0. Error texts
+name the file and SQLite's complaint, never a value from a row.
+
+Rows hold secrets as text: SCRAM secrets in RFC 5803 form, the CRAM-MD5
+contexts as hex, the password hash as Dovecot ``{SCHEME}...``. Mechanism
+lists and authorization identities are comma-separated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from smtpgate.credentials.base import (
+    Account,
+    CredentialStore,
+    SecretsUpdate,
+    StoreUnavailable,
+    UnknownUser,
+    UserExists,
+)
+from smtpgate.sasl.base import ScramSecret
+from smtpgate.sasl.cram_md5 import format_cram_md5, parse_cram_md5
+from smtpgate.sasl.scram import format_rfc5803, parse_rfc5803
+
+__all__ = ["SqliteStore", "open_store"]
+
+T = TypeVar("T")
+
+# Each migration is a list of statements; migration i brings the schema to version i + 1.
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE users (
+            name TEXT PRIMARY KEY NOT NULL,
+            password_hash TEXT,
+            scram_sha1 TEXT,
+            scram_sha256 TEXT,
+            cram_md5 TEXT,
+            allowed_mechanisms TEXT,
+            may_act_as TEXT NOT NULL DEFAULT '',
+            created TEXT NOT NULL,
+            updated TEXT NOT NULL
+        )""",
+    ),
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+_COLUMNS = "name, password_hash, scram_sha1, scram_sha256, cram_md5, allowed_mechanisms, may_act_as"
+_SECRET_COLUMNS = ("password_hash", "scram_sha1", "scram_sha256", "cram_md5")
+
+
+class SqliteStore:
+    """``CredentialStore`` on one SQLite file (see the module docstring)."""
+
+    def __init__(self, path: Path, *, timeout: float = 5.0) -> None:
+        self._path = Path(path)
+        self._timeout = timeout
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="smtpgate-sqlite")
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({str(self._path)!r})"
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    # ------------------------------------------------------------ public API
+
+    async def open(self) -> None:
+        """Open the file and migrate it now (else the first request does it)."""
+        await self._run(lambda conn: None)
+
+    async def get(self, name: str) -> Account | None:
+        return await self._run(lambda conn: _get(conn, name))
+
+    async def add(self, account: Account) -> None:
+        await self._run(lambda conn: _add_many(conn, [account]))
+
+    async def add_many(self, accounts: Sequence[Account]) -> None:
+        await self._run(lambda conn: _add_many(conn, accounts))
+
+    async def replace(self, account: Account) -> None:
+        await self._run(lambda conn: _replace(conn, account))
+
+    async def update_secrets(self, name: str, update: SecretsUpdate) -> None:
+        await self._run(lambda conn: _update_secrets(conn, name, update))
+
+    async def delete(self, name: str) -> None:
+        await self._run(lambda conn: _delete(conn, name))
+
+    async def names(self) -> list[str]:
+        return await self._run(_names)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._drop)
+        self._executor.shutdown(wait=False)
+
+    # ------------------------------------------------------------ worker side
+
+    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed:
+            raise StoreUnavailable("the credential store is closed")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._call, work)
+
+    def _call(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            return work(self._connection())
+        except sqlite3.Error as exc:
+            self._drop()
+            raise StoreUnavailable(f"credential store {self._path}: {exc}") from exc
+        except OSError as exc:
+            self._drop()
+            raise StoreUnavailable(
+                f"credential store {self._path}: {exc.strerror or type(exc).__name__}"
+            ) from exc
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            _create_private(self._path)
+            conn = sqlite3.connect(
+                self._path, timeout=self._timeout, isolation_level=None, check_same_thread=True
+            )
+            try:
+                _configure(conn, self._timeout)
+                _migrate(conn, self._path)
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+        return self._conn
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+
+
+def open_store(url: str, data_dir: Path) -> CredentialStore:
+    """Open the store a config's ``store.url`` names.
+
+    ``sqlite:///users.db`` is relative to ``data_dir``; ``sqlite:////abs/users.db``
+    is absolute. Other schemes: ValueError naming the scheme.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError(f"store url {url!r} has no scheme (expected sqlite:///FILE)")
+    if scheme.lower() != "sqlite":
+        raise ValueError(f"unsupported store scheme {scheme!r} (only 'sqlite' is available)")
+    if not rest.startswith("/") or rest == "/":
+        raise ValueError(f"store url {url!r}: expected sqlite:///FILE or sqlite:////ABS/FILE")
+    target = rest[1:]
+    path = Path(target) if target.startswith("/") else Path(data_dir) / target
+    return SqliteStore(path)
+
+
+# ---------------------------------------------------------------- opening
+
+
+def _create_private(path: Path) -> None:
+    """Missing parent folders get mode 0700, a missing database file 0600."""
+    missing: list[Path] = []
+    parent = path.parent
+    while not parent.exists():
+        missing.append(parent)
+        parent = parent.parent
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+
+
+def _configure(conn: sqlite3.Connection, timeout: float) -> None:
+    conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")  # safe with WAL; durable at checkpoints
+    conn.execute("PRAGMA foreign_keys = ON")
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Bring the schema to ``SCHEMA_VERSION`` in one transaction (no write if current)."""
+    if _schema_version(conn) == SCHEMA_VERSION:
+        return
+    with _transaction(conn):
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        current = _schema_version(conn)
+        if current > SCHEMA_VERSION:
+            raise StoreUnavailable(
+                f"credential store {path} has schema version {current}; this smtpgate "
+                f"knows up to {SCHEMA_VERSION}: upgrade smtpgate"
+            )
+        for statements in _MIGRATIONS[current:]:
+            for statement in statements:
+                conn.execute(statement)
+        conn.execute("DELETE FROM schema_version")
+        conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+
+
+def _schema_version(conn: sqlite3.Connection) -> int:
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+    ).fetchone()
+    if exists is None:
+        return 0
+    row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+    return int(row[0]) if row is not None and row[0] is not None else 0
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE (take the write lock now) ... COMMIT, or ROLLBACK on any error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+# ---------------------------------------------------------------- queries
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _get(conn: sqlite3.Connection, name: str) -> Account | None:
+    query = f"SELECT {_COLUMNS} FROM users WHERE name = ?"  # noqa: S608 (constant columns)
+    row = conn.execute(query, (name,)).fetchone()
+    return None if row is None else _from_row(row)
+
+
+def _add_many(conn: sqlite3.Connection, accounts: Sequence[Account]) -> None:
+    now = _now()
+    insert = (
+        f"INSERT INTO users ({_COLUMNS}, created, updated) "  # noqa: S608 (constant columns)
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING"
+    )
+    with _transaction(conn):
+        for account in accounts:
+            cursor = conn.execute(insert, (*_to_row(account), now, now))
+            if cursor.rowcount != 1:
+                raise UserExists(account.name)
+
+
+def _replace(conn: sqlite3.Connection, account: Account) -> None:
+    values = _to_row(account)
+    with _transaction(conn):
+        cursor = conn.execute(
+            "UPDATE users SET password_hash = ?, scram_sha1 = ?, scram_sha256 = ?, cram_md5 = ?, "
+            "allowed_mechanisms = ?, may_act_as = ?, updated = ? WHERE name = ?",
+            (*values[1:], _now(), account.name),
+        )
+        if cursor.rowcount != 1:
+            raise UnknownUser(account.name)
+
+
+def _update_secrets(conn: sqlite3.Connection, name: str, update: SecretsUpdate) -> None:
+    """Write every field the update gives (None: keep) in one transaction."""
+    given = {
+        column: value
+        for column, value in zip(_SECRET_COLUMNS, _secrets_to_text(update), strict=True)
+        if value is not None
+    }
+    assignments = "".join(f"{column} = ?, " for column in given)
+    with _transaction(conn):
+        cursor = conn.execute(
+            f"UPDATE users SET {assignments}updated = ? WHERE name = ?",  # noqa: S608 (constant)
+            (*given.values(), _now(), name),
+        )
+        if cursor.rowcount != 1:
+            raise UnknownUser(name)
+
+
+def _delete(conn: sqlite3.Connection, name: str) -> None:
+    with _transaction(conn):
+        cursor = conn.execute("DELETE FROM users WHERE name = ?", (name,))
+        if cursor.rowcount != 1:
+            raise UnknownUser(name)
+
+
+def _names(conn: sqlite3.Connection) -> list[str]:
+    return [str(row[0]) for row in conn.execute("SELECT name FROM users ORDER BY name")]
+
+
+# ---------------------------------------------------------------- rows
+
+
+def _secrets_to_text(
+    secrets: Account | SecretsUpdate,
+) -> tuple[str | None, str | None, str | None, str | None]:
+    return (
+        secrets.password_hash,
+        None if secrets.scram_sha1 is None else format_rfc5803("SCRAM-SHA-1", secrets.scram_sha1),
+        None
+        if secrets.scram_sha256 is None
+        else format_rfc5803("SCRAM-SHA-256", secrets.scram_sha256),
+        None if secrets.cram_md5 is None else format_cram_md5(secrets.cram_md5),
+    )
+
+
+def _to_row(account: Account) -> tuple[Any, ...]:
+    allowed = account.allowed_mechanisms
+    return (
+        account.name,
+        *_secrets_to_text(account),
+        None if allowed is None else ",".join(sorted(allowed)),
+        ",".join(sorted(account.may_act_as)),
+    )
+
+
+def _split(text: str) -> frozenset[str]:
+    return frozenset(item for item in text.split(",") if item)
+
+
+def _scram(text: str, mechanism: str) -> ScramSecret:
+    found, secret = parse_rfc5803(text)
+    if found != mechanism:
+        raise ValueError("SCRAM secret of the wrong mechanism")
+    return secret
+
+
+def _from_row(row: tuple[Any, ...]) -> Account:
+    name, password_hash, sha1, sha256, cram, allowed, may_act_as = row
+    try:
+        return Account(
+            name=name,
+            password_hash=password_hash,
+            scram_sha1=None if sha1 is None else _scram(sha1, "SCRAM-SHA-1"),
+            scram_sha256=None if sha256 is None else _scram(sha256, "SCRAM-SHA-256"),
+            cram_md5=None if cram is None else parse_cram_md5(cram),
+            allowed_mechanisms=None if allowed is None else _split(allowed),
+            may_act_as=_split(may_act_as or ""),
+        )
+    except (ValueError, TypeError):
+        raise StoreUnavailable(f"the stored record of user {name!r} is malformed") from None

@@ -1,0 +1,160 @@
+"""The user administration API behind ``smtpgate user ...``.
+
+Theory of operation
+-------------------
+Each function validates its input first, then makes one store call, so a
+refused command leaves the store untouched:
+
+- user names are SASLprepped (RFC 4013, as stored strings) before any
+  lookup or write, the same preparation the mechanisms apply at AUTH time;
+- ``--allow-mechanisms`` names are upper-cased and must be known;
+- ``--may-act-as`` identities are kept as given, but may not be empty or
+  contain a comma (the store keeps them as a comma-separated list).
+
+``add_user`` and ``set_password`` store everything a password can give:
+an Argon2id hash, SCRAM-SHA-1 and SCRAM-SHA-256 secrets, and the CRAM-MD5
+secret when asked. ``set_password`` replaces *all* secrets, so nothing
+derived from the old password survives. Hashing runs in a worker thread.
+
+``import_passwd_file`` is all-or-nothing: the whole file is parsed and
+checked, then every account is inserted in one transaction (``add_many``);
+a name that already exists aborts the import with ``UserExists``.
+
+Errors: ``ValueError`` for bad input (the text says which argument),
+``UserExists``/``UnknownUser`` from the store, ``PasswdFileError`` for a
+bad file, ``StoreUnavailable`` when the store fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+
+from smtpgate.credentials.base import Account, CredentialStore, UnknownUser
+from smtpgate.credentials.passwd_file import parse_passwd_file
+from smtpgate.credentials.passwords import secrets_from_password
+from smtpgate.sasl.saslprep import SaslPrepError, saslprep
+
+__all__ = [
+    "KNOWN_MECHANISMS",
+    "add_user",
+    "delete_user",
+    "import_passwd_file",
+    "list_users",
+    "prepare_name",
+    "set_password",
+]
+
+KNOWN_MECHANISMS = frozenset(
+    {
+        "PLAIN",
+        "LOGIN",
+        "CRAM-MD5",
+        "SCRAM-SHA-1",
+        "SCRAM-SHA-1-PLUS",
+        "SCRAM-SHA-256",
+        "SCRAM-SHA-256-PLUS",
+    }
+)
+
+
+def prepare_name(name: str) -> str:
+    """The stored form of a user name (SASLprep); ValueError if it has none."""
+    try:
+        prepared = saslprep(name)
+    except SaslPrepError:
+        raise ValueError("the user name contains characters SASLprep prohibits") from None
+    if not prepared:
+        raise ValueError("the user name is empty")
+    return prepared
+
+
+def _mechanisms(names: list[str] | None, known: frozenset[str]) -> frozenset[str] | None:
+    if names is None:
+        return None
+    wanted = frozenset(name.strip().upper() for name in names)
+    unknown = sorted(wanted - known)
+    if unknown:
+        raise ValueError(
+            f"unknown mechanism(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+        )
+    if not wanted:
+        raise ValueError("--allow-mechanisms needs at least one mechanism")
+    return wanted
+
+
+def _identities(identities: list[str]) -> frozenset[str]:
+    for identity in identities:
+        if not identity or "," in identity:
+            raise ValueError(f"bad authorization identity {identity!r}: empty or contains ','")
+    return frozenset(identities)
+
+
+async def add_user(
+    store: CredentialStore,
+    name: str,
+    password: str,
+    *,
+    allow_mechanisms: list[str] | None,
+    may_act_as: list[str],
+    cram_md5: bool,
+    known_mechanisms: frozenset[str] = KNOWN_MECHANISMS,
+) -> Account:
+    """Create a user with every secret its password gives; UserExists if taken."""
+    prepared = prepare_name(name)
+    allowed = _mechanisms(allow_mechanisms, known_mechanisms)
+    identities = _identities(may_act_as)
+    update = await asyncio.to_thread(secrets_from_password, password, cram_md5=cram_md5)
+    account = Account(
+        name=prepared,
+        password_hash=update.password_hash,
+        scram_sha1=update.scram_sha1,
+        scram_sha256=update.scram_sha256,
+        cram_md5=update.cram_md5,
+        allowed_mechanisms=allowed,
+        may_act_as=identities,
+    )
+    await store.add(account)
+    return account
+
+
+async def set_password(store: CredentialStore, name: str, password: str, *, cram_md5: bool) -> None:
+    """Replace every secret of ``name`` with those of ``password``; UnknownUser if absent."""
+    prepared = prepare_name(name)
+    current = await store.get(prepared)
+    if current is None:
+        raise UnknownUser(prepared)
+    update = await asyncio.to_thread(secrets_from_password, password, cram_md5=cram_md5)
+    await store.replace(
+        dataclasses.replace(
+            current,
+            password_hash=update.password_hash,
+            scram_sha1=update.scram_sha1,
+            scram_sha256=update.scram_sha256,
+            cram_md5=update.cram_md5,
+        )
+    )
+
+
+async def delete_user(store: CredentialStore, name: str) -> None:
+    """Remove ``name``; UnknownUser if absent."""
+    await store.delete(prepare_name(name))
+
+
+async def list_users(store: CredentialStore) -> list[Account]:
+    """Every account, by name (a user deleted meanwhile is skipped)."""
+    accounts: list[Account] = []
+    for name in await store.names():
+        account = await store.get(name)
+        if account is not None:
+            accounts.append(account)
+    return accounts
+
+
+async def import_passwd_file(store: CredentialStore, path: Path) -> int:
+    """Import a Dovecot passwd-file, all or nothing; the number of users added."""
+    accounts = await asyncio.to_thread(parse_passwd_file, path)
+    if accounts:
+        await store.add_many(accounts)
+    return len(accounts)
