@@ -37,7 +37,13 @@ from dataclasses import dataclass
 
 from smtpgate.auth.cache import VerifiedCache
 from smtpgate.auth.outcomes import COUNTED_FAILURES, REPLIES, Outcome
-from smtpgate.credentials.base import Account, CredentialStore, SecretsUpdate, StoreUnavailable
+from smtpgate.credentials.base import (
+    Account,
+    CredentialStore,
+    SecretsUpdate,
+    StoreUnavailable,
+    UnknownUser,
+)
 from smtpgate.credentials.passwords import (
     needs_rehash,
     secrets_from_password,
@@ -287,7 +293,7 @@ class Conversation:
                 cram_md5=fresh.cram_md5 if cram and account.cram_md5 is None else None,
             )
             await self.service.store.update_secrets(account.name, update)
-        except (StoreUnavailable, ValueError) as exc:
+        except (StoreUnavailable, UnknownUser, ValueError) as exc:
             log.warning("password transition for an account failed: %s", type(exc).__name__)
             return
         log.info("password transition: stored new secrets for %s", account.name)

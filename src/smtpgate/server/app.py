@@ -1,0 +1,181 @@
+"""The embeddable server: listeners, connection limits, graceful shutdown.
+
+    async with smtpgate.Server(config, delivery=DiscardTarget()) as server:
+        host, port = server.addresses[0]
+        ...
+
+``Server`` wires the pieces: the credential store, the auth service with its
+throttle, the delivery target, the TLS context (a self-signed pair is made on
+first start when none is configured) and one listening socket per
+``[[listener]]``. ``stop`` stops accepting, tells idle clients 421 4.3.2,
+lets sessions in DATA or in a slow step finish within a grace period, then
+closes the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections import Counter
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from OpenSSL import SSL
+
+from smtpgate.auth.service import AuthService, AuthSettings
+from smtpgate.config.schema import Config, ListenerConfig
+from smtpgate.credentials.base import CredentialStore
+from smtpgate.credentials.sqlite import open_store
+from smtpgate.delivery.base import DeliveryTarget
+from smtpgate.delivery.factory import make_target
+from smtpgate.policy.throttle import Throttle, ThrottleLimits, ThrottleState
+from smtpgate.server.certs import ensure_self_signed
+from smtpgate.server.tls import make_server_context
+
+if TYPE_CHECKING:
+    from smtpgate.server.connection import Connection
+
+log = logging.getLogger("smtpgate.server")
+
+
+class Server:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        delivery: DeliveryTarget | None = None,
+        store: CredentialStore | None = None,
+        throttle_state: ThrottleState | None = None,
+        reuse_port: bool = False,
+    ) -> None:
+        self.config = config
+        self.delivery = delivery if delivery is not None else make_target(config)
+        self._own_store = store is None
+        self.store = store if store is not None else open_store(config.store.url, config.data_dir)
+        a = config.auth
+        limits = ThrottleLimits(
+            a.ip_failure_limit, a.ip_failure_window, a.user_failure_limit, a.user_failure_window
+        )
+        self.auth = AuthService(
+            self.store,
+            AuthSettings(
+                mechanisms=a.mechanisms,
+                plaintext_requires_tls=a.plaintext_requires_tls,
+                failure_delay=a.failure_delay,
+                max_failures_per_connection=a.max_failures_per_connection,
+                hostname=config.hostname,
+            ),
+            Throttle(limits, throttle_state),
+        )
+        self.reuse_port = reuse_port
+        self.connections: set[Connection] = set()
+        self.per_ip: Counter[str] = Counter()
+        self.addresses: list[tuple[str, int]] = []
+        self._servers: list[asyncio.Server] = []
+        self._tls_context: SSL.Context | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+    async def start(self) -> None:
+        if any(lst.tls != "none" for lst in self.config.listeners):
+            self._tls_context = self._load_tls()
+        from smtpgate.server.connection import Connection
+
+        loop = asyncio.get_running_loop()
+        for listener in self.config.listeners:
+            sock = self._bind(listener)
+            server = await loop.create_server(
+                lambda lst=listener: Connection(self, lst),  # type: ignore[misc]
+                sock=sock,
+            )
+            self._servers.append(server)
+            host, port = sock.getsockname()[:2]
+            self.addresses.append((host, port))
+            log.info("listening on %s tls=%s require_auth=%s", _fmt(host, port), listener.tls,
+                     listener.require_auth)
+
+    async def stop(self, grace: float = 30.0) -> None:
+        for server in self._servers:
+            server.close()
+        for conn in list(self.connections):
+            conn.shutdown()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while any(c.busy for c in self.connections) and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            conn.shutdown()
+            if conn.transport is not None:
+                conn.transport.close()
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 1.0)
+        self._servers.clear()
+        if self._own_store:
+            await self.store.close()
+
+    async def __aenter__(self) -> Server:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop(grace=5.0)
+
+    # -- used by connections ------------------------------------------------
+    def tls_context(self) -> SSL.Context:
+        if self._tls_context is None:
+            self._tls_context = self._load_tls()
+        return self._tls_context
+
+    def admit(self, conn: Connection) -> bool:
+        lim = self.config.limits
+        if len(self.connections) >= lim.max_connections:
+            log.info("refused %s: max_connections", conn.peer)
+            return False
+        if self.per_ip[conn.ip] >= lim.max_connections_per_ip:
+            log.info("refused %s: max_connections_per_ip", conn.peer)
+            return False
+        self.connections.add(conn)
+        self.per_ip[conn.ip] += 1
+        return True
+
+    def release(self, conn: Connection) -> None:
+        if conn in self.connections:
+            self.connections.discard(conn)
+            self.per_ip[conn.ip] -= 1
+            if self.per_ip[conn.ip] <= 0:
+                del self.per_ip[conn.ip]
+
+    # -- helpers ---------------------------------------------------------------
+    def _load_tls(self) -> SSL.Context:
+        cert, key = self.config.tls.cert, self.config.tls.key
+        if ensure_self_signed(cert, key, self.config.hostname):
+            log.info("generated a self-signed TLS pair in %s", cert.parent)
+        return make_server_context(cert, key)
+
+    def _bind(self, listener: ListenerConfig) -> socket.socket:
+        infos = socket.getaddrinfo(
+            listener.host, listener.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+        family, _, _, _, addr = infos[0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if self.reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(addr)
+            sock.listen(1024)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+
+def _fmt(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
