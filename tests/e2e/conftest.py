@@ -1,0 +1,93 @@
+"""Fixtures for end-to-end tests: a real Server on loopback ports with a real SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from smtpgate.config.load import build_config
+from smtpgate.config.schema import Config
+from smtpgate.credentials.sqlite import open_store
+from smtpgate.credentials.users import add_user
+from smtpgate.server.app import Server
+
+PASSWORD = "correct horse battery staple"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_config(tmp_path: Path, **sections: Any) -> Config:
+    data: dict[str, Any] = {
+        "data_dir": str(tmp_path / "data"),
+        "hostname": "mx.test",
+        "listener": [
+            {"address": f"127.0.0.1:{free_port()}", "tls": "starttls", "require_auth": True},
+            {"address": f"127.0.0.1:{free_port()}", "tls": "implicit", "require_auth": True},
+            {"address": f"127.0.0.1:{free_port()}", "tls": "none", "require_auth": True},
+        ],
+        "auth": {"failure_delay": 0.0},
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return build_config(data, file="test.toml", base_dir=tmp_path)
+
+
+async def create_user(config: Config, name: str = "alice", password: str = PASSWORD,
+                      **kwargs: Any) -> None:
+    store = open_store(config.store.url, config.data_dir)
+    try:
+        await add_user(
+            store, name, password,
+            allow_mechanisms=kwargs.get("allow_mechanisms"),
+            may_act_as=kwargs.get("may_act_as", []),
+            cram_md5="CRAM-MD5" in config.auth.mechanisms,
+        )
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+def client_tls() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+ServerFactory = Callable[..., Any]
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[ServerFactory]:
+    """``await running(**config_sections)`` -> a started Server with user alice."""
+    servers: list[Server] = []
+
+    async def start(user: bool = True, **sections: Any) -> Server:
+        config = make_config(tmp_path, **sections)
+        if user:
+            await create_user(config)
+        server = Server(config)
+        await server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        await server.stop(grace=1.0)
+
+
+async def in_thread(fn: Callable[[], Any]) -> Any:
+    return await asyncio.to_thread(fn)
