@@ -1,0 +1,336 @@
+"""The smtpgate command: in-process through main(), and the installed script as a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import io
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from smtpgate.cli import main as cli
+from smtpgate.config.schema import Config
+from smtpgate.credentials.base import Account
+from smtpgate.credentials.passwords import verify_account_password
+from smtpgate.credentials.sqlite import open_store
+
+SCRIPT = Path(sys.executable).parent / "smtpgate"
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def conf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A config file with its data in tmp_path/data; cwd is tmp_path."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SMTPGATE_CONFIG", raising=False)
+    path = tmp_path / "smtpgate.toml"
+    path.write_text('data_dir = "data"\nhostname = "mx.example"\n')
+    return path
+
+
+def stdin(monkeypatch: pytest.MonkeyPatch, data: bytes, *, tty: bool = False) -> None:
+    stream = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8")
+    monkeypatch.setattr(stream, "isatty", lambda: tty)
+    monkeypatch.setattr(sys, "stdin", stream)
+
+
+def account(conf: Path, name: str) -> Account | None:
+    async def get() -> Account | None:
+        store = open_store("sqlite:///users.db", conf.parent / "data")
+        try:
+            return await store.get(name)
+        finally:
+            await store.close()
+
+    return asyncio.run(get())
+
+
+def one_line(text: str) -> str:
+    assert text.endswith("\n") and text.count("\n") == 1, repr(text)
+    return text.strip()
+
+
+# --- check-config and config errors -----------------------------------------------------------
+
+
+def test_check_config_builtin_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SMTPGATE_CONFIG", raising=False)
+    assert cli.main(["check-config"]) == 0
+    assert capsys.readouterr().out == (
+        "built-in defaults: OK\n"
+        "listener 127.0.0.1:2587 tls=starttls require_auth=true\n"
+        "listener 127.0.0.1:2465 tls=implicit require_auth=true\n"
+    )
+
+
+def test_check_config_names_the_file(conf: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["check-config"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "smtpgate.toml: OK"
+    assert cli.main(["--config", str(conf), "check-config"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == f"{conf}: OK"
+
+
+def test_check_config_from_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "env.toml"
+    path.write_text("[[listener]]\naddress = '[::1]:587'\ntls = 'none'\nrequire_auth = false\n")
+    monkeypatch.setenv("SMTPGATE_CONFIG", str(path))
+    assert cli.main(["check-config"]) == 0
+    assert (
+        capsys.readouterr().out == f"{path}: OK\nlistener [::1]:587 tls=none require_auth=false\n"
+    )
+
+
+@pytest.mark.parametrize("command", [["check-config"], ["user", "list"], ["serve"]])
+def test_bad_config_key_exits_2_with_one_line(
+    conf: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    conf.write_text("[limits]\nmax_recipient = 5\n")
+    assert cli.main(command) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert one_line(captured.err).startswith("smtpgate.toml: limits.max_recipient: unknown key")
+    assert not (conf.parent / "data").exists()  # nothing was created
+
+
+def test_missing_config_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--config", str(tmp_path / "none.toml"), "check-config"]) == 2
+    assert "cannot read" in one_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize(
+    "argv", [[], ["user"], ["user", "add"], ["frobnicate"], ["user", "list", "extra"]]
+)
+def test_usage_errors_are_one_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(argv) == 2
+    assert "try --help" in one_line(capsys.readouterr().err)
+
+
+def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--help"]) == 0
+    assert "check-config" in capsys.readouterr().out
+
+
+# --- serve ------------------------------------------------------------------------------------
+
+
+def test_serve_calls_the_server_with_the_config(
+    conf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[Config] = []
+
+    def serve(config: Config) -> int:
+        seen.append(config)
+        return 0
+
+    fake = types.ModuleType("smtpgate.server.run")
+    fake.serve = serve  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "smtpgate.server.run", fake)
+    assert cli.main(["serve"]) == 0
+    assert seen[0].hostname == "mx.example"
+    assert seen[0].data_dir == conf.parent / "data"
+
+
+# --- user commands in-process ------------------------------------------------------------------
+
+
+def test_user_round_trip(
+    conf: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stdin(monkeypatch, f"{PASSWORD}\n".encode())
+    argv = ["user", "add", "alice", "--password-stdin", "--allow-mechanisms", "scram-sha-256,Plain"]
+    assert cli.main([*argv, "--may-act-as", "team@x,boss@x"]) == 0
+    alice = account(conf, "alice")
+    assert alice is not None
+    assert verify_account_password(alice, PASSWORD)
+    assert alice.allowed_mechanisms == frozenset({"SCRAM-SHA-256", "PLAIN"})
+    assert alice.may_act_as == frozenset({"team@x", "boss@x"})
+    assert alice.scram_sha256 is not None and alice.cram_md5 is None  # CRAM-MD5 is off
+
+    assert cli.main(["user", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "alice\tmechanisms=PLAIN,SCRAM-SHA-256\tmay-act-as=boss@x,team@x\t" in out
+
+    stdin(monkeypatch, b"new password\r\n")
+    assert cli.main(["user", "passwd", "alice", "--password-stdin"]) == 0
+    alice = account(conf, "alice")
+    assert alice is not None
+    assert verify_account_password(alice, "new password")
+    assert not verify_account_password(alice, PASSWORD)
+
+    assert cli.main(["user", "del", "alice"]) == 0
+    assert account(conf, "alice") is None
+    captured = capsys.readouterr()
+    assert PASSWORD not in captured.out + captured.err
+    assert "new password" not in captured.out + captured.err
+    assert "$argon2" not in captured.out + captured.err
+
+
+def test_cram_md5_secret_only_when_enabled(conf: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    conf.write_text('data_dir = "data"\n[auth]\nmechanisms = ["CRAM-MD5", "PLAIN"]\n')
+    stdin(monkeypatch, b"pw\n")
+    assert cli.main(["user", "add", "bob", "--password-stdin"]) == 0
+    bob = account(conf, "bob")
+    assert bob is not None and bob.cram_md5 is not None
+
+
+def test_prompt_twice_on_a_terminal(conf: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    answers = iter([PASSWORD, PASSWORD])
+    stdin(monkeypatch, b"", tty=True)
+    monkeypatch.setattr(getpass, "getpass", lambda prompt: next(answers))
+    assert cli.main(["user", "add", "carol"]) == 0
+    carol = account(conf, "carol")
+    assert carol is not None and verify_account_password(carol, PASSWORD)
+
+
+def test_mismatched_prompts_refused(
+    conf: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    answers = iter(["one", "two"])
+    stdin(monkeypatch, b"", tty=True)
+    monkeypatch.setattr(getpass, "getpass", lambda prompt: next(answers))
+    assert cli.main(["user", "add", "carol"]) == 1
+    assert one_line(capsys.readouterr().err) == "smtpgate: the passwords do not match"
+    assert account(conf, "carol") is None
+
+
+def test_no_terminal_and_no_password_stdin(
+    conf: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stdin(monkeypatch, b"pw\n", tty=False)
+    assert cli.main(["user", "add", "dave"]) == 1
+    assert "--password-stdin" in one_line(capsys.readouterr().err)
+    assert account(conf, "dave") is None
+
+
+@pytest.mark.parametrize("data", [b"", b"\n", b"\r\n"])
+def test_empty_password_refused(
+    conf: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], data: bytes
+) -> None:
+    stdin(monkeypatch, data)
+    assert cli.main(["user", "add", "erin", "--password-stdin"]) == 1
+    assert "empty password" in one_line(capsys.readouterr().err)
+
+
+def test_password_stdin_reads_one_line_only(conf: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stdin(monkeypatch, b" spaced pw \nsecond line\n")
+    assert cli.main(["user", "add", "fay", "--password-stdin"]) == 0
+    fay = account(conf, "fay")
+    assert fay is not None and verify_account_password(fay, " spaced pw ")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["user", "del", "nobody"], "smtpgate: unknown user nobody"),
+        (["user", "passwd", "nobody", "--password-stdin"], "smtpgate: unknown user nobody"),
+        (["user", "import", "/nonexistent/file"], "cannot read"),
+        (["user", "add", "x", "--password-stdin", "--allow-mechanisms", "NTLM"], "NTLM"),
+    ],
+)
+def test_user_errors_exit_1(
+    conf: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    message: str,
+) -> None:
+    stdin(monkeypatch, b"pw\n")
+    assert cli.main(argv) == 1
+    assert message in one_line(capsys.readouterr().err)
+
+
+def test_user_exists(
+    conf: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stdin(monkeypatch, b"pw\n")
+    assert cli.main(["user", "add", "gus", "--password-stdin"]) == 0
+    stdin(monkeypatch, b"other\n")
+    assert cli.main(["user", "add", "gus", "--password-stdin"]) == 1
+    assert "already exists" in one_line(capsys.readouterr().err)
+    gus = account(conf, "gus")
+    assert gus is not None and verify_account_password(gus, "pw")
+
+
+def test_import_is_all_or_nothing(
+    conf: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    good = tmp_path / "good.passwd"
+    good.write_text("hana:{PLAIN}secret:1000:1000::/home/hana\n# comment\nivan:{PLAIN}other\n")
+    assert cli.main(["user", "import", str(good)]) == 0
+    assert "imported 2 users" in capsys.readouterr().out
+    hana = account(conf, "hana")
+    assert hana is not None and verify_account_password(hana, "secret")
+    bad = tmp_path / "bad.passwd"
+    bad.write_text("jo:{PLAIN}a\nkim:{NOPE}b\n")
+    assert cli.main(["user", "import", str(bad)]) == 1
+    assert "line 2" in one_line(capsys.readouterr().err)
+    assert account(conf, "jo") is None
+
+
+# --- the installed script -------------------------------------------------------------------------
+
+
+def run(
+    args: list[str], cwd: Path, *, env: dict[str, str] | None = None, stdin: bytes = b""
+) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if k != "SMTPGATE_CONFIG"}
+    environ.update(env or {})
+    return subprocess.run(
+        [str(SCRIPT), *args],
+        cwd=cwd,
+        env=environ,
+        input=stdin.decode(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_script_check_config(tmp_path: Path) -> None:
+    done = run(["check-config"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == "built-in defaults: OK"
+    assert len(done.stdout.splitlines()) == 3
+
+
+def test_script_bad_config_key(tmp_path: Path) -> None:
+    (tmp_path / "c.toml").write_text('[auth]\nfailure_delay = "fast"\n')
+    done = run(["check-config"], tmp_path, env={"SMTPGATE_CONFIG": "c.toml"})
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr == 'c.toml: auth.failure_delay: expected a number, got "fast"\n'
+
+
+def test_script_user_round_trip(tmp_path: Path) -> None:
+    (tmp_path / "smtpgate.toml").write_text('data_dir = "d"\n')
+    add = run(["user", "add", "alice", "--password-stdin"], tmp_path, stdin=b"s3cret!\n")
+    assert add.returncode == 0, add.stderr
+    assert (
+        run(["user", "passwd", "alice", "--password-stdin"], tmp_path, stdin=b"n3w\n").returncode
+        == 0
+    )
+    (tmp_path / "import.passwd").write_text("bob:{PLAIN}x\n")
+    assert run(["user", "import", "import.passwd"], tmp_path).returncode == 0
+    listing = run(["user", "list"], tmp_path)
+    assert listing.returncode == 0
+    assert [line.split("\t")[0] for line in listing.stdout.splitlines()] == ["alice", "bob"]
+    assert run(["user", "del", "bob"], tmp_path).returncode == 0
+    again = run(["user", "del", "bob"], tmp_path)
+    assert again.returncode == 1
+    assert again.stderr == "smtpgate: unknown user bob\n"
+    assert "s3cret" not in add.stdout + add.stderr + listing.stdout
+    assert (tmp_path / "d" / "users.db").exists()
+    no_tty = run(["user", "add", "carol"], tmp_path)
+    assert no_tty.returncode == 1
+    assert no_tty.stderr.count("\n") == 1
