@@ -41,6 +41,7 @@ from smtpgate.credentials.base import (
     Account,
     CredentialStore,
     SecretsUpdate,
+    StaleAccount,
     StoreUnavailable,
     UnknownUser,
 )
@@ -292,8 +293,10 @@ class Conversation:
                 scram_sha256=fresh.scram_sha256 if account.scram_sha256 is None else None,
                 cram_md5=fresh.cram_md5 if cram and account.cram_md5 is None else None,
             )
-            await self.service.store.update_secrets(account.name, update)
-        except (StoreUnavailable, UnknownUser, ValueError) as exc:
+            await self.service.store.update_secrets(
+                account.name, update, if_hash=account.password_hash
+            )
+        except (StoreUnavailable, UnknownUser, StaleAccount, ValueError) as exc:
             log.warning("password transition for an account failed: %s", type(exc).__name__)
             return
         log.info("password transition: stored new secrets for %s", account.name)

@@ -23,6 +23,10 @@ class UnknownUser(Exception):
     """An administrative command named a user that does not exist."""
 
 
+class StaleAccount(Exception):
+    """A conditional update found the account changed since it was read."""
+
+
 class UserExists(Exception):
     """``user add`` for a name that is already taken."""
 
@@ -66,7 +70,15 @@ class CredentialStore(Protocol):
 
     async def replace(self, account: Account) -> None: ...  # raises UnknownUser
 
-    async def update_secrets(self, name: str, update: SecretsUpdate) -> None: ...
+    async def update_secrets(
+        self, name: str, update: SecretsUpdate, *, if_hash: str | bool | None = False
+    ) -> None:
+        """Write the given secrets in one transaction (UnknownUser if absent).
+
+        ``if_hash``: False writes unconditionally; otherwise only while the stored
+        password hash still equals it (None: still has none), else StaleAccount.
+        The password transition uses this so a concurrent ``user passwd`` wins.
+        """
 
     async def delete(self, name: str) -> None: ...  # raises UnknownUser
 

@@ -42,6 +42,7 @@ from smtpgate.credentials.base import (
     Account,
     CredentialStore,
     SecretsUpdate,
+    StaleAccount,
     StoreUnavailable,
     UnknownUser,
     UserExists,
@@ -111,8 +112,10 @@ class SqliteStore:
     async def replace(self, account: Account) -> None:
         await self._run(lambda conn: _replace(conn, account))
 
-    async def update_secrets(self, name: str, update: SecretsUpdate) -> None:
-        await self._run(lambda conn: _update_secrets(conn, name, update))
+    async def update_secrets(
+        self, name: str, update: SecretsUpdate, *, if_hash: str | bool | None = False
+    ) -> None:
+        await self._run(lambda conn: _update_secrets(conn, name, update, if_hash))
 
     async def delete(self, name: str) -> None:
         await self._run(lambda conn: _delete(conn, name))
@@ -291,7 +294,9 @@ def _replace(conn: sqlite3.Connection, account: Account) -> None:
             raise UnknownUser(account.name)
 
 
-def _update_secrets(conn: sqlite3.Connection, name: str, update: SecretsUpdate) -> None:
+def _update_secrets(
+    conn: sqlite3.Connection, name: str, update: SecretsUpdate, if_hash: str | bool | None
+) -> None:
     """Write every field the update gives (None: keep) in one transaction."""
     given = {
         column: value
@@ -300,12 +305,18 @@ def _update_secrets(conn: sqlite3.Connection, name: str, update: SecretsUpdate) 
     }
     assignments = "".join(f"{column} = ?, " for column in given)
     with _transaction(conn):
+        condition, extra = ("", ()) if if_hash is False else (" AND password_hash IS ?", (if_hash,))
         cursor = conn.execute(
-            f"UPDATE users SET {assignments}updated = ? WHERE name = ?",  # noqa: S608 (constant)
-            (*given.values(), _now(), name),
+            f"UPDATE users SET {assignments}updated = ? WHERE name = ?{condition}",  # noqa: S608
+            (*given.values(), _now(), name, *extra),
         )
-        if cursor.rowcount != 1:
-            raise UnknownUser(name)
+        if cursor.rowcount == 1:
+            return
+        if if_hash is not False and conn.execute(
+            "SELECT 1 FROM users WHERE name = ?", (name,)
+        ).fetchone():
+            raise StaleAccount(name)
+        raise UnknownUser(name)
 
 
 def _delete(conn: sqlite3.Connection, name: str) -> None:
