@@ -6,8 +6,11 @@ import asyncio
 import getpass
 import io
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -334,3 +337,39 @@ def test_script_user_round_trip(tmp_path: Path) -> None:
     no_tty = run(["user", "add", "carol"], tmp_path)
     assert no_tty.returncode == 1
     assert no_tty.stderr.count("\n") == 1
+
+
+def test_script_serve_stops_on_sigterm(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (tmp_path / "smtpgate.toml").write_text(
+        f'hostname = "mx.test"\n[server]\nworkers = 1\n'
+        f'[[listener]]\naddress = "127.0.0.1:{port}"\ntls = "none"\n'
+    )
+    environ = {k: v for k, v in os.environ.items() if k != "SMTPGATE_CONFIG"}
+    proc = subprocess.Popen(
+        [str(SCRIPT), "serve"],
+        cwd=tmp_path,
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        greeting = b""
+        deadline = time.monotonic() + 60  # generous: CI machines can be slow
+        while time.monotonic() < deadline and not greeting:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+                    greeting = conn.recv(512)
+            except OSError:
+                time.sleep(0.1)
+        if not greeting.startswith(b"220 mx.test "):
+            proc.kill()
+            pytest.fail(f"no greeting ({greeting!r}); server said: {proc.communicate()[1]!r}")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-import importlib
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -128,13 +127,10 @@ def _fail(message: str, status: int) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, config: Config) -> int:
-    # Imported here (by name: the server package is written in parallel) so that
-    # the user commands and check-config never depend on it.
-    try:
-        module = importlib.import_module("smtpgate.server.run")
-    except ImportError as exc:
-        raise CliError(f"the server is not available: {exc}") from None
-    serve: Callable[[Config], int] = module.serve
+    # Imported here so that the user commands and check-config never load the server
+    # (sockets, TLS, OpenSSL).
+    from smtpgate.server.run import serve
+
     return serve(config)
 
 
