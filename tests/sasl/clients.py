@@ -60,6 +60,7 @@ class ScramClient:
     cb_data: bytes = field(default=b"", repr=False)
     gs2_flag: str | None = None
     final_extensions: str = ""  # e.g. "x=y", signed as part of AuthMessage
+    final_nonce: str | None = None  # sign a different r= (negative tests)
     client_first_bare: str = ""
     gs2_header: str = ""
     server_signature: bytes = field(default=b"", repr=False)
@@ -85,6 +86,8 @@ class ScramClient:
         cbind = self.gs2_header.encode()
         if self.gs2_header.startswith("p="):
             cbind += self.cb_data
+        if self.final_nonce is not None:
+            nonce = self.final_nonce
         without_proof = f"c={base64.b64encode(cbind).decode()},r={nonce}"
         if self.final_extensions:
             without_proof += "," + self.final_extensions

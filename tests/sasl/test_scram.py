@@ -271,6 +271,20 @@ def test_wrong_nonce() -> None:
     assert _failure(mech.step(bad)) is FailureKind.INVALID
 
 
+@pytest.mark.parametrize("nonce", ["cnonce", "cnoncesnonceX", "xcnoncesnonce"])
+def test_wrong_nonce_even_when_signed(nonce: str) -> None:
+    client = ScramClient("SCRAM-SHA-256", "user", "pw", cnonce="cnonce", final_nonce=nonce)
+    mech, _, final = _to_final(client=client)
+    assert f",r={nonce},".encode() in final
+    assert _failure(mech.step(final)) is FailureKind.INVALID
+
+
+def test_empty_binding_data_counts_as_unavailable() -> None:
+    client = ScramClient("SCRAM-SHA-256-PLUS", "user", "pw", cb_type="tls-exporter", cb_data=b"")
+    ctx = MechanismContext(bindings=ChannelBindings(tls_exporter=b""), plus_advertised=True)
+    assert _failure(_run(ScramSha256Plus, client, ctx)) is FailureKind.INVALID
+
+
 def test_client_nonce_only() -> None:
     mech, _, final = _to_final()
     bad = _replace(final, b"r", b"cnonce")
@@ -320,6 +334,13 @@ def test_failure_ends_the_exchange() -> None:
 )
 def test_malformed_final(final: bytes) -> None:
     mech, _, _ = _to_final()
+    assert _failure(mech.step(final)) is FailureKind.MALFORMED
+
+
+@pytest.mark.parametrize("extension", ["x", "1=y", "xy=z", "x="])
+def test_final_with_bad_extension_is_malformed(extension: str) -> None:
+    client = ScramClient("SCRAM-SHA-256", "user", "pw", cnonce="c", final_extensions=extension)
+    mech, _, final = _to_final(client=client)
     assert _failure(mech.step(final)) is FailureKind.MALFORMED
 
 

@@ -87,8 +87,8 @@ def _parse_gs2(flag: str, authz: str) -> tuple[str, str, str] | Failure:
 def _parse_bare(bare: str) -> tuple[str, str] | Failure:
     """client-first-message-bare -> (username, c-nonce)."""
     attrs = bare.split(",")
-    if attrs[0].startswith("m="):  # RFC 5802 section 5.1: unknown mandatory extension
-        return malformed("SCRAM mandatory extension not supported")
+    # RFC 5802 section 5.1: a leading "m=" (mandatory extension) is never one we
+    # support, and it fails here because the first attribute must be "n=".
     if len(attrs) < 2 or not attrs[0].startswith("n=") or not attrs[1].startswith("r="):
         return malformed("SCRAM client-first needs n= and r=")
     if not all(_ATTR_VAL.fullmatch(ext) for ext in attrs[2:]):

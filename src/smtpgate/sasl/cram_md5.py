@@ -159,9 +159,9 @@ def _parse_response(response: bytes) -> tuple[str, bytes] | None:
     if not all(c in b"0123456789abcdefABCDEF" for c in digest_hex):
         return None
     user = decode_utf8(user_bytes)
-    if user is None or user == "" or "\x00" in user:
+    if user is None or user == "":
         return None
-    try:
+    try:  # SASLprep also refuses NUL and other controls (RFC 4013 section 2.3)
         user = saslprep(user, allow_unassigned=True)
     except SaslPrepError:
         return None

@@ -49,9 +49,9 @@ class _State(enum.Enum):
 def _prepare(data: bytes) -> str | None:
     """UTF-8 decode and SASLprep one LOGIN answer; None if it is unusable."""
     text = decode_utf8(data)
-    if text is None or "\x00" in text:
+    if text is None:
         return None
-    try:
+    try:  # SASLprep also refuses NUL and other controls (RFC 4013 section 2.3)
         return saslprep(text, allow_unassigned=True)
     except SaslPrepError:
         return None
