@@ -1,0 +1,1 @@
+"""The ``smtpgate`` command line (``main``)."""
