@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 from collections import Counter
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -67,7 +68,8 @@ class Server:
                 max_failures_per_connection=a.max_failures_per_connection,
                 hostname=config.hostname,
             ),
-            Throttle(limits, throttle_state),
+            # Wall time: a shared state compares times written by other processes.
+            Throttle(limits, throttle_state, clock=time.time),
         )
         self.reuse_port = reuse_port
         self.connections: set[Connection] = set()

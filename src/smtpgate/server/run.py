@@ -20,6 +20,7 @@ import sys
 from smtpgate.config.schema import Config
 from smtpgate.server.app import Server
 from smtpgate.server.certs import ensure_self_signed
+from smtpgate.server.throttle_db import SqliteThrottleState
 
 SHUTDOWN_GRACE = 30.0
 log = logging.getLogger("smtpgate")
@@ -67,11 +68,15 @@ async def _serve_until_signal(config: Config, reuse_port: bool) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    server = Server(config, reuse_port=reuse_port)
+    # Workers share failure windows through a file; one process keeps them in memory.
+    state = SqliteThrottleState(config.data_dir / "throttle.db") if reuse_port else None
+    server = Server(config, reuse_port=reuse_port, throttle_state=state)
     await server.start()
     await stop.wait()
     log.info("stopping: no new connections, %d open", len(server.connections))
     await server.stop(grace=SHUTDOWN_GRACE)
+    if state is not None:
+        state.close()
     log.info("stopped")
     return 0
 

@@ -1,0 +1,94 @@
+"""A ThrottleState shared by worker processes, in a small SQLite file.
+
+With ``[server] workers > 1`` every worker must see the same failure windows,
+or an attacker gets ``workers`` times the allowance. The windows live in
+``<data_dir>/throttle.db`` (WAL: readers never wait for the writer). Failures
+are rare and already delayed, so a write per failed AUTH costs nothing that
+matters; the read at each AUTH is an indexed count.
+
+Times are wall-clock seconds (``time.time``): monotonic clocks are not
+comparable between processes. If the file cannot be used the state fails
+open (nothing blocked) and logs it, rather than refusing every login.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+log = logging.getLogger("smtpgate.throttle")
+
+_RETENTION = {"ip": 86400.0, "login": 86400.0, "good": 30 * 86400.0}
+_PRUNE_EVERY = 256  # writes between clean-ups
+
+
+class SqliteThrottleState:
+    def __init__(self, path: Path, *, timeout: float = 0.5) -> None:
+        self._path = path
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._conn: sqlite3.Connection | None = None
+        self._writes = 0
+
+    def add(self, table: str, key: str, now: float) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO events VALUES (?, ?, ?)", (table, key, now))
+            self._writes += 1
+            if self._writes % _PRUNE_EVERY == 0:
+                for name, keep in _RETENTION.items():
+                    conn.execute("DELETE FROM events WHERE tbl = ? AND at < ?", (name, now - keep))
+
+        self._use(write, None)
+
+    def count(self, table: str, key: str, since: float) -> int:
+        def read(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                "SELECT COUNT(*) FROM events WHERE tbl = ? AND key = ? AND at >= ?",
+                (table, key, since),
+            ).fetchone()
+            return int(row[0])
+
+        return self._use(read, 0)
+
+    def last(self, table: str, key: str) -> float | None:
+        def read(conn: sqlite3.Connection) -> float | None:
+            row = conn.execute(
+                "SELECT MAX(at) FROM events WHERE tbl = ? AND key = ?", (table, key)
+            ).fetchone()
+            return None if row[0] is None else float(row[0])
+
+        return self._use(read, None)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def _use(self, work: Callable[[sqlite3.Connection], T], fallback: T) -> T:
+        with self._lock:  # one connection, used by the event loop (and tests' threads)
+            try:
+                return work(self._connection())
+            except sqlite3.Error as exc:
+                log.warning("throttle state %s unusable, failing open: %s", self._path, exc)
+                if self._conn is not None:
+                    self._conn.close()
+                    self._conn = None
+                return fallback
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            conn = sqlite3.connect(self._path, timeout=self._timeout, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("CREATE TABLE IF NOT EXISTS events (tbl TEXT, key TEXT, at REAL)")
+            conn.execute("CREATE INDEX IF NOT EXISTS events_key ON events (tbl, key, at)")
+            self._conn = conn
+        return self._conn

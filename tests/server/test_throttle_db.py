@@ -1,0 +1,55 @@
+"""The shared throttle state: two processes' windows in one SQLite file."""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+from smtpgate.policy.throttle import Throttle, ThrottleLimits
+from smtpgate.server.throttle_db import SqliteThrottleState
+
+
+def _fail_from(path: Path, ip: str, times: int) -> None:
+    throttle = Throttle(ThrottleLimits(ip_failure_limit=4), SqliteThrottleState(path))
+    for _ in range(times):
+        throttle.record_failure(ip, "alice")
+
+
+def test_failures_recorded_by_two_processes_add_up(tmp_path: Path) -> None:
+    path = tmp_path / "throttle.db"
+    ctx = multiprocessing.get_context("fork")
+    workers = [ctx.Process(target=_fail_from, args=(path, "192.0.2.7", 2)) for _ in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=20)
+        assert w.exitcode == 0
+    throttle = Throttle(ThrottleLimits(ip_failure_limit=4), SqliteThrottleState(path))
+    assert throttle.ip_blocked("192.0.2.7")  # 2 + 2 failures from two processes
+    assert not throttle.ip_blocked("192.0.2.8")
+
+
+def test_windows_expire_and_known_good_ip_is_remembered(tmp_path: Path) -> None:
+    now = [1_000_000.0]
+    state = SqliteThrottleState(tmp_path / "throttle.db")
+    throttle = Throttle(
+        ThrottleLimits(ip_failure_limit=2, ip_failure_window=60, user_failure_limit=2),
+        state,
+        clock=lambda: now[0],
+    )
+    throttle.record_success("198.51.100.1", "alice")
+    throttle.record_failure("192.0.2.1", "alice")
+    throttle.record_failure("192.0.2.1", "alice")
+    assert throttle.ip_blocked("192.0.2.1")
+    assert throttle.login_blocked("alice", "192.0.2.9")
+    assert not throttle.login_blocked("alice", "198.51.100.1")  # the owner's known-good IP
+    now[0] += 61
+    assert not throttle.ip_blocked("192.0.2.1")
+
+
+def test_unusable_file_fails_open(tmp_path: Path) -> None:
+    path = tmp_path / "throttle.db"
+    path.write_bytes(b"this is not a database" * 100)
+    throttle = Throttle(ThrottleLimits(ip_failure_limit=1), SqliteThrottleState(path))
+    throttle.record_failure("192.0.2.1", None)
+    assert not throttle.ip_blocked("192.0.2.1")
