@@ -46,6 +46,7 @@ from smtpgate.credentials.base import (
     UnknownUser,
 )
 from smtpgate.credentials.passwords import (
+    DEFAULT_SCRAM_ITERATIONS,
     needs_rehash,
     secrets_from_password,
     verify_account_password,
@@ -138,7 +139,8 @@ class AuthService:
     def fake_secret(self, scheme: str, name: str) -> sasl.Secret:
         if scheme == "CRAM-MD5":
             return self._fake_cram
-        return fake_scram_secret(scheme, name, self.fake_key)
+        # Same iteration count as real accounts, or "i=" would tell them apart.
+        return fake_scram_secret(scheme, name, self.fake_key, DEFAULT_SCRAM_ITERATIONS)
 
 
 class Conversation:
