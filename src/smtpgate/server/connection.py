@@ -59,6 +59,7 @@ class Connection(asyncio.Protocol):
         self.delivery: Delivery | None = None
         self.delivery_failed: DeliveryError | None = None
         self.task: asyncio.Task[None] | None = None
+        self.transactions = 0
         self.closing = False
         self.admitted = False
         self._deadline = 0.0
@@ -217,13 +218,17 @@ class Connection(asyncio.Protocol):
 
     # -- DATA -------------------------------------------------------------------
     def _start_delivery(self, session: Session) -> None:
+        self.transactions += 1
         envelope = self._envelope(session)
         try:
             self.delivery = self.server.delivery.start(envelope)
             self.delivery_failed = None
             cfg = self.server.config
             header = received_header(
-                envelope, hostname=cfg.hostname, show_user=cfg.auth.show_user_in_received
+                envelope,
+                hostname=cfg.hostname,
+                show_user=cfg.auth.show_user_in_received,
+                message_id=f"{self.id}.{self.transactions}",
             )
             self.delivery.write(header)
         except DeliveryError as exc:
