@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 UNITS = {
+    "W0": "server CPU-ms per cold AUTH (lower is better)",
     "W1": "msgs / server CPU-s",
     "W2": "handshakes / server CPU-s",
     "W3": "KiB per idle conn (lower is better)",
@@ -72,6 +73,9 @@ def collect(doc: dict[str, Any]) -> dict[str, dict[str, dict[str, list[float]]]]
                 slot.setdefault("wall", []).append(w)
             if rec.get("server_cpu_s") is not None and not rec.get("error"):
                 slot.setdefault("cpu", []).append(rec["server_cpu_s"])
+                if wname == "W4" and rec.get("loadgen") and rec["server_cpu_s"] > 0:
+                    slot.setdefault("mb_per_cpu", []).append(
+                        rec["loadgen"]["bytes"] / rec["server_cpu_s"] / 1e6)
             lg = rec.get("loadgen") or {}
             if lg.get("cpu_pct_of_wall") is not None:
                 slot.setdefault("lg_pct", []).append(lg["cpu_pct_of_wall"])
@@ -107,7 +111,7 @@ def render(doc: dict[str, Any]) -> str:
         "",
         f"Median of {doc['reps']} repetition(s)"
         f"{' (QUICK smoke run: small counts)' if doc['quick'] else ''}; "
-        "ratios are to aiosmtpd (higher is better except W3).",
+        "ratios are to aiosmtpd (higher is better except W0 and W3).",
         "",
         "| workload | unit | " + " | ".join(main) + " | "
         + " | ".join(f"{s}/aiosmtpd" for s in others) + " |",
@@ -115,7 +119,7 @@ def render(doc: dict[str, Any]) -> str:
     ]
     for wname, unit in UNITS.items():
         vals = {s: _get(data, s, wname, "value") for s in main}
-        digits = 1 if wname == "W3" else 0
+        digits = 1 if wname in ("W0", "W3") else 0
         lines.append(
             f"| {wname} | {unit} | " + " | ".join(_fmt(vals[s], digits) for s in main) + " | "
             + " | ".join(_ratio(vals[s], vals.get("aiosmtpd")) for s in others) + " |")
@@ -126,17 +130,21 @@ def render(doc: dict[str, Any]) -> str:
         lines.append(
             f"| {wname} | {unit} | " + " | ".join(_fmt(vals[s]) for s in main) + " | "
             + " | ".join(_ratio(vals[s], vals.get("aiosmtpd")) for s in others) + " |")
+    vals = {s: _get(data, s, "W4", "mb_per_cpu") for s in main}
+    lines.append(
+        "| W4 | MB / server CPU-s | " + " | ".join(_fmt(vals[s]) for s in main) + " | "
+        + " | ".join(_ratio(vals[s], vals.get("aiosmtpd")) for s in others) + " |")
     lines += ["", "Workloads:", ""]
     lines += [f"- {k}: {w['title']}" for k, w in doc["workloads"].items()]
 
     lines += ["", "## Server CPU seconds and memory (medians)", "",
-              "| server | W1 CPU-s | W2 CPU-s | W3 CPU-s | W4 CPU-s | RSS at start MiB "
-              "| peak RSS (VmHWM) MiB |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
+              "| server | W0 CPU-s | W1 CPU-s | W2 CPU-s | W3 CPU-s | W4 CPU-s "
+              "| RSS at start MiB | peak RSS (VmHWM) MiB |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for s in [*main, *doc.get("variants", [])]:
         if s not in data:
             continue
-        cpu = [_fmt(_get(data, s, w, "cpu"), 2) for w in ("W1", "W2", "W3", "W4")]
+        cpu = [_fmt(_get(data, s, w, "cpu"), 2) for w in ("W0", "W1", "W2", "W3", "W4")]
         start = _get(data, s, "_server", "rss_start_kb")
         hwm = _get(data, s, "_server", "peak_rss_kb")
         lines.append(f"| {s} | " + " | ".join(cpu) + f" | {_fmt(start and start / 1024, 1)} "
@@ -156,7 +164,7 @@ def render(doc: dict[str, Any]) -> str:
             for wname in doc["servers"][v]["workloads"]:
                 val = _get(data, v, wname, "value")
                 wall = _get(data, v, wname, "wall")
-                key = "wall" if v.endswith("unpinned") else "value"
+                key = "wall" if v.endswith("unpinned") and wname != "W0" else "value"
                 cmp = _ratio(_get(data, v, wname, key), _get(data, base, wname, key))
                 lines.append(f"| {v} | {wname} ({UNITS[wname]}) | {_fmt(val)} | {_fmt(wall)} "
                              f"| {cmp} vs {base} ({key}) | {note} |")

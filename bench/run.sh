@@ -55,6 +55,13 @@ if ! "$AIO/bin/python" -c "import aiosmtpd, sys; sys.exit(aiosmtpd.__version__ !
     timeout 300 "$AIO/bin/pip" install -q "aiosmtpd==$AIOSMTPD_VERSION" uvloop
 fi
 
+# uvloop for the smtpgate-uvloop variant, outside the project venv (PYTHONPATH)
+if [ ! -d "$BUILD/uvloop-path/uvloop" ] && [ -x "$BENCH/../.venv/bin/pip" ]; then
+    echo "bench: installing uvloop into $BUILD/uvloop-path"
+    timeout 300 "$BENCH/../.venv/bin/pip" install -q --target "$BUILD/uvloop-path" uvloop \
+        || echo "bench: uvloop not installed; the smtpgate-uvloop variant is skipped"
+fi
+
 # 3. Node's smtp-server
 NODE_DIR="$BUILD/node"
 if [ ! -f "$NODE_DIR/node_modules/smtp-server/package.json" ]; then
