@@ -7,11 +7,15 @@ tested without the real auth service: PLAIN with user "u" / password "p".
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from smtpgate.protocol import events as ev
 from smtpgate.protocol import replies as r
 from smtpgate.protocol.replies import Reply
 from smtpgate.protocol.session import Session, SessionParams
+from smtpgate.protocol.states import State
+
+E = TypeVar("E")
 
 
 @dataclass
@@ -20,6 +24,8 @@ class MemoryHost:
     messages: list[bytes] = field(default_factory=list)
     events: list[ev.Event] = field(default_factory=list)
     reject_rcpt: set[str] = field(default_factory=set)
+    reject_mail: Reply | None = None  # answer every MailFrom with this reply
+    reject_data: Reply | None = None  # answer every DataStart (DATA or first BDAT) with this
     starttls: bool = False
     _body: list[bytes] = field(default_factory=list)
 
@@ -37,7 +43,10 @@ class MemoryHost:
     def handle(self, event: ev.Event) -> None:
         s = self.session
         if isinstance(event, ev.MailFrom):
-            s.accept()
+            if self.reject_mail is not None:
+                s.reject(self.reject_mail)
+            else:
+                s.accept()
         elif isinstance(event, ev.RcptTo):
             if event.address in self.reject_rcpt:
                 s.reject(Reply(550, "5.1.1", "No such user"))
@@ -45,7 +54,10 @@ class MemoryHost:
                 s.accept()
         elif isinstance(event, ev.DataStart):
             self._body = []
-            s.accept()
+            if self.reject_data is not None:
+                s.reject(self.reject_data)
+            else:
+                s.accept()
         elif isinstance(event, ev.DataChunk):
             self._body.append(event.data)
         elif isinstance(event, ev.DataEnd):
@@ -100,15 +112,42 @@ def make_host(**params: object) -> MemoryHost:
     return host
 
 
+def open_host(**params: object) -> MemoryHost:
+    """A host on a listener without require_auth (the default is require_auth on)."""
+    params.setdefault("require_auth", False)
+    return make_host(**params)
+
+
+# Commands that bring a fresh open_host() session into each live state.
+SETUPS = {
+    State.CONNECTED: b"",
+    State.READY: b"EHLO c\r\n",
+    State.MAIL: b"EHLO c\r\nMAIL FROM:<a@b.example>\r\n",
+    State.RCPT: b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\n",
+    State.BDAT: b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nBDAT 1\r\nx",
+}
+
+
 def codes(output: bytes) -> list[str]:
     """The reply codes (with enhanced codes) of every final reply line."""
     out = []
     for line in output.decode().split("\r\n"):
         if len(line) >= 4 and line[3] == " ":
             parts = line.split(" ")
-            enhanced = parts[1] if len(parts) > 1 and parts[1][:1].isdigit() and "." in parts[1] else ""
+            has_enhanced = len(parts) > 1 and parts[1][:1].isdigit() and "." in parts[1]
+            enhanced = parts[1] if has_enhanced else ""
             out.append(f"{line[:3]} {enhanced}".strip())
     return out
+
+
+def mode_or_state(host: MemoryHost, which: str) -> object:
+    """``session.state`` or ``session.mode``, unnarrowed (for repeated checks under mypy)."""
+    return getattr(host.session, which)
+
+
+def of_type(host: MemoryHost, kind: type[E]) -> list[E]:
+    """The events of one class the host has seen, in order."""
+    return [e for e in host.events if isinstance(e, kind)]
 
 
 def transcript(host: MemoryHost, script: str) -> None:

@@ -166,8 +166,12 @@ class Session:
         pending = self._take_pending((ev.MailFrom, ev.RcptTo, ev.DataStart))
         self._send(reply)
         if pending is ev.DataStart and self._bdat_pending is not None:
-            self._begin_bdat_chunk(*self._bdat_pending, rejected=True)
+            # Reset first: resetting after _begin_bdat_chunk zeroed the chunk's
+            # octet count, so its octets were parsed as commands (smuggling)
+            # and a stray "250 Chunk received" followed the rejection.
+            size, last = self._bdat_pending
             self._reset_transaction()
+            self._begin_bdat_chunk(size, last, rejected=True)
         self._close_if_421(reply)
 
     def reply(self, reply: Reply) -> None:
