@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import ssl
 import time
 from dataclasses import dataclass
@@ -159,10 +160,8 @@ class Raw:
 
     async def close(self) -> None:
         self.writer.close()
-        try:
+        with contextlib.suppress(TimeoutError, OSError, ssl.SSLError):
             await asyncio.wait_for(self.writer.wait_closed(), 2.0)
-        except (TimeoutError, OSError, ssl.SSLError):
-            pass
 
 
 def addr(server: Server, kind: str = "none") -> tuple[str, int]:
