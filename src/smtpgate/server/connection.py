@@ -18,6 +18,13 @@ Timeouts: in the command phase a whole command must arrive within
 ``command_timeout`` of our last reply (so a one-byte-a-second client is cut
 off); in DATA each read resets ``data_timeout``; a TLS handshake must finish
 within ``command_timeout`` of its start.
+
+Flow control: when the client does not read our replies and the transport's
+send buffer passes its high-water mark (``pause_writing``), reading stops
+until it drains, so a pipelining flood (RFC 2920 section 3.1) costs at most one
+read's worth of replies; a client that never reads is cut off by the timeout,
+and a closed connection whose replies are still queued is aborted after
+``CLOSE_GRACE`` seconds, so it cannot hold its slot and buffers forever.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ if TYPE_CHECKING:
     from smtpgate.server.app import Server
 
 log = logging.getLogger("smtpgate.server")
+CLOSE_GRACE = 5.0  # seconds a closed connection may take to deliver its last replies
 
 
 class Connection(asyncio.Protocol):
@@ -56,6 +64,7 @@ class Connection(asyncio.Protocol):
         self.session: Session | None = None
         self.tls: TlsLayer | None = None
         self.conversation: Conversation | None = None
+        self.auth_failures = 0  # failed AUTHs on this connection: they survive STARTTLS
         self.delivery: Delivery | None = None
         self.delivery_failed: DeliveryError | None = None
         self.task: asyncio.Task[None] | None = None
@@ -64,6 +73,7 @@ class Connection(asyncio.Protocol):
         self.admitted = False
         self._deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._write_paused = False  # the client is not reading our replies
 
     # -- asyncio callbacks ---------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -115,6 +125,22 @@ class Connection(asyncio.Protocol):
         if self.admitted:
             self.server.release(self)
             log.info("session=%s disconnect from %s", self.id, self.peer)
+
+    # -- flow control: a client that pipelines and never reads (RFC 2920 3.1) ---
+    def pause_writing(self) -> None:
+        """Our send buffer is over the high-water mark: stop reading commands."""
+        self._write_paused = True
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self.task is None:
+            self._resume_reading()
+
+    def _resume_reading(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     # -- the session loop -----------------------------------------------------
     def _pump(self) -> None:
@@ -190,8 +216,8 @@ class Connection(asyncio.Protocol):
             log.error("session=%s internal error: %s", self.id, type(exc).__name__)
             if self.session is not None:
                 self.session.close_with(r.LOCAL_ERROR.with_text("Internal error, closing"))
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.resume_reading()
+        if not self._write_paused:
+            self._resume_reading()
         self._pump()
 
     # -- AUTH -------------------------------------------------------------------
@@ -200,6 +226,7 @@ class Connection(asyncio.Protocol):
             bindings = self.tls.channel_bindings() if self.tls is not None else None
             peer = Peer(self.ip, self.tls is not None, bindings, self.id)
             self.conversation = self.server.auth.conversation(peer)
+            self.conversation.failures = self.auth_failures
         return self.conversation
 
     def _auth(self, step: Awaitable[Turn]) -> None:
@@ -318,6 +345,8 @@ class Connection(asyncio.Protocol):
     # -- TLS ---------------------------------------------------------------------
     def _start_tls(self) -> None:
         self.session = None  # RFC 3207 section 4.2: the old session and its input die here
+        if self.conversation is not None:  # ... but max_failures_per_connection counts on
+            self.auth_failures = self.conversation.failures
         self.conversation = None
         self.tls = TlsLayer(self.server.tls_context())
         self._touch(self.server.config.limits.command_timeout)
@@ -404,7 +433,12 @@ class Connection(asyncio.Protocol):
             self.tls.shutdown()
             self._send_raw(self.tls.outgoing())
         if self.transport is not None:
-            self.transport.close()
+            self.transport.close()  # flushes what is queued first...
+            if self.transport.get_write_buffer_size():  # ...unless the client never reads
+                grace = min(CLOSE_GRACE, self.server.config.limits.command_timeout)
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer = asyncio.get_running_loop().call_later(grace, self.transport.abort)
 
 
 def _delivery_reply(error: DeliveryError) -> Reply:
