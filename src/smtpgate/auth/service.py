@@ -174,7 +174,7 @@ class Conversation:
             return await self._finish(Outcome.ENCRYPTION_REQUIRED)
         if problem is not None:
             return await self._finish(_ABORTS[problem])
-        mech = REGISTRY[mechanism](self._context())
+        mech = REGISTRY[self._mech_name](self._context())  # upper-cased by _reset
         if mech.server_first and initial is not None:
             return await self._finish(Outcome.UNEXPECTED_INITIAL)
         self._mech = mech
