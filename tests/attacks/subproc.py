@@ -1,0 +1,82 @@
+"""Run ``smtpgate --config FILE serve`` as a real process for the attack tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.e2e.conftest import PASSWORD, free_port
+
+SMTPGATE = [sys.executable, "-c", "import sys; from smtpgate.cli.main import main; "
+            "sys.exit(main(sys.argv[1:]))"]
+
+
+class ServeProcess:
+    def __init__(self, root: Path, *, extra_toml: str = "", password: str = PASSWORD) -> None:
+        self.root = root
+        self.port = free_port()
+        self.data = root / "data"
+        self.config = root / "smtpgate.toml"
+        self.config.write_text(
+            f'data_dir = "{self.data}"\nhostname = "mx.test"\n'
+            "[server]\nworkers = 1\n"
+            f'[[listener]]\naddress = "127.0.0.1:{self.port}"\ntls = "none"\n'
+            "require_auth = true\n"
+            "[auth]\nplaintext_requires_tls = false\nfailure_delay = 0.0\n" + extra_toml
+        )
+        self.stdout = root / "serve.out"
+        self.stderr = root / "serve.err"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.env = {**os.environ, "SMTPGATE_LOG_LEVEL": "DEBUG", "PYTHONUNBUFFERED": "1"}
+        self.cli("user", "add", "alice", "--password-stdin", stdin=password + "\n")
+
+    def cli(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [*SMTPGATE, "--config", str(self.config), *args], input=stdin, text=True,
+            capture_output=True, timeout=60, env=self.env, check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return done
+
+    def start(self) -> None:
+        with self.stdout.open("ab") as out, self.stderr.open("ab") as err:
+            self.proc = subprocess.Popen(
+                [*SMTPGATE, "--config", str(self.config), "serve"], stdout=out, stderr=err,
+                env=self.env,
+            )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.stderr.read_text()
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("smtpgate serve did not start listening within 20 s")
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.proc.returncode
+
+    def output(self) -> str:
+        return self.stdout.read_text(errors="replace") + self.stderr.read_text(errors="replace")
