@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-DEB_TOOLS := swaks gsasl msmtp curl
+# Debian packages for those tools (swaks needs Net::SSLeay for TLS; only a Recommends).
+DEB_PACKAGES := swaks gsasl msmtp curl libnet-ssleay-perl
 
 .PHONY: serve test lint venv test-venv deb-tools bench fuzz clean
 
@@ -25,7 +26,7 @@ serve: venv
 
 # Real third-party clients for the interop tests; installed when we are root.
 deb-tools:
-	@missing=""; for t in $(DEB_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = "0" ]; then \
 	    echo "installing Debian packages:$$missing"; \
