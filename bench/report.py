@@ -20,6 +20,7 @@ UNITS = {
 }
 WALL_UNITS = {"W1": "msgs/s wall", "W2": "handshakes/s wall", "W4": "MB/s wall"}
 LOADGEN_LIMIT = 50.0
+NOISE_LIMIT = 0.25
 
 
 def _median(values: list[float]) -> float | None:
@@ -79,6 +80,8 @@ def collect(doc: dict[str, Any]) -> dict[str, dict[str, dict[str, list[float]]]]
             lg = rec.get("loadgen") or {}
             if lg.get("cpu_pct_of_wall") is not None:
                 slot.setdefault("lg_pct", []).append(lg["cpu_pct_of_wall"])
+            if rec.get("other_load_cores") is not None:
+                slot.setdefault("other", []).append(rec["other_load_cores"])
     return out
 
 
@@ -177,6 +180,15 @@ def render(doc: dict[str, Any]) -> str:
         if pcts:
             flag = "" if max(pcts) < LOADGEN_LIMIT else "  **over the limit: numbers are suspect**"
             lines.append(f"- {wname}: {max(pcts):.1f}%{flag}")
+    others_load = [o for s in data for w in data[s].values() for o in w.get("other", [])]
+    if others_load:
+        busy = sum(1 for o in others_load if o > NOISE_LIMIT)
+        lines += ["", f"Other load on the machine during the workloads (CPU used by neither the "
+                  f"server nor the load generator, in cores): median "
+                  f"{statistics.median(others_load):.2f}, max {max(others_load):.2f}; "
+                  f"{busy} of {len(others_load)} workload runs above {NOISE_LIMIT} cores"
+                  + (" — wall-clock figures (W4, wall rates) are noisy; the per-CPU ones "
+                     "much less so." if busy else ".")]
     errs = _errors(doc)
     if errs:
         lines += ["", "## Errors", "", *errs]

@@ -139,6 +139,13 @@ def tree_cpu(root: int) -> float:
     return ticks / CLK_TCK
 
 
+def machine_busy() -> float:
+    """CPU seconds the whole machine has been busy (all cores), from /proc/stat."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
 def _status_kb(pid: int, key: str) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -227,6 +234,9 @@ class Server:
                                   + self.log_tail())
             if probe(self.port):
                 return
+            if "Traceback" in self.log_tail(200):
+                self.stop()
+                raise ServerError(f"{self.spec.name} fails on connections: " + self.log_tail())
             time.sleep(0.2)
         self.stop()
         raise ServerError(f"{self.spec.name} not answering on {self.port} after "
@@ -412,6 +422,7 @@ def run_loadgen(wl: Workload, server: Server) -> dict[str, Any]:
                        check=False)
         time.sleep(1.0)
     cpu0 = tree_cpu(server.pid)
+    busy0 = machine_busy()
     rss0 = tree_kb(server.pid, "VmRSS")
     t0 = time.monotonic()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -437,6 +448,7 @@ def run_loadgen(wl: Workload, server: Server) -> dict[str, Any]:
     time.sleep(0.3)  # let the server finish closing connections
     rec["wall_s_runner"] = time.monotonic() - t0
     rec["server_cpu_s"] = tree_cpu(server.pid) - cpu0
+    rec["machine_busy_s"] = machine_busy() - busy0
     rec["rss_before_kb"] = rss0
     rec["rss_after_kb"] = tree_kb(server.pid, "VmRSS")
     result = None
@@ -449,6 +461,10 @@ def run_loadgen(wl: Workload, server: Server) -> dict[str, Any]:
                        + err.strip()[-300:])
         return rec
     rec["loadgen"] = result
+    # CPU used by anything but the server and the load generator (other jobs on
+    # the machine, the runner itself), in cores: a noise indicator
+    other = rec["machine_busy_s"] - rec["server_cpu_s"] - result.get("cpu_s", 0.0)
+    rec["other_load_cores"] = max(other, 0.0) / rec["wall_s_runner"]
     if not result.get("ok"):
         rec.setdefault("error", result.get("first_error") or err.strip()[-300:])
     return rec
