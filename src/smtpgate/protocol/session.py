@@ -94,6 +94,8 @@ class Session:
         self.esmtp = False
         self.user: str | None = None
         self.errors = 0
+        self.verb = ""  # the command being answered, for the host's log
+        self.refusals: list[tuple[str, int]] = []  # (verb, code) of 4xx/5xx replies, for logs
         self._buf = bytearray()
         self._out: list[bytes] = []
         self._events: deque[ev.Event] = deque()
@@ -220,7 +222,7 @@ class Session:
             return self._read_auth_response()
         return self._discard_line()
 
-    def _take_line(self, limit: int) -> bytes | None:
+    def _take_line(self) -> bytes | None:
         """One line without its line ending, or None; overlong lines switch to DISCARD_LINE."""
         buf = self._buf
         idx = buf.find(b"\n", 0, AUTH_LINE_LIMIT + 1)
@@ -246,7 +248,7 @@ class Session:
 
     def _read_command(self) -> bool:
         before = len(self._buf)
-        line = self._take_line(COMMAND_LINE_LIMIT)
+        line = self._take_line()
         if line is None:
             return len(self._buf) != before or self.mode is not Mode.COMMAND
         self._handle_command(line)
@@ -271,7 +273,7 @@ class Session:
 
     def _read_auth_response(self) -> bool:
         before = len(self._buf)
-        line = self._take_line(AUTH_LINE_LIMIT)
+        line = self._take_line()
         if line is None:
             return len(self._buf) != before or self.mode is not Mode.AUTH_RESPONSE
         self.mode = Mode.COMMAND
@@ -324,12 +326,13 @@ class Session:
 
     # -- commands ----------------------------------------------------------
     def _handle_command(self, line: bytes) -> None:
+        self.verb = "?"
         try:
             cmd = split_command(line)
         except SyntaxProblem as problem:
             self._error(problem.reply)
             return
-        verb = cmd.verb
+        verb = self.verb = cmd.verb if cmd.verb in KNOWN_COMMANDS else "?"
         if verb not in KNOWN_COMMANDS:
             self._error(r.UNKNOWN_COMMAND)
             return
@@ -544,6 +547,8 @@ class Session:
         return pending
 
     def _send(self, reply: Reply) -> None:
+        if reply.code >= 400 and len(self.refusals) < 100:  # bounded; the host drains it
+            self.refusals.append((self.verb, reply.code))
         self._out.append(reply.to_bytes())
 
     def _error(self, reply: Reply) -> None:

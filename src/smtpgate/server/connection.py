@@ -183,6 +183,10 @@ class Connection(asyncio.Protocol):
         out = session.data_to_send()
         if not out:
             return
+        if session.refusals:
+            for verb, code in session.refusals:
+                log.info("session=%s peer=%s command=%s reply=%d", self.id, self.peer, verb, code)
+            session.refusals.clear()
         if not session.in_data:
             self._touch(self.server.config.limits.command_timeout)
         self._send(out)
