@@ -541,7 +541,7 @@ def run_server_rep(spec: ServerSpec, workloads: dict[str, Workload], rep: int,
                    logdir: Path) -> dict[str, Any]:
     entry: dict[str, Any] = {"server": spec.name, "rep": rep, "workloads": {}}
     port = spec.port
-    server = Server(spec, logdir / f"{spec.name}.log")
+    server = Server(spec, logdir / f"{spec.name}-rep{rep}.log")
     t0 = time.monotonic()
     try:
         if spec.prepare:
@@ -574,6 +574,8 @@ def run_server_rep(spec: ServerSpec, workloads: dict[str, Workload], rep: int,
 
 
 def main() -> int:
+    # SIGTERM/SIGINT unwind through the finally blocks that stop the servers
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     quick = os.environ.get("BENCH_QUICK") == "1"
     reps = int(os.environ.get("BENCH_REPS", "1" if quick else "3"))
     workloads = make_workloads(quick)
