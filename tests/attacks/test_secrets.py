@@ -23,6 +23,7 @@ from tests.e2e.conftest import ServerFactory, create_user, make_config
 from tests.sasl.clients import ScramClient, cram_md5_response
 
 SECRET = "Zq9-Quokka!Marmalade#4471"
+ALPHA = "Quokkamarmaladezebra"  # a letters-only password looks like a command verb
 MECHS = ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN", "LOGIN", "CRAM-MD5"]
 CONFIG = {"auth": {"failure_delay": 0.0, "plaintext_requires_tls": False,
                    "max_failures_per_connection": 1000, "mechanisms": MECHS},
@@ -31,7 +32,7 @@ CONFIG = {"auth": {"failure_delay": 0.0, "plaintext_requires_tls": False,
 
 def _needles(stored: list[str], proofs: list[str]) -> list[str]:
     b64pw = base64.b64encode(SECRET.encode()).decode()
-    out = [SECRET, SECRET.lower(), b64pw, b64pw[:16], plain(password=SECRET),
+    out = [ALPHA, ALPHA.upper(), SECRET, SECRET.lower(), b64pw, b64pw[:16], plain(password=SECRET),
            base64.b64encode(f"\0alice\0{SECRET}".encode()).decode()[4:24]]
     out += [s for s in stored if s and len(s) > 12]
     for value in stored:  # the base64 parts of "$..."-style and RFC 5803 secrets
@@ -45,8 +46,9 @@ async def _attack(c: Raw) -> list[str]:
     proofs: list[str] = []
     await c.ehlo()
     # a confused client sends credentials as command lines
-    for line in (SECRET, f"PASS {SECRET}", b64(SECRET), plain(password=SECRET),
-                 f"alice {SECRET}", f"AUTH PLAIN {SECRET}", f"AUTH {plain(password=SECRET)}"):
+    for line in (ALPHA, f"{ALPHA} {ALPHA}", SECRET, f"PASS {SECRET}", b64(SECRET),
+                 plain(password=SECRET), f"alice {SECRET}", f"AUTH PLAIN {SECRET}",
+                 f"AUTH {plain(password=SECRET)}"):
         assert (await c.cmd(line)).code >= 500
     assert (await c.cmd("AUTH PLAIN " + plain(password=SECRET + "x"))).code == 535
     assert (await c.cmd("AUTH PLAIN " + plain(user="nobody", password=SECRET))).code == 535
