@@ -8,7 +8,7 @@ DEB_PACKAGES := swaks gsasl msmtp curl libnet-ssleay-perl
 
 .PHONY: serve test lint venv test-venv deb-tools bench fuzz clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml setup.py src/smtpgate/protocol/_speedups.c
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e .

@@ -41,6 +41,9 @@ class Envelope:
 
 
 class Delivery(Protocol):
+    # A delivery may set ``blocking = False`` when commit() never waits on a disk
+    # or network; the server then calls it inline instead of in a worker thread.
+
     def write(self, data: bytes) -> None: ...
 
     def commit(self) -> None: ...

@@ -10,6 +10,8 @@ from smtpgate.delivery.base import DeliveryError, Envelope
 
 
 class DiscardDelivery:
+    blocking = False  # commit() never touches a disk: the server calls it inline
+
     def __init__(self) -> None:
         self.bytes_written = 0
         self.done = False
