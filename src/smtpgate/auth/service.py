@@ -30,10 +30,14 @@ for password mechanisms, a fake but stable SCRAM secret for SCRAM.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import os
 import secrets
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from smtpgate.auth.cache import VerifiedCache
 from smtpgate.auth.outcomes import COUNTED_FAILURES, REPLIES, Outcome
@@ -63,6 +67,7 @@ from smtpgate.sasl.registry import REGISTRY
 from smtpgate.sasl.scram_secrets import fake_scram_secret
 
 log = logging.getLogger("smtpgate.auth")
+T = TypeVar("T")
 
 _ABORTS = {
     AuthAbort.CANCELLED: Outcome.CANCELLED,
@@ -125,7 +130,17 @@ class AuthService:
         self.cache = cache if cache is not None else VerifiedCache()
         self.sleep = sleep
         self.fake_key = secrets.token_bytes(32)
+        # Argon2id takes 64 MiB and a core per verify: at most one per core at a
+        # time, so a login storm queues instead of exhausting memory.
+        self._hasher = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="hash")
         self._fake_cram = cram_md5_secret(secrets.token_urlsafe(24))
+
+    async def hashing(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a password hash or verify on the bounded hashing threads."""
+        return await asyncio.get_running_loop().run_in_executor(self._hasher, fn, *args)
+
+    def close(self) -> None:
+        self._hasher.shutdown(wait=False)
 
     def advertised(self, tls_active: bool) -> tuple[str, ...]:
         s = self.settings
@@ -246,12 +261,12 @@ class Conversation:
 
     async def _password_ok(self, account: Account | None, password: str) -> bool:
         if account is None:
-            await asyncio.to_thread(verify_dummy, password)
+            await self.service.hashing(verify_dummy, password)
             return False
         cache, stored = self.service.cache, account.password_hash
         if stored is not None and cache.hit(account.name, password, stored):
             return True
-        ok = await asyncio.to_thread(verify_account_password, account, password)
+        ok = await self.service.hashing(verify_account_password, account, password)
         if ok and stored is not None:
             cache.remember(account.name, password, stored)
         return ok
@@ -288,7 +303,9 @@ class Conversation:
         if not (missing or rehash):
             return
         try:
-            fresh = await asyncio.to_thread(secrets_from_password, password, cram_md5=cram)
+            fresh = await self.service.hashing(
+                functools.partial(secrets_from_password, cram_md5=cram), password
+            )
             update = SecretsUpdate(
                 password_hash=fresh.password_hash if rehash else None,
                 scram_sha1=fresh.scram_sha1 if account.scram_sha1 is None else None,

@@ -114,6 +114,7 @@ class Server:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 1.0)
         self._servers.clear()
+        self.auth.close()
         if self._own_store:
             await self.store.close()
 
