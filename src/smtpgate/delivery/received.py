@@ -28,6 +28,7 @@ the transaction is SMTPUTF8 (RFC 6532), and bounded in length.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from datetime import datetime
@@ -56,7 +57,7 @@ def received_header(
     envelope: Envelope, *, hostname: str, show_user: bool, message_id: str | None = None
 ) -> bytes:
     """The complete ``Received:`` header, CRLF-terminated, folded one clause per line."""
-    lines = [f"Received: from {_from_clause(envelope)}"]
+    lines = [f"Received: from {_from_clause(envelope.peer, envelope.helo)}"]
     if show_user and envelope.authenticated_user is not None:
         user = _comment_text(envelope.authenticated_user, utf8=envelope.smtputf8)
         lines.append(f"(authenticated as {user})")
@@ -64,7 +65,7 @@ def received_header(
     by = f"by {host} (smtpgate) with {with_protocol(envelope)}"
     ident = _id_text(message_id if message_id is not None else envelope.session_id)
     lines.append(f"{by} id {ident}" if ident else by)
-    date = format_datetime(datetime.fromtimestamp(envelope.received_at).astimezone())
+    date = _date_text(int(envelope.received_at))
     recipient = _single_recipient(envelope)
     if recipient is not None:
         lines.append(f"for <{recipient}>; {date}")
@@ -74,9 +75,16 @@ def received_header(
     return text.encode("utf-8")
 
 
-def _from_clause(envelope: Envelope) -> str:
-    literal = address_literal(envelope.peer)
-    helo = envelope.helo
+@functools.lru_cache(maxsize=4)
+def _date_text(seconds: int) -> str:
+    """RFC 5322 date in local time (cached: many messages share a second)."""
+    return format_datetime(datetime.fromtimestamp(seconds).astimezone())
+
+
+@functools.lru_cache(maxsize=1024)
+def _from_clause(peer: str, helo: str) -> str:
+    """Cached: one client's connection repeats the same peer and HELO per message."""
+    literal = address_literal(peer)
     if _is_domain(helo) or _LITERAL.fullmatch(helo):
         return f"{helo} ({literal})" if literal else helo
     cleaned = _comment_text(helo, utf8=False) if helo else ""
