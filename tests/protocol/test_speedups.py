@@ -53,3 +53,22 @@ def test_c_and_python_scanners_agree(lines: bytes, at_line_start: bool, scanner:
 def test_scanner_examples(lines: bytes, start: bool, expected: tuple[int, bool, bool],
                           scanner: str) -> None:
     assert framing.scan_lines(lines, start) == expected
+
+
+@pytest.mark.skipif(_speedups is None, reason="C speed-up not built")
+@settings(max_examples=1000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    lines=lines_strategy,
+    before=st.binary(max_size=6),
+    after=st.binary(max_size=6),
+    at_line_start=st.booleans(),
+)
+def test_scanners_agree_on_a_window_of_a_larger_buffer(
+    lines: bytes, before: bytes, after: bytes, at_line_start: bool, scanner: str
+) -> None:
+    assert _speedups is not None
+    buf, start, stop = before + lines + after, len(before), len(before) + len(lines)
+    c_answer = _speedups.scan_lines(buf, at_line_start, start, stop)
+    assert c_answer == framing._scan_lines(buf, at_line_start, start, stop)
+    end = c_answer[0]
+    assert end == -1 or start <= end < stop  # indexes are into the whole buffer

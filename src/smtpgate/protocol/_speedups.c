@@ -4,8 +4,10 @@
  * 4.1.1.4, 4.5.2, 2.3.8). The optional C twin of framing._scan_lines; the
  * framer behaves the same with either (tests compare them on random input).
  *
- * scan_lines(lines: bytes, at_line_start: bool) -> (end, stuffed, bare)
- *   lines          ends with LF (the framer keeps any partial line back)
+ * scan_lines(buf: bytes, at_line_start: bool, start=0, stop=len(buf))
+ *                  -> (end, stuffed, bare)
+ *   buf[start:stop] complete lines, ending with LF (the framer keeps any
+ *                  partial line back); indexes are into buf
  *   at_line_start  the bytes before ``lines`` ended in CRLF
  *   end            index of the "." of the first ".\r\n" line that starts
  *                  after a real CRLF, or -1
@@ -22,10 +24,18 @@ scan_lines(PyObject *self, PyObject *args)
 {
     Py_buffer view;
     int at_line_start;
-    if (!PyArg_ParseTuple(args, "y*p", &view, &at_line_start))
+    Py_ssize_t start = 0, stop = -1;
+    if (!PyArg_ParseTuple(args, "y*p|nn", &view, &at_line_start, &start, &stop))
         return NULL;
+    if (stop < 0 || stop > view.len)
+        stop = view.len;
+    if (start < 0 || start > stop) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "bad start/stop");
+        return NULL;
+    }
     const char *buf = (const char *)view.buf;
-    Py_ssize_t len = view.len, pos = 0, end = -1;
+    Py_ssize_t len = stop, pos = start, end = -1;
     int stuffed = 0, bare = 0, line_start = at_line_start;
 
     while (pos < len) {

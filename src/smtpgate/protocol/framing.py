@@ -33,9 +33,13 @@ _MAX_PARTIAL = 8192  # a partial line longer than this is passed on in pieces
 
 @dataclass(frozen=True, slots=True)
 class FrameResult:
-    body: bytes  # unstuffed message bytes from this feed (may be empty)
+    pieces: tuple[bytes, ...]  # unstuffed message bytes from this feed, in order
     done: bool  # the end-of-data line was seen
     rest: bytes  # bytes after the end-of-data line (the next commands)
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(self.pieces)
 
 
 class DataFramer:
@@ -47,22 +51,41 @@ class DataFramer:
         self.bare_line_ending = False
 
     def feed(self, data: bytes) -> FrameResult:
-        buf = self._partial + data if self._partial else data
-        last_lf = buf.rfind(b"\n")
-        if last_lf < 0:
-            return self._keep_partial(buf)
-        lines, partial = buf[: last_lf + 1], buf[last_lf + 1 :]
-        end, stuffed, bare = scan_lines(lines, self._at_line_start)
+        """Frame one chunk. Big chunks are sliced once, never concatenated."""
+        pieces: list[bytes] = []
+        start = 0
+        if self._partial:  # finish the kept line first: it is short
+            first_lf = data.find(b"\n")
+            if first_lf < 0:
+                self._keep_partial(self._partial + data, pieces)
+                return FrameResult(tuple(pieces), False, b"")
+            line, self._partial = self._partial + data[: first_lf + 1], b""
+            after = self._scan(line, 0, len(line), pieces)
+            if after is not None:
+                return FrameResult(tuple(pieces), True, line[after:] + data[first_lf + 1 :])
+            start = first_lf + 1
+        last_lf = data.rfind(b"\n", start)
+        if last_lf >= 0:
+            after = self._scan(data, start, last_lf + 1, pieces)
+            if after is not None:
+                return FrameResult(tuple(pieces), True, data[after:])
+            start = last_lf + 1
+        self._keep_partial(data[start:], pieces)
+        return FrameResult(tuple(pieces), False, b"")
+
+    def _scan(self, buf: bytes, start: int, stop: int, pieces: list[bytes]) -> int | None:
+        """Frame the complete lines ``buf[start:stop]``; the index after the end line, if any."""
+        end, stuffed, bare = scan_lines(buf, self._at_line_start, start, stop)
         if bare:
             self.bare_line_ending = True
+        body_stop = stop if end < 0 else end
+        if body_stop > start:
+            whole = start == 0 and body_stop == len(buf)
+            pieces.append(self._unstuff(buf if whole else buf[start:body_stop], stuffed))
         if end >= 0:
-            body = self._unstuff(lines[:end], stuffed)
-            self._partial = b""
-            return FrameResult(body, True, lines[end + 3 :] + partial)
-        body = self._unstuff(lines, stuffed)
-        self._at_line_start = lines.endswith(b"\r\n")
-        flushed = self._keep_partial(partial)
-        return FrameResult(body + flushed.body if flushed.body else body, False, b"")
+            return end + 3
+        self._at_line_start = buf.endswith(b"\r\n", start, stop)
+        return None
 
     def _unstuff(self, lines: bytes, stuffed: bool) -> bytes:
         if not stuffed:
@@ -71,30 +94,36 @@ class DataFramer:
             lines = lines[1:]
         return lines.replace(b"\r\n.", b"\r\n")
 
-    def _keep_partial(self, partial: bytes) -> FrameResult:
+    def _keep_partial(self, partial: bytes, pieces: list[bytes]) -> None:
         """Keep a line without LF; pass on all but its last byte once it is long."""
         if len(partial) <= _MAX_PARTIAL:
             self._partial = partial
-            return FrameResult(b"", False, b"")
+            return
         head, self._partial = partial[:-1], partial[-1:]  # the last byte may be a CR
         if b"\r" in head:
             self.bare_line_ending = True
         if self._at_line_start and head.startswith(b"."):
             head = head[1:]
         self._at_line_start = False
-        return FrameResult(head, False, b"")
+        pieces.append(head)
 
 
-def _scan_lines(lines: bytes, at_line_start: bool) -> tuple[int, bool, bool]:
-    """(end, stuffed, bare) for complete lines: see ``_speedups.c``."""
-    if at_line_start and lines.startswith(b".\r\n"):
-        return 0, False, False
-    idx = lines.find(_END)
+def _scan_lines(
+    buf: bytes, at_line_start: bool, start: int = 0, stop: int | None = None
+) -> tuple[int, bool, bool]:
+    """(end, stuffed, bare) for the complete lines ``buf[start:stop]``: see ``_speedups.c``."""
+    stop = len(buf) if stop is None else stop
+    if at_line_start and buf.startswith(b".\r\n", start, stop):
+        return start, False, False
+    idx = buf.find(_END, start, stop)
     end = idx + 2 if idx >= 0 else -1
-    body = lines if end < 0 else lines[:end]
-    stuffed = (at_line_start and body[:1] == b".") or b"\r\n." in body
-    crlf = body.count(b"\r\n")
-    return end, stuffed, body.count(b"\n") != crlf or body.count(b"\r") != crlf
+    body_stop = stop if end < 0 else end
+    stuffed = (at_line_start and buf.startswith(b".", start, body_stop)) or (
+        buf.find(b"\r\n.", start, body_stop) >= 0
+    )
+    crlf = buf.count(b"\r\n", start, body_stop)
+    bare = buf.count(b"\n", start, body_stop) != crlf or buf.count(b"\r", start, body_stop) != crlf
+    return end, stuffed, bare
 
 
 try:

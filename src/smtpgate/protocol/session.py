@@ -97,6 +97,7 @@ class Session:
         self.verb = ""  # the command being answered, for the host's log
         self.refusals: list[tuple[str, int]] = []  # (verb, code) of 4xx/5xx replies, for logs
         self._buf = bytearray()
+        self._data_in: bytes | None = None  # DATA input not yet framed (instead of _buf)
         self._out: list[bytes] = []
         self._events: deque[ev.Event] = deque()
         self._awaiting: type | None = None  # the event class whose reply the host owes
@@ -108,8 +109,15 @@ class Session:
         self._send(Reply(220, None, f"{self.params.hostname} ESMTP smtpgate"))
 
     def receive_data(self, data: bytes) -> None:
-        if self.state is not State.CLOSED:
-            self._buf += data
+        if self.state is State.CLOSED:
+            return
+        if self.mode is Mode.DATA and not self._buf and self._data_in is None:
+            self._data_in = data  # the body's fast path: framed as it is, never copied
+            return
+        if self._data_in is not None:
+            self._buf += self._data_in
+            self._data_in = None
+        self._buf += data
 
     def next_event(self) -> ev.Event | None:
         """The next event, or None when more input or a host reply is needed."""
@@ -140,7 +148,7 @@ class Session:
 
     @property
     def buffered(self) -> int:
-        return len(self._buf)
+        return len(self._buf) + (len(self._data_in) if self._data_in is not None else 0)
 
     # -- host API: answers to events --------------------------------------
     def accept(self) -> None:
@@ -288,13 +296,20 @@ class Session:
         return True
 
     def _read_data(self) -> bool:
-        if not self._buf or self._framer is None:
+        if self._framer is None:
             return False
-        result = self._framer.feed(bytes(self._buf))
-        self._buf.clear()
+        if self._data_in is not None:
+            data, self._data_in = self._data_in, None
+        elif self._buf:
+            data = bytes(self._buf)
+            self._buf.clear()
+        else:
+            return False
+        result = self._framer.feed(data)
         if self._framer.bare_line_ending and self._rejection is None:
             self._rejection = r.BARE_LINE_ENDING
-        self._take_body(result.body)
+        for piece in result.pieces:
+            self._take_body(piece)
         if result.done:
             self._buf += result.rest
             self.mode = Mode.COMMAND
@@ -465,7 +480,8 @@ class Session:
             return
         self._send(r.READY_FOR_TLS)
         self.state = State.CLOSED
-        self._buf.clear()  # RFC 3207 section 4.2: nothing sent before TLS survives
+        self._buf.clear()
+        self._data_in = None  # RFC 3207 section 4.2: nothing sent before TLS survives
         self._events.append(ev.StartTls())
 
     def _auth(self, arg: str) -> None:
@@ -573,6 +589,7 @@ class Session:
     def _close(self, *, notify: bool) -> None:
         self.state = State.CLOSED
         self._buf.clear()
+        self._data_in = None
         self._awaiting = None
         if notify:
             self._events.append(ev.Closed())
