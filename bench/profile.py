@@ -97,6 +97,7 @@ def main(argv: list[str]) -> int:
     if len(argv) < 2 or not PY_SPY.exists():
         print(__doc__.strip())
         return 2
+    runner.snapshot_src()
     for wname in argv[1:]:
         profile(wname)
     return 0

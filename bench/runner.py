@@ -323,6 +323,7 @@ def smtpgate_spec(name: str, port: int, *, workers: int, mode: str, cpus: str | 
             res = subprocess.run(
                 [exe, "--config", str(cfg), "user", "add", USER, "--password-stdin"],
                 input=f"{PASSWORD}\n".encode(), capture_output=True, timeout=60, check=False,
+                env={**os.environ, **(env or {})},
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise ServerError(f"smtpgate user add: {exc}") from exc
@@ -335,6 +336,7 @@ def smtpgate_spec(name: str, port: int, *, workers: int, mode: str, cpus: str | 
                       env=env or {}, prepare=prepare, note=note)
 
 
+SNAPSHOT = BUILD / "snapshot" / "src"  # copy of src/ taken when the run starts
 UVLOOP_PATH = BUILD / "uvloop-path"  # pip install --target: uvloop for smtpgate-uvloop
 NO_UVLOOP_PATH = BUILD / "no-uvloop"  # a uvloop.py that raises ImportError
 
@@ -351,10 +353,23 @@ def smtpgate_loop_env(use_uvloop: bool) -> dict[str, str] | None:
         NO_UVLOOP_PATH.mkdir(parents=True, exist_ok=True)
         (NO_UVLOOP_PATH / "uvloop.py").write_text(
             'raise ImportError("uvloop disabled by bench/runner.py")\n')
-        return {"PYTHONPATH": str(NO_UVLOOP_PATH)}
+        return {"PYTHONPATH": f"{NO_UVLOOP_PATH}:{SNAPSHOT}"}
     if not (UVLOOP_PATH / "uvloop").is_dir():
         return None
-    return {"PYTHONPATH": str(UVLOOP_PATH)}
+    return {"PYTHONPATH": f"{UVLOOP_PATH}:{SNAPSHOT}"}
+
+
+def snapshot_src() -> None:
+    """Freeze the smtpgate code for the whole run.
+
+    The project venv installs src/ in editable mode and src/ may change while
+    the bench runs (other work in the same tree); every server start would pick
+    up different code. PYTHONPATH puts this copy (built extensions included)
+    ahead of the editable install.
+    """
+    shutil.rmtree(SNAPSHOT, ignore_errors=True)
+    shutil.copytree(REPO / "src", SNAPSHOT,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
 
 
 # ---------------------------------------------------------------- specs
@@ -525,6 +540,17 @@ def machine_info() -> dict[str, Any]:
             capture_output=True, text=True, timeout=30, check=False).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         versions["aiosmtpd"] = "?"
+    try:
+        head = subprocess.run(["git", "-C", str(REPO), "log", "-1", "--format=%h %cI"],
+                              capture_output=True, text=True, timeout=10,
+                              check=False).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "src"],
+                               capture_output=True, text=True, timeout=10,
+                               check=False).stdout.strip()
+        versions["smtpgate"] = head + (" (src/ modified)" if dirty else "") + \
+            ", measured from a copy of src/ taken at the start"
+    except (OSError, subprocess.TimeoutExpired):
+        versions["smtpgate"] = "?"
     return {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "nproc": os.cpu_count(),
@@ -577,6 +603,7 @@ def main() -> int:
     # SIGTERM/SIGINT unwind through the finally blocks that stop the servers
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     quick = os.environ.get("BENCH_QUICK") == "1"
+    snapshot_src()
     reps = int(os.environ.get("BENCH_REPS", "1" if quick else "3"))
     workloads = make_workloads(quick)
     main_specs, variants = build_specs(quick)
