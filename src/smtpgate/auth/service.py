@@ -133,11 +133,37 @@ class AuthService:
         # Argon2id takes 64 MiB and a core per verify: at most one per core at a
         # time, so a login storm queues instead of exhausting memory.
         self._hasher = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="hash")
+        self._inflight: dict[tuple[tuple[str, bytes], str], asyncio.Future[bool]] = {}
         self._fake_cram = cram_md5_secret(secrets.token_urlsafe(24))
 
     async def hashing(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a password hash or verify on the bounded hashing threads."""
         return await asyncio.get_running_loop().run_in_executor(self._hasher, fn, *args)
+
+    async def verify_password(self, account: Account, password: str) -> bool:
+        """Verify through the cache; identical checks already running are shared.
+
+        Without the sharing, a device that opens 20 connections at once with the
+        same credentials would cost 20 Argon2 verifies instead of one.
+        """
+        stored = account.password_hash
+        if stored is None:  # only SCRAM/CRAM secrets: nothing to cache against
+            return await self.hashing(verify_account_password, account, password)
+        if self.cache.hit(account.name, password, stored):
+            return True
+        key = (self.cache.fingerprint(account.name, password), stored)
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self.hashing(verify_account_password, account, password))
+            self._inflight[key] = task
+
+            def settle(done: asyncio.Future[bool]) -> None:
+                del self._inflight[key]
+                if not done.cancelled() and done.exception() is None and done.result():
+                    self.cache.remember(account.name, password, stored)
+
+            task.add_done_callback(settle)
+        return await asyncio.shield(task)
 
     def close(self) -> None:
         self._hasher.shutdown(wait=False)
@@ -263,13 +289,7 @@ class Conversation:
         if account is None:
             await self.service.hashing(verify_dummy, password)
             return False
-        cache, stored = self.service.cache, account.password_hash
-        if stored is not None and cache.hit(account.name, password, stored):
-            return True
-        ok = await self.service.hashing(verify_account_password, account, password)
-        if ok and stored is not None:
-            cache.remember(account.name, password, stored)
-        return ok
+        return await self.service.verify_password(account, password)
 
     async def _mechanism_success(self, step: sasl.Success) -> Turn:
         account = self._account

@@ -30,11 +30,12 @@ and a closed connection whose replies are still queued is aborted after
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import secrets
 import time
 from collections.abc import Awaitable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from smtpgate.auth.service import Conversation, Peer, Turn
 from smtpgate.delivery.base import Delivery, DeliveryError, Envelope
@@ -50,6 +51,12 @@ if TYPE_CHECKING:
     from smtpgate.server.app import Server
 
 log = logging.getLogger("smtpgate.server")
+_ID_PREFIX = secrets.token_hex(3)  # per process: ids stay unique across workers and restarts
+_ID_COUNTER = itertools.count(1)
+
+
+def next_session_id() -> str:
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):06x}"
 CLOSE_GRACE = 5.0  # seconds a closed connection may take to deliver its last replies
 
 
@@ -57,7 +64,7 @@ class Connection(asyncio.Protocol):
     def __init__(self, server: Server, listener: ListenerConfig) -> None:
         self.server = server
         self.listener = listener
-        self.id = secrets.token_hex(6)
+        self.id = next_session_id()
         self.transport: asyncio.Transport | None = None
         self.ip = ""
         self.peer = ""
@@ -77,8 +84,7 @@ class Connection(asyncio.Protocol):
 
     # -- asyncio callbacks ---------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport = cast(asyncio.Transport, transport)  # uvloop: no subclass
         peername = transport.get_extra_info("peername") or ("?", 0)
         self.ip = str(peername[0])
         self.peer = f"[{self.ip}]:{peername[1]}"

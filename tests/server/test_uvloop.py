@@ -1,0 +1,40 @@
+"""The server on uvloop (the optional extra ``smtpgate[uvloop]``, used when installed)."""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+import ssl
+from pathlib import Path
+
+import uvloop  # a test extra: installed by make test
+
+from tests.e2e.conftest import PASSWORD, create_user, make_config
+
+
+def test_starttls_auth_and_delivery_on_uvloop(tmp_path: Path) -> None:
+    from smtpgate.server.app import Server
+
+    config = make_config(tmp_path)
+    client_tls = ssl.create_default_context()
+    client_tls.check_hostname = False
+    client_tls.verify_mode = ssl.CERT_NONE
+
+    def send(host: str, port: int) -> None:
+        with smtplib.SMTP(host, port, timeout=10) as smtp:
+            smtp.starttls(context=client_tls)
+            smtp.login("alice", PASSWORD)
+            smtp.sendmail("alice@example.org", ["bob@example.org"], b"Subject: hi\r\n\r\nhi\r\n")
+
+    async def main() -> str:
+        loop = asyncio.get_running_loop()
+        await create_user(config)
+        async with Server(config) as server:
+            host, port = server.addresses[0]
+            await loop.run_in_executor(None, send, host, port)
+        return type(loop).__module__
+
+    loop_module = uvloop.run(main())
+    assert loop_module.startswith("uvloop")
+    new = config.data_dir / "mail" / "bob@example.org" / "new"
+    assert len(list(new.iterdir())) == 1
