@@ -118,6 +118,7 @@ class Connection(asyncio.Protocol):
             self._pump()
 
     def eof_received(self) -> bool | None:
+        # Reading is paused while a slow step runs, so EOF arrives only after it.
         self._close()
         return None
 

@@ -16,6 +16,8 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from smtpgate.config.schema import Config
 from smtpgate.server.app import Server
@@ -49,15 +51,19 @@ def serve(config: Config) -> int:
     return _run_workers(config, workers)
 
 
+def event_loop_runner() -> Callable[[Coroutine[Any, Any, int]], int]:
+    """uvloop's runner when the optional extra ``smtpgate[uvloop]`` is installed."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run
+    log.info("using uvloop")
+    return uvloop.run
+
+
 def _run_worker(config: Config, *, reuse_port: bool) -> int:
     try:
-        import uvloop  # optional extra: smtpgate[uvloop]
-
-        runner = uvloop.run
-    except ImportError:
-        runner = asyncio.run
-    try:
-        return int(runner(_serve_until_signal(config, reuse_port)))
+        return event_loop_runner()(_serve_until_signal(config, reuse_port))
     except OSError as exc:
         log.error("cannot start: %s", exc)
         return 1
