@@ -80,6 +80,7 @@ class Connection(asyncio.Protocol):
         self.admitted = False
         self._deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0  # when the armed timer fires (monotonic)
         self._write_paused = False  # the client is not reading our replies
 
     # -- asyncio callbacks ---------------------------------------------------
@@ -407,10 +408,15 @@ class Connection(asyncio.Protocol):
 
     # -- timers and closing ------------------------------------------------------------
     def _touch(self, seconds: float) -> None:
+        """Move the deadline; the timer is re-armed only if it would now fire late."""
         self._deadline = time.monotonic() + seconds
+        if self._timer is not None and self._deadline < self._timer_at and not self.closing:
+            self._timer.cancel()
+            self._arm_timer()
 
     def _arm_timer(self) -> None:
         delay = max(0.05, self._deadline - time.monotonic())
+        self._timer_at = time.monotonic() + delay
         self._timer = asyncio.get_running_loop().call_later(delay, self._check_timeout)
 
     def _check_timeout(self) -> None:
