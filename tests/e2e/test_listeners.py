@@ -90,3 +90,23 @@ async def test_command_timeout_closes_an_idle_session(tmp_path: Path) -> None:
         writer.close()
     finally:
         await server.stop(grace=1.0)
+
+
+async def test_data_timeout_counts_from_the_354(tmp_path: Path) -> None:
+    server = await _server(
+        tmp_path,
+        auth={"plaintext_requires_tls": False, "failure_delay": 0.0},
+        limits={"data_timeout": 1.0, "command_timeout": 30.0},
+    )
+    try:
+        reader, writer = await _authenticated(server.addresses[2][1])
+        writer.write(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n")
+        while not (await reader.readline()).startswith(b"354"):
+            pass
+        started = time.monotonic()  # not a byte of the body ever comes
+        reply = await asyncio.wait_for(reader.readline(), 10)
+        assert reply.startswith(b"421 4.4.2"), reply
+        assert 0.8 <= time.monotonic() - started < 5
+        writer.close()
+    finally:
+        await server.stop(grace=1.0)

@@ -195,8 +195,8 @@ class Connection(asyncio.Protocol):
             for verb, code in session.refusals:
                 log.info("session=%s peer=%s command=%s reply=%d", self.id, self.peer, verb, code)
             session.refusals.clear()
-        if not session.in_data:
-            self._touch(self.server.config.limits.command_timeout)
+        limits = self.server.config.limits
+        self._touch(limits.data_timeout if session.in_data else limits.command_timeout)
         self._send(out)
 
     def _send(self, data: bytes) -> None:
