@@ -28,19 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from smtpgate.sasl.registry import REGISTRY
+
 TlsMode = Literal["none", "starttls", "implicit"]
 DeliveryMode = Literal["maildir", "discard"]
 
-# Every SASL mechanism smtpgate implements (the sasl registry must match this).
-KNOWN_MECHANISMS: tuple[str, ...] = (
-    "PLAIN",
-    "LOGIN",
-    "CRAM-MD5",
-    "SCRAM-SHA-1",
-    "SCRAM-SHA-1-PLUS",
-    "SCRAM-SHA-256",
-    "SCRAM-SHA-256-PLUS",
-)
+# Every SASL mechanism smtpgate implements: the sasl registry is the one list.
+KNOWN_MECHANISMS: tuple[str, ...] = tuple(REGISTRY)
 
 DEFAULT_MECHANISMS: tuple[str, ...] = (
     "SCRAM-SHA-256-PLUS",

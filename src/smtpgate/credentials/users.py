@@ -34,6 +34,7 @@ from pathlib import Path
 from smtpgate.credentials.base import Account, CredentialStore, UnknownUser
 from smtpgate.credentials.passwd_file import parse_passwd_file
 from smtpgate.credentials.passwords import secrets_from_password
+from smtpgate.sasl.registry import REGISTRY
 from smtpgate.sasl.saslprep import SaslPrepError, saslprep
 
 __all__ = [
@@ -46,17 +47,7 @@ __all__ = [
     "set_password",
 ]
 
-KNOWN_MECHANISMS = frozenset(
-    {
-        "PLAIN",
-        "LOGIN",
-        "CRAM-MD5",
-        "SCRAM-SHA-1",
-        "SCRAM-SHA-1-PLUS",
-        "SCRAM-SHA-256",
-        "SCRAM-SHA-256-PLUS",
-    }
-)
+KNOWN_MECHANISMS = frozenset(REGISTRY)
 
 
 def prepare_name(name: str) -> str:
