@@ -34,6 +34,7 @@ import functools
 import logging
 import os
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -382,6 +383,7 @@ class Conversation:
     def _context(self) -> sasl.MechanismContext:
         return sasl.MechanismContext(
             hostname=self.service.settings.hostname,
+            timestamp=lambda: int(time.time()),
             bindings=self.peer.bindings,
             plus_advertised=any(m.endswith("-PLUS") for m in self.service.advertised(
                 self.peer.tls_active

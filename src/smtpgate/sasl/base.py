@@ -141,7 +141,7 @@ class MechanismContext:
     bindings: ChannelBindings | None = None  # None: not on TLS
     plus_advertised: bool = False  # a -PLUS mechanism was offered (gs2 'y' is a downgrade)
     nonce: Callable[[], str] | None = None  # test hook; None: secrets.token_urlsafe
-    timestamp: Callable[[], int] | None = None  # CRAM-MD5 challenge; None: time.time
+    timestamp: Callable[[], int] | None = None  # the host's clock, for CRAM-MD5 challenges
 
 
 class Mechanism(Protocol):

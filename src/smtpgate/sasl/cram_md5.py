@@ -29,7 +29,6 @@ import hashlib
 import hmac
 import math
 import struct
-import time
 from typing import ClassVar
 
 from smtpgate.sasl._common import OUT_OF_SEQUENCE, decode_utf8, invalid, make_nonce, malformed
@@ -217,7 +216,8 @@ class CramMd5:
 
     def _make_challenge(self) -> bytes:
         """RFC 2195 section 2: a unique msg-id-like string."""
-        stamp = self._context.timestamp() if self._context.timestamp else int(time.time())
+        # The host passes its clock; without one the random part alone keeps it unique.
+        stamp = self._context.timestamp() if self._context.timestamp else 0
         text = f"<{make_nonce(self._context)}.{stamp}@{self._context.hostname}>"
         return text.encode("utf-8")
 
