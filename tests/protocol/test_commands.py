@@ -551,20 +551,21 @@ def test_max_errors_nth_error_is_421_and_closes(max_errors: int) -> None:
     assert host.feed(b"NOOP\r\n") == b""
 
 
-def test_max_errors_counts_syntax_sequence_and_530() -> None:
-    host = make_host(max_errors=5, require_auth=True)
+def test_max_errors_counts_syntax_and_sequence_errors_not_530() -> None:
+    host = make_host(max_errors=4, require_auth=True)
     out = host.feed(
         b"MAIL FROM:<a@b.example>\r\n"  # 503
         b"EHLO\r\n"  # 501
         b"EHLO c\r\n"  # 250, not counted
         b"NOOP\r\n"  # 250
-        b"MAIL FROM:<a@b.example>\r\n"  # 530
+        b"MAIL FROM:<a@b.example>\r\n"  # 530: policy, not counted (SPEC section 3)
         b"EXPN x\r\n"  # 530
-        b"STARTTLS\r\n"  # 502: the 5th error
+        b"FROB\r\n"  # 500
+        b"STARTTLS\r\n"  # 502: the 4th error
         b"NOOP\r\n"
     )
     assert codes(out) == ["503 5.5.1", "501 5.5.4", "250", "250 2.0.0", "530 5.7.0",
-                          "530 5.7.0", "421 4.7.0"]
+                          "530 5.7.0", "500 5.5.1", "421 4.7.0"]
     assert host.session.closed
 
 

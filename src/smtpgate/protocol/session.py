@@ -52,10 +52,9 @@ from smtpgate.protocol.states import (
     sequence_error,
 )
 
-# Replies that count towards max_errors (SPEC section 3), plus 530: a client
-# that keeps ignoring "authentication required" is as broken as one that
-# sends unknown commands (Postfix counts it too).
-_COUNTED_ERRORS = frozenset({500, 501, 502, 503, 504, 530, 555})
+# Replies that count towards max_errors: protocol errors (SPEC section 3).
+# Not 530: policy, not syntax, and no more a flood than NOOP is.
+_COUNTED_ERRORS = frozenset({500, 501, 502, 503, 504, 555})
 _BODY_VALUES = frozenset({"7BIT", "8BITMIME"})
 
 
@@ -176,9 +175,9 @@ class Session:
         pending = self._take_pending((ev.MailFrom, ev.RcptTo, ev.DataStart))
         self._send(reply)
         if pending is ev.DataStart and self._bdat_pending is not None:
-            # Reset first: resetting after _begin_bdat_chunk zeroed the chunk's
-            # octet count, so its octets were parsed as commands (smuggling)
-            # and a stray "250 Chunk received" followed the rejection.
+            # Reset before reading the chunk: the reset zeroes the octet count,
+            # and the chunk's octets must be read and dropped, never parsed as
+            # commands (smuggling).
             size, last = self._bdat_pending
             self._reset_transaction()
             self._begin_bdat_chunk(size, last, rejected=True)
