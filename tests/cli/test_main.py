@@ -21,6 +21,7 @@ from smtpgate.config.schema import Config
 from smtpgate.credentials.base import Account
 from smtpgate.credentials.passwords import verify_account_password
 from smtpgate.credentials.sqlite import open_store
+from tests.e2e.conftest import free_port
 
 SCRIPT = Path(sys.executable).parent / "smtpgate"
 PASSWORD = "correct horse battery"
@@ -340,9 +341,7 @@ def test_script_user_round_trip(tmp_path: Path) -> None:
 
 
 def test_script_serve_stops_on_sigterm(tmp_path: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     (tmp_path / "smtpgate.toml").write_text(
         f'hostname = "mx.test"\n[server]\nworkers = 1\n'
         f'[[listener]]\naddress = "127.0.0.1:{port}"\ntls = "none"\n'
