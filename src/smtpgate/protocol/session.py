@@ -207,13 +207,17 @@ class Session:
         self._close_if_421(reply)
 
     def timeout(self) -> None:
-        self._close_with(r.TIMEOUT)
+        self.close_with(r.TIMEOUT)
 
     def shutdown(self) -> None:
-        self._close_with(r.SERVICE_UNAVAILABLE)
+        self.close_with(r.SERVICE_UNAVAILABLE)
 
     def close_with(self, reply: Reply) -> None:
-        self._close_with(reply)
+        """Send ``reply`` (a 421 or 221) and end the session."""
+        if self.state is State.CLOSED:
+            return
+        self._send(reply)
+        self._close(notify=True)
 
     # -- input modes -------------------------------------------------------
     def _advance(self) -> bool:
@@ -455,7 +459,7 @@ class Session:
         self._send(r.OK)
 
     def _quit(self, arg: str) -> None:
-        self._close_with(r.CLOSING)
+        self.close_with(r.CLOSING)
 
     def _vrfy(self, arg: str) -> None:
         if not arg:
@@ -571,19 +575,13 @@ class Session:
         if reply.code in _COUNTED_ERRORS:
             self.errors += 1
             if self.errors >= self.params.max_errors:
-                self._close_with(r.TOO_MANY_ERRORS)
+                self.close_with(r.TOO_MANY_ERRORS)
                 return
         self._send(reply)
 
     def _close_if_421(self, reply: Reply) -> None:
         if reply.code == 421:
             self._close(notify=True)
-
-    def _close_with(self, reply: Reply) -> None:
-        if self.state is State.CLOSED:
-            return
-        self._send(reply)
-        self._close(notify=True)
 
     def _close(self, *, notify: bool) -> None:
         self.state = State.CLOSED
