@@ -16,6 +16,8 @@ from smtpgate.protocol.replies import Reply
 
 
 class SyntaxProblem(Exception):
+    """A command the session refuses as written; ``reply`` says why (5xx)."""
+
     def __init__(self, reply: Reply) -> None:
         super().__init__(reply.text)
         self.reply = reply
@@ -136,6 +138,33 @@ def parse_auth_param(value: str | None) -> str:
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in decoded):  # never CR/LF/NUL in metadata
         raise SyntaxProblem(r.BAD_PARAMETER)
     return decoded
+
+
+_BODY_VALUES = frozenset({"7BIT", "8BITMIME"})
+
+
+def check_mail_params(params: dict[str, str | None], *, max_size: int) -> dict[str, str | None]:
+    """The MAIL FROM parameters we advertise; AUTH= comes back decoded.
+
+    SIZE (RFC 1870: 552 5.3.4 when over the limit), BODY (RFC 6152), SMTPUTF8
+    (RFC 6531), AUTH (RFC 4954 section 5); anything else is 555 5.5.4.
+    """
+    checked = dict(params)
+    for key, value in params.items():
+        if key == "SIZE":
+            if parse_size(value) > max_size:
+                raise SyntaxProblem(r.MESSAGE_TOO_BIG)
+        elif key == "BODY":
+            if value is None or value.upper() not in _BODY_VALUES:
+                raise SyntaxProblem(r.BAD_PARAMETER)
+        elif key == "SMTPUTF8":
+            if value is not None:
+                raise SyntaxProblem(r.BAD_PARAMETER)
+        elif key == "AUTH":
+            checked["AUTH"] = parse_auth_param(value)
+        else:
+            raise SyntaxProblem(r.UNKNOWN_PARAMETER)
+    return checked
 
 
 def parse_size(value: str | None) -> int:

@@ -32,11 +32,10 @@ from smtpgate.protocol import events as ev
 from smtpgate.protocol import replies as r
 from smtpgate.protocol.commands import (
     SyntaxProblem,
+    check_mail_params,
     parse_auth_command,
-    parse_auth_param,
     parse_bdat_argument,
     parse_path_argument,
-    parse_size,
     split_command,
 )
 from smtpgate.protocol.framing import DataFramer
@@ -55,7 +54,6 @@ from smtpgate.protocol.states import (
 # Replies that count towards max_errors: protocol errors (SPEC section 3).
 # Not 530: policy, not syntax, and no more a flood than NOOP is.
 _COUNTED_ERRORS = frozenset({500, 501, 502, 503, 504, 555})
-_BODY_VALUES = frozenset({"7BIT", "8BITMIME"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -398,25 +396,9 @@ class Session:
         path = parse_path_argument(arg, "FROM:", allow_null=True, bad=r.BAD_SENDER_SYNTAX)
         if path.params and not self.esmtp:
             raise SyntaxProblem(r.UNKNOWN_PARAMETER)
-        params = dict(path.params)
-        for key, value in path.params.items():
-            if key == "SIZE":
-                if parse_size(value) > self.params.max_message_size:
-                    self._send(r.MESSAGE_TOO_BIG)
-                    return
-            elif key == "BODY":
-                if value is None or value.upper() not in _BODY_VALUES:
-                    raise SyntaxProblem(r.BAD_PARAMETER)
-            elif key == "SMTPUTF8":
-                if value is not None:
-                    raise SyntaxProblem(r.BAD_PARAMETER)
-            elif key == "AUTH":
-                params["AUTH"] = parse_auth_param(value)
-            else:
-                raise SyntaxProblem(r.UNKNOWN_PARAMETER)
+        params = check_mail_params(path.params, max_size=self.params.max_message_size)
         if not path.address.isascii() and "SMTPUTF8" not in params:
-            self._send(r.EIGHT_BIT_WITHOUT_SMTPUTF8)
-            return
+            raise SyntaxProblem(r.EIGHT_BIT_WITHOUT_SMTPUTF8)
         self._pending_mail = (path.address, params)
         self._emit_awaiting(ev.MailFrom(path.address, params))
 
