@@ -17,14 +17,16 @@ SMTPGATE = [sys.executable, "-c", "import sys; from smtpgate.cli.main import mai
 
 
 class ServeProcess:
-    def __init__(self, root: Path, *, extra_toml: str = "", password: str = PASSWORD) -> None:
+    def __init__(
+        self, root: Path, *, extra_toml: str = "", password: str = PASSWORD, workers: int = 1
+    ) -> None:
         self.root = root
         self.port = free_port()
         self.data = root / "data"
         self.config = root / "smtpgate.toml"
         self.config.write_text(
             f'data_dir = "{self.data}"\nhostname = "mx.test"\n'
-            "[server]\nworkers = 1\n"
+            f"[server]\nworkers = {workers}\n"
             f'[[listener]]\naddress = "127.0.0.1:{self.port}"\ntls = "none"\n'
             "require_auth = true\n"
             "[auth]\nplaintext_requires_tls = false\nfailure_delay = 0.0\n" + extra_toml
