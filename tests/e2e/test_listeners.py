@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from smtpgate.server.app import Server
 from tests.e2e.conftest import PASSWORD, create_user, free_port, in_thread, make_config
 
@@ -53,7 +55,18 @@ async def _authenticated(port: int) -> tuple[asyncio.StreamReader, asyncio.Strea
     return reader, writer
 
 
-async def test_data_timeout_closes_a_stalled_body(tmp_path: Path) -> None:
+async def _expect_timeout_421(reader: asyncio.StreamReader, *, after: float) -> None:
+    """The next reply is 421 4.4.2, about ``after`` seconds from now, then EOF."""
+    started = time.monotonic()
+    reply = await asyncio.wait_for(reader.readline(), 10)
+    assert reply.startswith(b"421 4.4.2"), reply
+    assert after * 0.8 <= time.monotonic() - started < after + 4
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # closed
+
+
+@pytest.mark.parametrize("body", [b"Subject: stalled\r\n\r\npart of a body", b""])
+async def test_data_timeout_closes_a_stalled_body(tmp_path: Path, body: bytes) -> None:
+    """data_timeout counts from the 354 and from every read of the body."""
     server = await _server(
         tmp_path,
         auth={"plaintext_requires_tls": False, "failure_delay": 0.0},
@@ -64,15 +77,10 @@ async def test_data_timeout_closes_a_stalled_body(tmp_path: Path) -> None:
         writer.write(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n")
         while not (await reader.readline()).startswith(b"354"):
             pass
-        writer.write(b"Subject: stalled\r\n\r\npart of a body")
-        started = time.monotonic()
-        reply = await asyncio.wait_for(reader.readline(), 10)
-        assert reply.startswith(b"421 4.4.2"), reply
-        assert 0.8 <= time.monotonic() - started < 5
-        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed
-        assert not (server.config.data_dir / "mail" / "c@d.example" / "new").exists() or not list(
-            (server.config.data_dir / "mail" / "c@d.example" / "new").iterdir()
-        )
+        writer.write(body)
+        await _expect_timeout_421(reader, after=1.0)
+        new = server.config.data_dir / "mail" / "c@d.example" / "new"
+        assert not new.exists() or not list(new.iterdir())
         writer.close()
     finally:
         await server.stop(grace=1.0)
@@ -83,30 +91,7 @@ async def test_command_timeout_closes_an_idle_session(tmp_path: Path) -> None:
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.addresses[2][1])
         await reader.readline()
-        started = time.monotonic()
-        reply = await asyncio.wait_for(reader.readline(), 10)
-        assert reply.startswith(b"421 4.4.2"), reply
-        assert 0.8 <= time.monotonic() - started < 5
-        writer.close()
-    finally:
-        await server.stop(grace=1.0)
-
-
-async def test_data_timeout_counts_from_the_354(tmp_path: Path) -> None:
-    server = await _server(
-        tmp_path,
-        auth={"plaintext_requires_tls": False, "failure_delay": 0.0},
-        limits={"data_timeout": 1.0, "command_timeout": 30.0},
-    )
-    try:
-        reader, writer = await _authenticated(server.addresses[2][1])
-        writer.write(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n")
-        while not (await reader.readline()).startswith(b"354"):
-            pass
-        started = time.monotonic()  # not a byte of the body ever comes
-        reply = await asyncio.wait_for(reader.readline(), 10)
-        assert reply.startswith(b"421 4.4.2"), reply
-        assert 0.8 <= time.monotonic() - started < 5
+        await _expect_timeout_421(reader, after=1.0)
         writer.close()
     finally:
         await server.stop(grace=1.0)
