@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-# Debian packages for those tools (swaks needs Net::SSLeay for TLS; only a Recommends).
-DEB_PACKAGES := swaks gsasl msmtp curl libnet-ssleay-perl
+# Debian packages for the real third-party clients the tests run (tests/tools.py);
+# swaks needs Net::SSLeay for TLS, which is only a Recommends.
+DEB_PACKAGES := swaks gsasl msmtp curl libnet-ssleay-perl gnutls-bin openssl
 
 .PHONY: serve test lint venv test-venv deb-tools bench fuzz clean
 

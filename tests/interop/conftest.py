@@ -28,7 +28,6 @@ import base64
 import dataclasses
 import os
 import re
-import shutil
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ from smtpgate.credentials.base import Account
 from smtpgate.credentials.sqlite import open_store
 from smtpgate.server.app import Server
 from tests.e2e.conftest import PASSWORD, create_user, make_config
+from tests.tools import is_ci, require, require_tool
 
 __all__ = [
     "MECHANISMS",
@@ -67,35 +67,7 @@ MECHANISMS = [
     "CRAM-MD5",
 ]
 
-# Debian package that provides each command (`make deb-tools` installs them).
-DEBIAN_PACKAGE = {"swaks": "swaks", "gsasl": "gsasl", "msmtp": "msmtp", "curl": "curl"}
-
 CLIENT_TIMEOUT = 30.0  # seconds for one client run; a healthy run takes well under 2
-
-
-def is_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
-
-
-def require_tool(name: str) -> str:
-    """The path of command ``name``; skip the test if it is missing, fail under CI=true."""
-    path = shutil.which(name)
-    if path is not None:
-        return path
-    package = DEBIAN_PACKAGE.get(name, name)
-    reason = f"{name} is not installed (Debian package {package}; run `make deb-tools`)"
-    if is_ci():
-        pytest.fail(f"CI=true and {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
-def require(condition: bool, reason: str) -> None:
-    """Like require_tool for a capability of an installed tool (e.g. swaks' TLS support)."""
-    if condition:
-        return
-    if is_ci():
-        pytest.fail(f"CI=true and {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import hashlib
-import shutil
 import socket
 import ssl
 import subprocess
@@ -34,6 +33,7 @@ from smtpgate.server.tls import (
     _server_end_point,
     make_server_context,
 )
+from tests.tools import require_tool
 
 LABEL = b"EXPORTER-Channel-Binding"
 BIG = 5 * 1024 * 1024
@@ -498,14 +498,14 @@ def test_server_end_point_uses_signature_hash(
     assert layer.channel_bindings().tls_server_end_point == expected(pair.der).digest()
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl CLI not installed")
 @pytest.mark.parametrize("digest", ["sha1", "md5"])
 def test_server_end_point_weak_hash_becomes_sha256(tmp_path: Path, digest: str) -> None:
     """RFC 5929 4.1: MD5 and SHA-1 signatures hash with SHA-256 (cryptography won't sign these)."""
     cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    openssl = require_tool("openssl")
     made = subprocess.run(
         [
-            *("openssl", "req", "-x509", "-newkey", "rsa:2048", f"-{digest}", "-nodes"),
+            *(openssl, "req", "-x509", "-newkey", "rsa:2048", f"-{digest}", "-nodes"),
             *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost", "-days", "1"),
         ],
         capture_output=True,
@@ -717,10 +717,7 @@ def test_socket_plaintext_client_gets_tls_error(
 
 # ------------------------------------------------------------ GnuTLS (gsasl's TLS)
 
-GNUTLS_CLI = shutil.which("gnutls-cli")
 
-
-@pytest.mark.skipif(GNUTLS_CLI is None, reason="gnutls-cli not installed")
 @pytest.mark.parametrize(
     ("priority", "name"),
     [("NORMAL", "TLSv1.3"), ("NORMAL:-VERS-ALL:+VERS-TLS1.2", "TLSv1.2")],
@@ -731,11 +728,11 @@ def test_gnutls_client_interop(
     priority: str,
     name: str,
 ) -> None:
-    assert GNUTLS_CLI is not None
+    gnutls_cli = require_tool("gnutls-cli")
     port, result = tls_server(_echo)
     proc = subprocess.run(
         [
-            GNUTLS_CLI,
+            gnutls_cli,
             "--x509cafile",
             str(pair.cert),
             "--priority",
