@@ -6,7 +6,7 @@ import base64
 from pathlib import Path
 
 import pytest
-from argon2.low_level import Type, hash_secret
+from argon2.low_level import Type
 from scramp import ScramMechanism
 
 from smtpgate.credentials.base import Account
@@ -15,6 +15,7 @@ from smtpgate.credentials.passwords import verify_account_password
 from smtpgate.sasl.base import ScramSecret
 from smtpgate.sasl.cram_md5 import cram_md5_secret, format_cram_md5
 from smtpgate.sasl.scram import derive_scram_secret
+from tests.credentials.test_passwords import cheap_argon2
 
 BCRYPT = "$2y$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW"  # "U*U"
 SHA512 = (
@@ -32,18 +33,6 @@ def dovecot_scram(secret: ScramSecret) -> str:
     return (
         f"{secret.iterations},{b64(secret.salt)},{b64(secret.stored_key)},{b64(secret.server_key)}"
     )
-
-
-def cheap_argon2(password: str, argon_type: Type) -> str:
-    return hash_secret(
-        password.encode(),
-        b"0123456789abcdef",
-        time_cost=1,
-        memory_cost=8,
-        parallelism=1,
-        hash_len=32,
-        type=argon_type,
-    ).decode()
 
 
 SCRAM256 = derive_scram_secret("SCRAM-SHA-256", "scram256-pw", b"s" * 16, 4096)

@@ -12,7 +12,6 @@ from smtpgate.sasl.base import (
     Failure,
     FailureKind,
     MechanismContext,
-    Need,
     VerifyPassword,
 )
 from smtpgate.sasl.login import Login
@@ -20,13 +19,6 @@ from smtpgate.sasl.login import Login
 
 def _login() -> Login:
     return Login(MechanismContext())
-
-
-def test_class_attributes() -> None:
-    assert Login.name == "LOGIN"
-    assert Login.needs is Need.PASSWORD
-    assert Login.server_first is False
-    assert Login.secret_scheme is None
 
 
 def test_prompts_are_exactly_what_printers_expect() -> None:

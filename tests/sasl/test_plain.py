@@ -10,7 +10,6 @@ from smtpgate.sasl.base import (
     Failure,
     FailureKind,
     MechanismContext,
-    Need,
     VerifyPassword,
 )
 from smtpgate.sasl.plain import Plain
@@ -19,13 +18,6 @@ from tests.sasl.clients import plain_message
 
 def _plain() -> Plain:
     return Plain(MechanismContext())
-
-
-def test_class_attributes() -> None:
-    assert Plain.name == "PLAIN"
-    assert Plain.needs is Need.PASSWORD
-    assert Plain.server_first is False
-    assert Plain.secret_scheme is None
 
 
 def test_initial_response() -> None:

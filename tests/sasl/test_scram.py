@@ -14,7 +14,6 @@ from smtpgate.sasl.base import (
     Failure,
     FailureKind,
     MechanismContext,
-    Need,
     NeedSecret,
     Success,
 )
@@ -97,14 +96,6 @@ def test_round_trip_with_own_client(cls: ScramClass, initial: bool) -> None:
     assert isinstance(step, Success)
     assert (step.authcid, step.authzid) == ("alice@example.org", "bob")
     assert step.additional is not None and client.verify_server_final(step.additional)
-
-
-def test_class_attributes() -> None:
-    for cls in (ScramSha1, ScramSha1Plus, ScramSha256, ScramSha256Plus):
-        assert cls.needs is Need.SECRET
-        assert cls.server_first is False
-    assert ScramSha1Plus.secret_scheme == ScramSha1.secret_scheme == "SCRAM-SHA-1"
-    assert ScramSha256Plus.secret_scheme == ScramSha256.secret_scheme == "SCRAM-SHA-256"
 
 
 def test_username_and_authzid_escapes_decoded() -> None:

@@ -51,6 +51,3 @@ class VerifiedCache:
         self._entries.move_to_end(key)
         while len(self._entries) > self._size:
             self._entries.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._entries)

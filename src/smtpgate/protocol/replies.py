@@ -24,10 +24,6 @@ class Reply:
         prefix = f"{self.code} {self.enhanced} " if self.enhanced else f"{self.code} "
         return (prefix + self.text + "\r\n").encode("utf-8")
 
-    @property
-    def is_error(self) -> bool:
-        return self.code >= 400
-
 
 def multiline(code: int, lines: list[str]) -> bytes:
     """A multi-line reply (RFC 5321 section 4.2.1): ``250-a``, ..., ``250 z``."""

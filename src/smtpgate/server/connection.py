@@ -296,28 +296,15 @@ class Connection(asyncio.Protocol):
             session.reply(_delivery_reply(failure))
             return
         delivery, self.delivery = self.delivery, None
-        if getattr(delivery, "blocking", True):
-            self._run(self._commit(session, delivery))
+        if getattr(delivery, "blocking", True):  # fsync: off the event loop
+            self._run(self._commit_in_thread(session, delivery))
         else:
-            self._finish_commit(session, delivery, None)
+            self._answer_commit(session, _commit(delivery))
 
-    async def _commit(self, session: Session, delivery: Delivery) -> None:
-        error: DeliveryError | None = None
-        try:
-            await asyncio.to_thread(delivery.commit)
-        except DeliveryError as exc:
-            error = exc
-        self._finish_commit(session, delivery, error, committed=error is None)
+    async def _commit_in_thread(self, session: Session, delivery: Delivery) -> None:
+        self._answer_commit(session, await asyncio.to_thread(_commit, delivery))
 
-    def _finish_commit(
-        self, session: Session, delivery: Delivery, error: DeliveryError | None,
-        *, committed: bool = False,
-    ) -> None:
-        if not committed and error is None:
-            try:
-                delivery.commit()
-            except DeliveryError as exc:
-                error = exc
+    def _answer_commit(self, session: Session, error: DeliveryError | None) -> None:
         if error is not None:
             log.warning("session=%s delivery failed: %s", self.id, error)
             session.reply(_delivery_reply(error))
@@ -456,6 +443,15 @@ class Connection(asyncio.Protocol):
                 if self._timer is not None:
                     self._timer.cancel()
                 self._timer = asyncio.get_running_loop().call_later(grace, self.transport.abort)
+
+
+def _commit(delivery: Delivery) -> DeliveryError | None:
+    """Commit; the failure, if any, as a value (it may run in a worker thread)."""
+    try:
+        delivery.commit()
+    except DeliveryError as exc:
+        return exc
+    return None
 
 
 def _delivery_reply(error: DeliveryError) -> Reply:
