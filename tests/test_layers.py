@@ -17,7 +17,7 @@ ALLOWED: dict[str, set[str]] = {
     "credentials": {"sasl"},
     "config": {"sasl"},
     "auth": {"sasl", "credentials", "policy", "protocol"},
-    "delivery": {"config"},
+    "delivery": {"config", "protocol"},
     "server": {"auth", "config", "credentials", "delivery", "policy", "protocol", "sasl"},
     "cli": {"auth", "config", "credentials", "delivery", "policy", "protocol", "sasl", "server"},
 }

@@ -5,15 +5,22 @@
     delivery.commit()                  # returns only once the message is durable
     # or delivery.abort()              # leaves nothing behind
 
-``write`` and ``commit`` may block on the disk; the server calls them from a
-worker thread. A failure raises ``DeliveryError``; ``temporary`` selects 451
-4.3.0 (retry later) or a permanent 554/552 reply.
+Where each call runs: a target whose ``blocking`` is True may wait on a disk or
+the network in ``start`` and ``commit``, so the server calls those two in a
+worker thread; ``write`` always runs on the event loop and must only buffer
+or append. With ``blocking = False`` every call runs inline. A failure raises
+``DeliveryError``; ``temporary`` selects 451 4.3.0 (retry later) or a
+permanent 554/552 reply. ``check_recipient`` runs at each RCPT, on the event
+loop and without I/O: a recipient that can never be delivered is refused
+there, so the rest of the transaction still delivers.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from smtpgate.protocol.replies import Reply
 
 
 class DeliveryError(Exception):
@@ -37,13 +44,11 @@ class Envelope:
     body: str | None = None  # BODY= parameter, "7BIT" / "8BITMIME" / "BINARYMIME"
     smtputf8: bool = False
     received_at: float = 0.0  # seconds since the epoch, set by the host
+    queue_id: str = ""  # letters and digits: the 250 reply, the Received id, every log line
     extra: dict[str, str] = field(default_factory=dict)
 
 
 class Delivery(Protocol):
-    # A delivery may set ``blocking = False`` when commit() never waits on a disk
-    # or network; the server then calls it inline instead of in a worker thread.
-
     def write(self, data: bytes) -> None: ...
 
     def commit(self) -> None: ...
@@ -52,4 +57,10 @@ class Delivery(Protocol):
 
 
 class DeliveryTarget(Protocol):
+    blocking: bool  # start() and commit() may wait on disk or network: run them off the loop
+
+    def check_recipient(self, address: str, *, may_relay: bool) -> Reply | None:
+        """None if ``address`` can be accepted; else the RCPT reply (e.g. 553 5.1.3)."""
+        ...
+
     def start(self, envelope: Envelope) -> Delivery: ...

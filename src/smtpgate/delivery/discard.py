@@ -7,11 +7,10 @@ anything; ``bytes_written`` counts what was thrown away.
 from __future__ import annotations
 
 from smtpgate.delivery.base import DeliveryError, Envelope
+from smtpgate.protocol.replies import Reply
 
 
 class DiscardDelivery:
-    blocking = False  # commit() never touches a disk: the server calls it inline
-
     def __init__(self) -> None:
         self.bytes_written = 0
         self.done = False
@@ -32,6 +31,11 @@ class DiscardDelivery:
 
 class DiscardTarget:
     """A ``DeliveryTarget`` that drops every message."""
+
+    blocking = False  # nothing touches a disk: the server calls it inline
+
+    def check_recipient(self, address: str, *, may_relay: bool) -> Reply | None:
+        return None
 
     def start(self, envelope: Envelope) -> DiscardDelivery:
         return DiscardDelivery()

@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import BinaryIO, NoReturn
 
 from smtpgate.delivery.base import DeliveryError, Envelope
+from smtpgate.protocol.replies import Reply
 
 SIDECAR_DIR = "smtpgate-envelope"
 NAME_MAX = 255  # bytes in one directory entry (Linux NAME_MAX)
@@ -104,9 +105,14 @@ class _UniqueNames:
 class MaildirTarget:
     """A ``DeliveryTarget`` writing one Maildir per recipient under ``root``."""
 
+    blocking = True  # mkdir, open and fsync wait on the disk
+
     def __init__(self, root: Path, *, hostname: str | None = None) -> None:
         self.root = root
         self._names = _UniqueNames(hostname or socket.gethostname())
+
+    def check_recipient(self, address: str, *, may_relay: bool) -> Reply | None:
+        return None
 
     def start(self, envelope: Envelope) -> MaildirDelivery:
         return MaildirDelivery(self.root, envelope, _group(envelope.recipients), self._names.next())

@@ -296,7 +296,7 @@ class Connection(asyncio.Protocol):
             session.reply(_delivery_reply(failure))
             return
         delivery, self.delivery = self.delivery, None
-        if getattr(delivery, "blocking", True):  # fsync: off the event loop
+        if self.server.delivery.blocking:  # fsync: off the event loop
             self._run(self._commit_in_thread(session, delivery))
         else:
             self._answer_commit(session, _commit(delivery))
