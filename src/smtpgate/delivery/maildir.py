@@ -77,7 +77,10 @@ from smtpgate.delivery.base import DeliveryError, Envelope
 from smtpgate.delivery.recovery import SIDECAR_DIR
 from smtpgate.protocol.replies import MAILBOX_NOT_ALLOWED, Reply
 
-__all__ = ["SIDECAR_DIR", "MaildirDelivery", "MaildirTarget", "maildir_name", "sidecar_json"]
+__all__ = [
+    "NAME_MAX", "NAME_TOO_LONG", "SIDECAR_DIR", "MaildirDelivery", "MaildirTarget",
+    "maildir_name", "sidecar_json",
+]
 
 NAME_MAX = 255  # bytes in one directory entry (Linux NAME_MAX)
 NAME_TOO_LONG = MAILBOX_NOT_ALLOWED.with_text(
