@@ -78,14 +78,11 @@ from smtpgate.delivery.recovery import SIDECAR_DIR
 from smtpgate.protocol.replies import MAILBOX_NOT_ALLOWED, Reply
 
 __all__ = [
-    "NAME_MAX", "NAME_TOO_LONG", "SIDECAR_DIR", "MaildirDelivery", "MaildirTarget",
+    "NAME_MAX", "SIDECAR_DIR", "MaildirDelivery", "MaildirTarget",
     "maildir_name", "sidecar_json",
 ]
 
 NAME_MAX = 255  # bytes in one directory entry (Linux NAME_MAX)
-NAME_TOO_LONG = MAILBOX_NOT_ALLOWED.with_text(
-    "Mailbox name not allowed: address too long to store as a mailbox"
-)
 _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 _SAFE = frozenset("abcdefghijklmnopqrstuvwxyz0123456789._+@-")
 _SAFE_HOST = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_")
@@ -140,7 +137,11 @@ class MaildirTarget:
 
     def check_recipient(self, address: str, *, may_relay: bool) -> Reply | None:
         """553 5.1.3 for an address whose Maildir name cannot exist (empty, or > NAME_MAX)."""
-        return None if _storable(address) else NAME_TOO_LONG
+        try:
+            _mailbox_name(address)
+        except DeliveryError as exc:
+            return MAILBOX_NOT_ALLOWED.with_text(f"Mailbox name not allowed: {exc}")
+        return None
 
     def start(self, envelope: Envelope) -> MaildirDelivery:
         """Create the first Maildir and open the tmp file: blocking, so off the event loop."""
@@ -161,11 +162,18 @@ class MaildirTarget:
         return self.root / maildir_name(recipient)
 
 
-def _storable(address: str) -> bool:
+def _mailbox_name(recipient: str) -> str:
+    """``maildir_name``, or a permanent DeliveryError when no such directory can exist."""
     try:
-        return len(maildir_name(address).encode()) <= NAME_MAX
-    except ValueError:  # empty
-        return False
+        name = maildir_name(recipient)
+    except ValueError:
+        raise DeliveryError("empty address", temporary=False) from None
+    if len(name.encode()) > NAME_MAX:
+        raise DeliveryError(
+            f"address too long to store (its mailbox name exceeds {NAME_MAX} octets)",
+            temporary=False,
+        )
+    return name
 
 
 def _group(recipients: tuple[str, ...]) -> dict[str, list[str]]:
@@ -174,13 +182,7 @@ def _group(recipients: tuple[str, ...]) -> dict[str, list[str]]:
         raise DeliveryError("no recipients", temporary=False)
     groups: dict[str, list[str]] = {}
     for recipient in recipients:
-        try:
-            name = maildir_name(recipient)
-        except ValueError:
-            raise DeliveryError("empty recipient address", temporary=False) from None
-        if len(name.encode()) > NAME_MAX:
-            raise DeliveryError("recipient address too long for a mailbox name", temporary=False)
-        groups.setdefault(name, []).append(recipient)
+        groups.setdefault(_mailbox_name(recipient), []).append(recipient)
     return groups
 
 
