@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import getpass
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -150,7 +151,7 @@ def cmd_user_add(args: argparse.Namespace, config: Config) -> int:
 
     _warn_disabled(args.allow_mechanisms, config)
     password = read_password(args.password_stdin)
-    _with_store(
+    account = _with_store(
         config,
         lambda store: add_user(
             store,
@@ -162,7 +163,7 @@ def cmd_user_add(args: argparse.Namespace, config: Config) -> int:
             known_mechanisms=frozenset(KNOWN_MECHANISMS),
         ),
     )
-    print(f"added user {args.name}")
+    print(f"added user {account.name}")
     return EXIT_OK
 
 
@@ -198,7 +199,8 @@ def cmd_user_list(args: argparse.Namespace, config: Config) -> int:
 def cmd_user_import(args: argparse.Namespace, config: Config) -> int:
     from smtpgate.credentials.users import import_passwd_file
 
-    count = _with_store(config, lambda store: import_passwd_file(store, args.file))
+    limits = dataclasses.asdict(config.import_)
+    count = _with_store(config, lambda store: import_passwd_file(store, args.file, limits=limits))
     print(f"imported {count} user{'' if count == 1 else 's'} from {args.file}")
     return EXIT_OK
 

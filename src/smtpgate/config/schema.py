@@ -99,6 +99,28 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ImportConfig:
+    """``[import]``: the most work one imported hash may ask of every AUTH for it.
+
+    ``user import`` refuses a hash above these, naming its line. Each limit keeps
+    one verification under about half a second on a 2-core machine and far from
+    gigabytes, yet accepts what Dovecot (``doveadm pw``) and common tools write
+    by default: Argon2 at 32-100 MiB and 2-5 passes (Dovecot, argon2-cffi, PHP,
+    Django, OWASP), bcrypt cost 5-12 (Dovecot, htpasswd, PHP, Python bcrypt),
+    SHA-crypt at 5000 rounds (glibc, Dovecot) up to libpass's 656000, SCRAM at
+    4096 iterations (RFC 7677, Dovecot, PostgreSQL) up to OWASP's 600000.
+    Each ``min`` is the algorithm's own minimum: a lower limit refuses every hash.
+    """
+
+    max_argon2_memory_kib: int = field(default=131_072, metadata=_min(8))  # 128 MiB
+    max_argon2_passes: int = field(default=6, metadata=_min(1))
+    max_argon2_parallelism: int = field(default=16, metadata=_min(1))  # threads per verify
+    max_bcrypt_cost: int = field(default=13, metadata=_min(4))  # 2^13 rounds
+    max_sha_crypt_rounds: int = field(default=1_000_000, metadata=_min(1000))
+    max_scram_iterations: int = field(default=1_000_000, metadata=_min(1))
+
+
+@dataclass(frozen=True, slots=True)
 class StoreConfig:
     url: str = "sqlite:///users.db"  # relative to data_dir; the store resolves it
 
@@ -125,6 +147,7 @@ class Config:
     limits: LimitsConfig = LimitsConfig()
     store: StoreConfig = StoreConfig()
     delivery: DeliveryConfig = DeliveryConfig()
+    import_: ImportConfig = ImportConfig()  # TOML: [import] (a Python keyword)
 
 
 _HOSTNAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
