@@ -71,7 +71,7 @@ async def test_add_user_stores_every_secret(store: SqliteStore) -> None:
         ({"allow_mechanisms": []}, "at least one"),
         ({"may_act_as": ["a,b"]}, "authorization identity"),
         ({"may_act_as": [""]}, "authorization identity"),
-        ({"known_mechanisms": frozenset({"SCRAM-SHA-256"})}, "unknown mechanism.*PLAIN"),
+        ({"allow_mechanisms": ["ntlm", "Plain"]}, "unknown mechanism.*NTLM"),
     ],
 )
 async def test_add_user_refuses_bad_input(

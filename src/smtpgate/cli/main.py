@@ -160,7 +160,6 @@ def cmd_user_add(args: argparse.Namespace, config: Config) -> int:
             allow_mechanisms=args.allow_mechanisms,
             may_act_as=args.may_act_as,
             cram_md5=_cram_md5(config),
-            known_mechanisms=frozenset(KNOWN_MECHANISMS),
         ),
     )
     print(f"added user {account.name}")

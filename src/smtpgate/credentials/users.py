@@ -43,7 +43,6 @@ from smtpgate.credentials.passwords import secrets_from_password
 from smtpgate.sasl.registry import REGISTRY
 
 __all__ = [
-    "KNOWN_MECHANISMS",
     "add_user",
     "delete_user",
     "import_passwd_file",
@@ -52,17 +51,15 @@ __all__ = [
     "set_password",
 ]
 
-KNOWN_MECHANISMS = frozenset(REGISTRY)
-
-
-def _mechanisms(names: list[str] | None, known: frozenset[str]) -> frozenset[str] | None:
+def _mechanisms(names: list[str] | None) -> frozenset[str] | None:
+    """``--allow-mechanisms``, upper-cased; each must be in the sasl registry."""
     if names is None:
         return None
     wanted = frozenset(name.strip().upper() for name in names)
-    unknown = sorted(wanted - known)
+    unknown = sorted(wanted - REGISTRY.keys())
     if unknown:
         raise ValueError(
-            f"unknown mechanism(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+            f"unknown mechanism(s) {', '.join(unknown)} (known: {', '.join(sorted(REGISTRY))})"
         )
     if not wanted:
         raise ValueError("--allow-mechanisms needs at least one mechanism")
@@ -84,11 +81,10 @@ async def add_user(
     allow_mechanisms: list[str] | None,
     may_act_as: list[str],
     cram_md5: bool,
-    known_mechanisms: frozenset[str] = KNOWN_MECHANISMS,
 ) -> Account:
     """Create a user with every secret its password gives; UserExists if taken."""
     prepared = prepare_new_name(name)
-    allowed = _mechanisms(allow_mechanisms, known_mechanisms)
+    allowed = _mechanisms(allow_mechanisms)
     identities = _identities(may_act_as)
     update = await asyncio.to_thread(secrets_from_password, password, cram_md5=cram_md5)
     account = Account(
