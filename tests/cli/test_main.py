@@ -402,23 +402,30 @@ def test_script_user_add_refuses_what_cannot_be_carried(
     assert (listing.returncode, listing.stdout) == (0, "")
 
 
-def test_script_import_refuses_bad_lines_by_number(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        (
+            f"bob:{{BLF-CRYPT}}{BCRYPT_COST_20}",
+            "user 'bob': BLF-CRYPT costs too much to verify: "
+            "20 is over import.max_bcrypt_cost = 13",
+        ),
+        ("a\uff1ab:{PLAIN}x", "the user name contains ':', which a passwd-file cannot carry"),
+        (" :{PLAIN}x", "the user name is only white space"),
+        (f"{'y' * 300}:{{PLAIN}}x", "the user name is 300 octets long; at most 255"),
+        (
+            "carol:{PLAIN}se\x00cret",
+            "user 'carol': the PLAIN password has a NUL, which SASL PLAIN (RFC 4616) cannot carry",
+        ),
+    ],
+)
+def test_script_import_refuses_bad_lines_by_number(tmp_path: Path, line: str, problem: str) -> None:
     (tmp_path / "smtpgate.toml").write_text('data_dir = "d"\n')
-    cases = {
-        f"bob:{{BLF-CRYPT}}{BCRYPT_COST_20}": "user 'bob': BLF-CRYPT costs too much to verify: "
-        "20 is over import.max_bcrypt_cost = 13",
-        "a\uff1ab:{PLAIN}x": "the user name contains ':', which a passwd-file cannot carry",
-        " :{PLAIN}x": "the user name is only white space",
-        f"{'y' * 300}:{{PLAIN}}x": "the user name is 300 octets long; at most 255",
-        "carol:{PLAIN}se\x00cret": "user 'carol': the PLAIN password has a NUL, "
-        "which SASL PLAIN (RFC 4616) cannot carry",
-    }
-    for line, problem in cases.items():
-        (tmp_path / "import.passwd").write_text(f"alice:{{PLAIN}}x\n\n{line}\n", "utf-8")
-        done = run(["user", "import", "import.passwd"], tmp_path)
-        assert done.returncode == 1, line
-        assert done.stderr == f"smtpgate: import.passwd, line 3: {problem}\n"
-        assert BCRYPT_COST_20 not in done.stderr and "cret" not in done.stderr
+    (tmp_path / "import.passwd").write_text(f"alice:{{PLAIN}}x\n\n{line}\n", "utf-8")
+    done = run(["user", "import", "import.passwd"], tmp_path)
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == f"smtpgate: import.passwd, line 3: {problem}\n"
+    assert BCRYPT_COST_20 not in done.stderr and "cret" not in done.stderr
     assert run(["user", "list"], tmp_path).stdout == ""  # all or nothing: alice neither
 
 
