@@ -6,10 +6,9 @@ Stored hashes are Dovecot-style strings, ``{SCHEME}data``. We only ever
 *write* one scheme, Argon2id with RFC 9106 section 4's second recommended
 parameter set (t=3, m=64 MiB, p=4, 16-byte salt, 32-byte tag). We *read* the
 schemes a Dovecot passwd-file may hold, so that imported users can log in.
-``SCHEMES`` is the one table of them: for each, the ``Account`` field its data
-fills, how the data is parsed, what verifying it costs (its work factors,
-named by the ``[import]`` limit that bounds them) and, for password hashes,
-how a password is verified against it:
+``SCHEMES`` is the one table of them: how each is parsed into an account's
+secret, what verifying it costs (work factors, named by the ``[import]`` limit
+that bounds them) and, for password hashes, how a password is checked:
 
 =============  =========================================  =================  =====================
 scheme         data                                        verified by        cost bounded
@@ -139,8 +138,7 @@ def _argon2id(prepared: str) -> str:
 
 # ---------------------------------------------------------------- the schemes
 
-Cost = tuple[tuple[str, int], ...]
-"""What verifying one stored secret costs: (``[import]`` limit key, amount) pairs."""
+Cost = tuple[tuple[str, int], ...]  # (``[import]`` limit key, amount) pairs
 
 
 @dataclass(frozen=True, slots=True)
