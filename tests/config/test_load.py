@@ -1,4 +1,4 @@
-"""Config loading: defaults equal SPEC section 3; every error is one line naming file and key."""
+"""Config loading: defaults equal README.md's "Configuration"; errors are one line: file, key."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The ``smtpgate`` command (SPEC section 2).
+"""The ``smtpgate`` command (README.md, "Managing users" and "Configuration").
 
 Theory of operation
 -------------------
@@ -15,7 +15,9 @@ fix; ``main`` prints it as one line on stderr. Exit codes:
 
 User commands open the credential store named by ``[store] url`` and call
 ``smtpgate.credentials.users``; each of those validates everything before it
-writes, so a refused command changes nothing. Passwords come from a twice-
+writes, so a refused command changes nothing: new names must be ones every
+mechanism can carry, and ``user import`` checks every line, hash work factors
+against the ``[import]`` limits included, before it stores any. Passwords come from a twice-
 asked ``getpass`` prompt on a terminal, or from exactly one line of standard
 input with ``--password-stdin`` (the line ending, LF or CRLF, is removed;
 nothing else). No password, hash or secret is ever printed.
@@ -54,7 +56,7 @@ class CliError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    """Usage errors as one line (SPEC section 2), exit status 2."""
+    """Usage errors as one line, exit status 2 (README.md, "Managing users")."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_CONFIG_ERROR, f"{self.prog}: {message} (try --help)\n")

@@ -2,8 +2,8 @@
 
 Theory of operation
 -------------------
-Each TOML table of SPEC section 3 is one frozen, slotted dataclass below, and
-each of its keys is one field. A field's *default* is the built-in default and
+Each TOML table (README.md, "Configuration") is one frozen, slotted dataclass
+below, and each of its keys is one field. A field's *default* is the built-in default and
 its *metadata* carries the value constraint the loader enforces:
 
     min      the smallest allowed value (integers and numbers)
