@@ -16,11 +16,11 @@ fix; ``main`` prints it as one line on stderr. Exit codes:
 User commands open the credential store named by ``[store] url`` and call
 ``smtpgate.credentials.users``; each of those validates everything before it
 writes, so a refused command changes nothing: new names must be ones every
-mechanism can carry, and ``user import`` checks every line, hash work factors
-against the ``[import]`` limits included, before it stores any. Passwords come from a twice-
-asked ``getpass`` prompt on a terminal, or from exactly one line of standard
-input with ``--password-stdin`` (the line ending, LF or CRLF, is removed;
-nothing else). No password, hash or secret is ever printed.
+mechanism can carry, and ``user import`` checks every line (hash work factors
+against the ``[import]`` limits too) before it stores any. Passwords come from
+a twice-asked ``getpass`` prompt on a terminal, or from exactly one line of
+standard input with ``--password-stdin`` (the line ending, LF or CRLF, is
+removed; nothing else). No password, hash or secret is ever printed.
 
 ``serve`` imports the server lazily, so every other command works without it.
 """
