@@ -51,6 +51,7 @@ __all__ = [
     "set_password",
 ]
 
+
 def _mechanisms(names: list[str] | None) -> frozenset[str] | None:
     """``--allow-mechanisms``, upper-cased; each must be in the sasl registry."""
     if names is None:
