@@ -1,4 +1,4 @@
-"""The ``smtpgate`` command (SPEC section 2).
+"""The ``smtpgate`` command (README.md, "Managing users" and "Configuration").
 
 Theory of operation
 -------------------
@@ -15,10 +15,12 @@ fix; ``main`` prints it as one line on stderr. Exit codes:
 
 User commands open the credential store named by ``[store] url`` and call
 ``smtpgate.credentials.users``; each of those validates everything before it
-writes, so a refused command changes nothing. Passwords come from a twice-
-asked ``getpass`` prompt on a terminal, or from exactly one line of standard
-input with ``--password-stdin`` (the line ending, LF or CRLF, is removed;
-nothing else). No password, hash or secret is ever printed.
+writes, so a refused command changes nothing: new names must be ones every
+mechanism can carry, and ``user import`` checks every line (hash work factors
+against the ``[import]`` limits too) before it stores any. Passwords come from
+a twice-asked ``getpass`` prompt on a terminal, or from exactly one line of
+standard input with ``--password-stdin`` (the line ending, LF or CRLF, is
+removed; nothing else). No password, hash or secret is ever printed.
 
 ``serve`` imports the server lazily, so every other command works without it.
 """
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import getpass
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -53,7 +56,7 @@ class CliError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    """Usage errors as one line (SPEC section 2), exit status 2."""
+    """Usage errors as one line, exit status 2 (README.md, "Managing users")."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_CONFIG_ERROR, f"{self.prog}: {message} (try --help)\n")
@@ -150,7 +153,7 @@ def cmd_user_add(args: argparse.Namespace, config: Config) -> int:
 
     _warn_disabled(args.allow_mechanisms, config)
     password = read_password(args.password_stdin)
-    _with_store(
+    account = _with_store(
         config,
         lambda store: add_user(
             store,
@@ -159,10 +162,9 @@ def cmd_user_add(args: argparse.Namespace, config: Config) -> int:
             allow_mechanisms=args.allow_mechanisms,
             may_act_as=args.may_act_as,
             cram_md5=_cram_md5(config),
-            known_mechanisms=frozenset(KNOWN_MECHANISMS),
         ),
     )
-    print(f"added user {args.name}")
+    print(f"added user {account.name}")
     return EXIT_OK
 
 
@@ -198,7 +200,8 @@ def cmd_user_list(args: argparse.Namespace, config: Config) -> int:
 def cmd_user_import(args: argparse.Namespace, config: Config) -> int:
     from smtpgate.credentials.users import import_passwd_file
 
-    count = _with_store(config, lambda store: import_passwd_file(store, args.file))
+    limits = dataclasses.asdict(config.import_)
+    count = _with_store(config, lambda store: import_passwd_file(store, args.file, limits=limits))
     print(f"imported {count} user{'' if count == 1 else 's'} from {args.file}")
     return EXIT_OK
 
