@@ -172,6 +172,34 @@ async def test_counted_failure_is_delayed_and_counted(make: MakeRig, name: str) 
     assert rig.ip_failures(IP) == 1
 
 
+BOUND_PEER = Peer(IP, tls_active=True, bindings=ChannelBindings(tls_exporter=b"\x07" * 32))
+CONTRADICTIONS = {  # RFC 5802 section 6: well-formed, but the server MUST fail them
+    "plus-with-n": ("SCRAM-SHA-256-PLUS", BOUND_PEER, {"gs2_flag": "n"}),
+    "plus-with-y": ("SCRAM-SHA-256-PLUS", BOUND_PEER, {"gs2_flag": "y"}),
+    "p-without-tls": ("SCRAM-SHA-256", PLAIN_PEER,
+                      {"cb_type": "tls-exporter", "cb_data": b"\x07" * 32}),
+    "p-on-plain-scram": ("SCRAM-SHA-1", BOUND_PEER,
+                         {"cb_type": "tls-exporter", "cb_data": b"\x07" * 32}),
+    "y-where-plus-offered": ("SCRAM-SHA-256", BOUND_PEER, {"gs2_flag": "y"}),
+}
+
+
+@pytest.mark.parametrize("name", list(CONTRADICTIONS))
+async def test_channel_binding_flag_contradiction_is_a_counted_535(
+    make: MakeRig, name: str
+) -> None:
+    """A gs2 flag that contradicts the mechanism or the connection is a failed login
+    (535 5.7.8, delayed, counted), not a syntax error (501 5.5.2)."""
+    rig = await make(failure_delay=2.0)
+    mechanism, peer, client_args = CONTRADICTIONS[name]
+    conv = rig.service.conversation(peer)
+    client = ScramClient(mechanism, "alice", PASSWORD, **client_args)
+    turn = await conv.start(mechanism, client.client_first(), None)
+    assert code(turn) == "535 5.7.8"
+    assert conv.failures == 1 and rig.sleeps.delays == [2.0]
+    assert rig.ip_failures(IP) == 1
+
+
 async def test_cram_md5_initial_response_is_counted_501(make: MakeRig) -> None:
     rig = await make(mechanisms=("CRAM-MD5", "PLAIN"), failure_delay=1.5)
     conv = rig.conversation()

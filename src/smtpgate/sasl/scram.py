@@ -30,8 +30,11 @@ refuses ``p=``; ``y`` ("I could bind, but I think you cannot") fails when a
 -PLUS mechanism was advertised, which is how a stripped -PLUS offer is
 detected. ``c=`` must equal base64(gs2-header + cbind-data) exactly.
 
-Broken syntax is ``Failure(MALFORMED)``; a wrong proof, nonce, binding or
-downgrade is ``Failure(INVALID)``. After the exchange ends every call fails.
+Broken syntax is ``Failure(MALFORMED)``. A well-formed flag that contradicts
+the mechanism or the connection is ``Failure(INVALID)``: RFC 5802 section 6
+says the server MUST fail the authentication, so it is answered and counted
+as a failed login, like a wrong proof, nonce or binding. After the exchange
+ends every call fails.
 """
 
 from __future__ import annotations
@@ -168,7 +171,7 @@ class _Scram:
         """The cbind-data for ``c=`` or a Failure (RFC 5802 section 6)."""
         if first.cbind_flag == "p":
             if not self.plus:
-                return malformed("channel binding requested on a non-PLUS mechanism")
+                return invalid("channel binding requested on a non-PLUS mechanism")
             bindings = self._context.bindings
             data = None
             if bindings is not None and first.cb_name in CHANNEL_BINDING_TYPES:
@@ -177,7 +180,7 @@ class _Scram:
                 return invalid("channel binding type not available on this connection")
             return data
         if self.plus:
-            return malformed("-PLUS mechanism used without channel binding")
+            return invalid("-PLUS mechanism used without channel binding")
         if first.cbind_flag == "y" and self._context.plus_advertised:
             return invalid("gs2 'y' flag while -PLUS was advertised: downgrade")
         return b""
