@@ -83,6 +83,9 @@ class FailingStore:
     async def update_secrets(self, name: str, update: SecretsUpdate, **kwargs: Any) -> None:
         raise StoreUnavailable("database is locked")
 
+    async def fake_secret_key(self) -> bytes:
+        raise StoreUnavailable("database is locked")
+
 
 class MemoryStore:
     """A tiny in-memory CredentialStore (only what the auth service uses)."""
@@ -95,6 +98,9 @@ class MemoryStore:
 
     async def update_secrets(self, name: str, update: SecretsUpdate, **kwargs: Any) -> None:
         raise StoreUnavailable("read-only")
+
+    async def fake_secret_key(self) -> bytes:
+        return b"\x42" * 32
 
 
 @functools.cache

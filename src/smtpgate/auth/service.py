@@ -3,7 +3,8 @@
 Theory of operation
 -------------------
 One ``AuthService`` per server holds the store, the throttle, the verified-
-credentials cache and a per-process key for fake SCRAM secrets. Each
+credentials cache and the key for unknown users' fake secrets (read from the
+store on first use: one key for every worker and restart). Each
 connection opens a ``Conversation``, which drives one AUTH exchange at a time
 and counts the connection's failures. The connection feeds it what the
 session reported (``start``, ``respond``, ``abort``) and gets back a ``Turn``:
@@ -33,7 +34,6 @@ import asyncio
 import functools
 import logging
 import os
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -63,7 +63,7 @@ from smtpgate.protocol import replies as r
 from smtpgate.protocol.events import AuthAbort
 from smtpgate.protocol.replies import Reply
 from smtpgate.sasl import base as sasl
-from smtpgate.sasl.cram_md5 import cram_md5_secret
+from smtpgate.sasl.cram_md5 import fake_cram_md5_secret
 from smtpgate.sasl.registry import REGISTRY
 from smtpgate.sasl.scram_secrets import fake_scram_secret
 
@@ -130,12 +130,11 @@ class AuthService:
         self.throttle = throttle
         self.cache = cache if cache is not None else VerifiedCache()
         self.sleep = sleep
-        self.fake_key = secrets.token_bytes(32)
+        self._fake_key: bytes | None = None  # from the store, on first use
         # Argon2id takes 64 MiB and a core per verify: at most one per core at a
         # time, so a login storm queues instead of exhausting memory.
         self._hasher = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="hash")
         self._inflight: dict[tuple[tuple[str, bytes], str], asyncio.Future[bool]] = {}
-        self._fake_cram = cram_md5_secret(secrets.token_urlsafe(24))
 
     async def hashing(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a password hash or verify on the bounded hashing threads."""
@@ -178,11 +177,14 @@ class AuthService:
     def conversation(self, peer: Peer) -> Conversation:
         return Conversation(self, peer)
 
-    def fake_secret(self, scheme: str, name: str) -> sasl.Secret:
+    async def fake_secret(self, scheme: str, name: str) -> sasl.Secret:
+        """A stable secret for an unknown ``name``; StoreUnavailable if the key can't be read."""
+        if self._fake_key is None:
+            self._fake_key = await self.store.fake_secret_key()
         if scheme == "CRAM-MD5":
-            return self._fake_cram
+            return fake_cram_md5_secret(name, self._fake_key)
         # Same iteration count as real accounts, or "i=" would tell them apart.
-        return fake_scram_secret(scheme, name, self.fake_key, DEFAULT_SCRAM_ITERATIONS)
+        return fake_scram_secret(scheme, name, self._fake_key, DEFAULT_SCRAM_ITERATIONS)
 
 
 class Conversation:
@@ -258,11 +260,11 @@ class Conversation:
             return Outcome.BLOCKED
         try:
             account = await self.service.store.get(need.authcid)
+            if account is None:
+                return await self.service.fake_secret(need.scheme, need.authcid)
         except StoreUnavailable:
             return Outcome.STORE_UNAVAILABLE
         self._account = account
-        if account is None:
-            return self.service.fake_secret(need.scheme, need.authcid)
         secret = account.secret_for(need.scheme)
         return Outcome.TRANSITION_NEEDED if secret is None else secret
 

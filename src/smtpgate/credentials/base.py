@@ -84,4 +84,12 @@ class CredentialStore(Protocol):
 
     async def names(self) -> list[str]: ...
 
+    async def fake_secret_key(self) -> bytes:
+        """The random key behind unknown users' fake secrets: made once, then shared.
+
+        Stored with the credentials, so every worker, every restart and every
+        instance on this store derives the same fake salt for a name (RFC 5802
+        section 9: an unknown user must look like a real one). Never logged.
+        """
+
     async def close(self) -> None: ...

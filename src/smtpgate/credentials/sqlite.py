@@ -21,6 +21,10 @@ closes the connection; the next request opens it afresh, so the store heals
 when the file does. The server answers such failures 454 4.7.0. Error texts
 name the file and SQLite's complaint, never a value from a row.
 
+The key behind unknown users' fake secrets is one row of ``server_keys``,
+made by the first process that needs it: ``INSERT OR IGNORE`` then
+``SELECT``, so two workers starting at once still agree on one key.
+
 Rows hold secrets as text: SCRAM secrets in RFC 5803 form, the CRAM-MD5
 contexts as hex, the password hash as Dovecot ``{SCHEME}...``. Mechanism
 lists and authorization identities are comma-separated.
@@ -31,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -70,11 +75,20 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             updated TEXT NOT NULL
         )""",
     ),
+    (
+        """CREATE TABLE server_keys (
+            purpose TEXT PRIMARY KEY NOT NULL,
+            key BLOB NOT NULL,
+            created TEXT NOT NULL
+        )""",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 _COLUMNS = "name, password_hash, scram_sha1, scram_sha256, cram_md5, allowed_mechanisms, may_act_as"
 _SECRET_COLUMNS = ("password_hash", "scram_sha1", "scram_sha256", "cram_md5")
+_FAKE_SECRETS = "fake-secrets"  # the server_keys row behind unknown users' fake secrets
+_KEY_BYTES = 32
 
 
 class SqliteStore:
@@ -122,6 +136,9 @@ class SqliteStore:
 
     async def names(self) -> list[str]:
         return await self._run(_names)
+
+    async def fake_secret_key(self) -> bytes:
+        return await self._run(lambda conn: _server_key(conn, _FAKE_SECRETS))
 
     async def close(self) -> None:
         if self._closed:
@@ -195,7 +212,11 @@ def open_store(url: str, data_dir: Path) -> CredentialStore:
 
 
 def _create_private(path: Path) -> None:
-    """Missing parent folders get mode 0700, a missing database file 0600."""
+    """Missing parent folders get mode 0700, a missing database file 0600.
+
+    Modes are set explicitly, whatever the umask. SQLite gives the -wal and
+    -shm files the database file's mode, so they are 0600 too.
+    """
     missing: list[Path] = []
     parent = path.parent
     while not parent.exists():
@@ -203,8 +224,15 @@ def _create_private(path: Path) -> None:
         parent = parent.parent
     for folder in reversed(missing):
         folder.mkdir(mode=0o700, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    os.close(fd)
+        os.chmod(folder, 0o700)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return  # an existing file keeps the mode its owner chose
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
 
 
 def _configure(conn: sqlite3.Connection, timeout: float) -> None:
@@ -328,6 +356,23 @@ def _delete(conn: sqlite3.Connection, name: str) -> None:
 
 def _names(conn: sqlite3.Connection) -> list[str]:
     return [str(row[0]) for row in conn.execute("SELECT name FROM users ORDER BY name")]
+
+
+def _server_key(conn: sqlite3.Connection, purpose: str) -> bytes:
+    """The key stored for ``purpose``, made on first use; the first writer wins a race."""
+    select = "SELECT key FROM server_keys WHERE purpose = ?"
+    row = conn.execute(select, (purpose,)).fetchone()
+    if row is None:
+        with _transaction(conn):
+            conn.execute(
+                "INSERT OR IGNORE INTO server_keys (purpose, key, created) VALUES (?, ?, ?)",
+                (purpose, secrets.token_bytes(_KEY_BYTES), _now()),
+            )
+        row = conn.execute(select, (purpose,)).fetchone()
+    key = bytes(row[0])
+    if len(key) < _KEY_BYTES:
+        raise StoreUnavailable("the stored server key is malformed")
+    return key
 
 
 # ---------------------------------------------------------------- rows

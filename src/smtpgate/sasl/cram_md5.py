@@ -48,6 +48,7 @@ __all__ = [
     "CramMd5",
     "cram_md5_digest",
     "cram_md5_secret",
+    "fake_cram_md5_secret",
     "format_cram_md5",
     "parse_cram_md5",
 ]
@@ -118,6 +119,12 @@ def cram_md5_secret(password: str) -> CramMd5Secret:
     outer = _md5_compress(_MD5_INIT, bytes(k ^ 0x5C for k in key))
     inner = _md5_compress(_MD5_INIT, bytes(k ^ 0x36 for k in key))
     return CramMd5Secret(contexts=struct.pack("<8I", *outer, *inner))
+
+
+def fake_cram_md5_secret(username: str, key: bytes) -> CramMd5Secret:
+    """A stable per-name secret for unknown users: the secret of a password nobody knows."""
+    message = f"smtpgate fake CRAM-MD5\x00{username}".encode("utf-8", "surrogatepass")
+    return cram_md5_secret(hmac.new(key, message, "sha256").hexdigest())
 
 
 def cram_md5_digest(secret: CramMd5Secret, challenge: bytes) -> bytes:

@@ -46,7 +46,7 @@ import hmac
 from typing import ClassVar
 
 from smtpgate.sasl import _scram_syntax as syntax
-from smtpgate.sasl._common import OUT_OF_SEQUENCE, invalid, make_nonce, malformed
+from smtpgate.sasl._common import OUT_OF_SEQUENCE, invalid, make_nonce
 from smtpgate.sasl.base import (
     Challenge,
     Failure,
