@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from smtpgate.auth.fair import FairHasher
 from smtpgate.auth.service import AuthService, AuthSettings, Conversation, Peer, Turn
 from smtpgate.credentials.base import Account, CredentialStore, SecretsUpdate, StoreUnavailable
 from smtpgate.credentials.passwords import secrets_from_password
@@ -168,6 +169,7 @@ async def make(tmp_path: Path) -> AsyncIterator[MakeRig]:
         user_failure_window: float = 900,
         alice: bool = True,
         store: CredentialStore | None = None,
+        hasher: FairHasher | None = None,
     ) -> Rig:
         sqlite = SqliteStore(tmp_path / f"users{len(stores)}.db")
         stores.append(sqlite)
@@ -188,7 +190,7 @@ async def make(tmp_path: Path) -> AsyncIterator[MakeRig]:
             max_failures_per_connection=max_failures_per_connection,
             hostname="mx.test",
         )
-        service = AuthService(counting, settings, throttle, sleep=sleeps)
+        service = AuthService(counting, settings, throttle, sleep=sleeps, hasher=hasher)
         return Rig(service, counting, sleeps, clock, throttle, sqlite)
 
     yield build

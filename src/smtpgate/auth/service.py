@@ -26,6 +26,11 @@ after ``failure_delay`` (plus the per-login slow-down), and the
 ``max_failures_per_connection``-th is answered 421 4.7.0 and closes.
 Unknown users walk the same path as wrong passwords: a dummy Argon2id verify
 for password mechanisms, a fake but stable SCRAM secret for SCRAM.
+
+Password hashing is shared fairly between client addresses and bounded
+(``auth.fair``); a verify that finds no room is answered 454 4.7.0 (BUSY)
+after ``failure_delay``, and not counted. A password verified recently is
+served from the cache without hashing, so known-good logins skip the queue.
 """
 
 from __future__ import annotations
@@ -36,11 +41,11 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from smtpgate.auth.cache import VerifiedCache
+from smtpgate.auth.fair import FairHasher, HashingBusy
 from smtpgate.auth.outcomes import COUNTED_FAILURES, REPLIES, Outcome
 from smtpgate.credentials.base import (
     Account,
@@ -58,7 +63,7 @@ from smtpgate.credentials.passwords import (
     verify_dummy,
 )
 from smtpgate.policy.mechanisms import Gate, gate, mechanism_allowed, usable_mechanisms
-from smtpgate.policy.throttle import Throttle
+from smtpgate.policy.throttle import Throttle, client_key
 from smtpgate.protocol import replies as r
 from smtpgate.protocol.events import AuthAbort
 from smtpgate.protocol.replies import Reply
@@ -124,6 +129,7 @@ class AuthService:
         *,
         cache: VerifiedCache | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        hasher: FairHasher | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -131,30 +137,31 @@ class AuthService:
         self.cache = cache if cache is not None else VerifiedCache()
         self.sleep = sleep
         self._fake_key: bytes | None = None  # from the store, on first use
-        # Argon2id takes 64 MiB and a core per verify: at most one per core at a
-        # time, so a login storm queues instead of exhausting memory.
-        self._hasher = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="hash")
+        # Argon2id takes 64 MiB and a core per verify: one thread per core.
+        self.hasher = hasher if hasher is not None else FairHasher(os.cpu_count() or 1)
         self._inflight: dict[tuple[tuple[str, bytes], str], asyncio.Future[bool]] = {}
 
-    async def hashing(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a password hash or verify on the bounded hashing threads."""
-        return await asyncio.get_running_loop().run_in_executor(self._hasher, fn, *args)
+    async def hashing(self, ip: str, login: str | None, fn: Callable[..., T], *args: Any) -> T:
+        """Run a password hash or verify in ``ip``'s turn (``auth.fair``); HashingBusy if full."""
+        suspect = self.throttle.suspect(ip, login)
+        return await self.hasher.run(client_key(ip), suspect, fn, *args)
 
-    async def verify_password(self, account: Account, password: str) -> bool:
+    async def verify_password(self, account: Account, password: str, ip: str) -> bool:
         """Verify through the cache; identical checks already running are shared.
 
         Without the sharing, a device that opens 20 connections at once with the
         same credentials would cost 20 Argon2 verifies instead of one.
         """
         stored = account.password_hash
+        check = functools.partial(self.hashing, ip, account.name, verify_account_password)
         if stored is None:  # only SCRAM/CRAM secrets: nothing to cache against
-            return await self.hashing(verify_account_password, account, password)
+            return await check(account, password)
         if self.cache.hit(account.name, password, stored):
             return True
         key = (self.cache.fingerprint(account.name, password), stored)
         task = self._inflight.get(key)
         if task is None:
-            task = asyncio.ensure_future(self.hashing(verify_account_password, account, password))
+            task = asyncio.ensure_future(check(account, password))
             self._inflight[key] = task
 
             def settle(done: asyncio.Future[bool]) -> None:
@@ -166,7 +173,7 @@ class AuthService:
         return await asyncio.shield(task)
 
     def close(self) -> None:
-        self._hasher.shutdown(wait=False)
+        self.hasher.close()
 
     def advertised(self, tls_active: bool) -> tuple[str, ...]:
         s = self.settings
@@ -278,8 +285,11 @@ class Conversation:
         except StoreUnavailable:
             return await self._finish(Outcome.STORE_UNAVAILABLE)
         self._account = account
-        if not await self._password_ok(account, step.password):
-            return await self._finish(Outcome.INVALID)
+        try:
+            if not await self._password_ok(account, step.authcid, step.password):
+                return await self._finish(Outcome.INVALID)
+        except HashingBusy:
+            return await self._finish(Outcome.BUSY)
         assert account is not None
         outcome = self._authorize(account, step.authzid)
         if outcome is Outcome.OK and self.peer.tls_active:
@@ -288,11 +298,12 @@ class Conversation:
             return await self._finish(outcome)
         return await self._succeed(step.authcid, step.authzid)
 
-    async def _password_ok(self, account: Account | None, password: str) -> bool:
+    async def _password_ok(self, account: Account | None, login: str, password: str) -> bool:
+        ip = self.peer.ip
         if account is None:
-            await self.service.hashing(verify_dummy, password)
+            await self.service.hashing(ip, login, verify_dummy, password)
             return False
-        return await self.service.verify_password(account, password)
+        return await self.service.verify_password(account, password, ip)
 
     async def _mechanism_success(self, step: sasl.Success) -> Turn:
         account = self._account
@@ -327,7 +338,8 @@ class Conversation:
             return
         try:
             fresh = await self.service.hashing(
-                functools.partial(secrets_from_password, cram_md5=cram), password
+                self.peer.ip, account.name,
+                functools.partial(secrets_from_password, cram_md5=cram), password,
             )
             update = SecretsUpdate(
                 password_hash=fresh.password_hash if rehash else None,
@@ -338,7 +350,7 @@ class Conversation:
             await self.service.store.update_secrets(
                 account.name, update, if_hash=account.password_hash
             )
-        except (StoreUnavailable, UnknownUser, StaleAccount, ValueError) as exc:
+        except (StoreUnavailable, UnknownUser, StaleAccount, ValueError, HashingBusy) as exc:
             log.warning("password transition for an account failed: %s", type(exc).__name__)
             return
         log.info("password transition: stored new secrets for %s", account.name)
@@ -362,6 +374,8 @@ class Conversation:
             "session=%s auth failed mechanism=%s outcome=%s ip=%s",
             self.peer.session_id, self._mech_name or "-", outcome.value, self.peer.ip,
         )
+        if outcome is Outcome.BUSY and svc.settings.failure_delay > 0:
+            await svc.sleep(svc.settings.failure_delay)  # no busy loop of instant refusals
         if outcome not in COUNTED_FAILURES:
             return Turn(reply=REPLIES[outcome])
         self.failures += 1
