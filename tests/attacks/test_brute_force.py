@@ -19,9 +19,10 @@ from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any
 
-from smtpgate.policy.throttle import Throttle, ThrottleLimits, client_key
+from smtpgate.policy.throttle import Throttle, client_key
 from tests.attacks.raw import Raw, addr, b64, merge, plain
 from tests.attacks.subproc import ServeProcess
+from tests.auth.defaults import throttle_limits
 from tests.e2e.conftest import PASSWORD, ServerFactory
 from tests.sasl.clients import ScramClient
 
@@ -198,7 +199,7 @@ def test_ipv6_clients_are_keyed_by_their_64() -> None:
     assert client_key("2001:db8:1:2::1") != client_key("2001:db8:1:3::1")
     assert client_key("::ffff:192.0.2.7") == client_key("192.0.2.7")
     now = [1000.0]
-    throttle = Throttle(ThrottleLimits(ip_failure_limit=3, ip_failure_window=60),
+    throttle = Throttle(throttle_limits(ip_failure_limit=3, ip_failure_window=60),
                         clock=lambda: now[0])
     for host in range(3):
         throttle.record_failure(f"2001:db8:0:1::{host + 1:x}", "alice")

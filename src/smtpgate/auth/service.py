@@ -62,14 +62,25 @@ from smtpgate.credentials.passwords import (
     verify_account_password,
     verify_dummy,
 )
-from smtpgate.policy.mechanisms import Gate, gate, mechanism_allowed, usable_mechanisms
+from smtpgate.policy.mechanisms import (
+    Gate,
+    MechanismRules,
+    gate,
+    mechanism_allowed,
+    usable_mechanisms,
+)
 from smtpgate.policy.throttle import Throttle, client_key
 from smtpgate.protocol import replies as r
 from smtpgate.protocol.events import AuthAbort
 from smtpgate.protocol.replies import Reply
 from smtpgate.sasl import base as sasl
 from smtpgate.sasl.cram_md5 import fake_cram_md5_secret
-from smtpgate.sasl.registry import REGISTRY
+from smtpgate.sasl.registry import (
+    CHANNEL_BOUND_MECHANISMS,
+    PLAINTEXT_MECHANISMS,
+    REGISTRY,
+    secret_schemes,
+)
 from smtpgate.sasl.scram_secrets import fake_scram_secret
 
 log = logging.getLogger("smtpgate.auth")
@@ -88,15 +99,28 @@ _FAILURES = {
 
 @dataclass(frozen=True, slots=True)
 class AuthSettings:
+    """The ``[auth]`` keys of the same names and the server's hostname; defaults live in
+    config/schema.py only."""
+
     mechanisms: tuple[str, ...]
-    plaintext_requires_tls: bool = True
-    failure_delay: float = 2.0
-    max_failures_per_connection: int = 3
-    hostname: str = "localhost"
+    plaintext_requires_tls: bool
+    failure_delay: float
+    max_failures_per_connection: int
+    hostname: str
 
     @property
     def cram_md5_enabled(self) -> bool:
-        return "CRAM-MD5" in self.mechanisms
+        """The enabled mechanisms verify with a stored CRAM-MD5 secret: keep one."""
+        return sasl.SecretScheme.CRAM_MD5 in secret_schemes(self.mechanisms)
+
+    @property
+    def rules(self) -> MechanismRules:
+        return MechanismRules(
+            configured=self.mechanisms,
+            plaintext=PLAINTEXT_MECHANISMS,
+            channel_bound=CHANNEL_BOUND_MECHANISMS,
+            plaintext_requires_tls=self.plaintext_requires_tls,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,10 +139,6 @@ class Turn:
     reply: Reply | None = None
     user: str | None = None
 
-    @property
-    def closes(self) -> bool:
-        return self.reply is not None and self.reply.code == 421
-
 
 class AuthService:
     def __init__(
@@ -133,6 +153,7 @@ class AuthService:
     ) -> None:
         self.store = store
         self.settings = settings
+        self.rules = settings.rules
         self.throttle = throttle
         self.cache = cache if cache is not None else VerifiedCache()
         self.sleep = sleep
@@ -176,19 +197,16 @@ class AuthService:
         self.hasher.close()
 
     def advertised(self, tls_active: bool) -> tuple[str, ...]:
-        s = self.settings
-        return usable_mechanisms(
-            s.mechanisms, tls_active=tls_active, plaintext_requires_tls=s.plaintext_requires_tls
-        )
+        return usable_mechanisms(self.rules, tls_active=tls_active)
 
     def conversation(self, peer: Peer) -> Conversation:
         return Conversation(self, peer)
 
-    async def fake_secret(self, scheme: str, name: str) -> sasl.Secret:
+    async def fake_secret(self, scheme: sasl.SecretScheme, name: str) -> sasl.Secret:
         """A stable secret for an unknown ``name``; StoreUnavailable if the key can't be read."""
         if self._fake_key is None:
             self._fake_key = await self.store.fake_secret_key()
-        if scheme == "CRAM-MD5":
+        if scheme is sasl.SecretScheme.CRAM_MD5:
             return fake_cram_md5_secret(name, self._fake_key)
         # Same iteration count as real accounts, or "i=" would tell them apart.
         return fake_scram_secret(scheme, name, self._fake_key, DEFAULT_SCRAM_ITERATIONS)
@@ -213,12 +231,7 @@ class Conversation:
         svc = self.service
         if svc.throttle.ip_blocked(self.peer.ip):
             return await self._finish(Outcome.BLOCKED)
-        opened = gate(
-            mechanism,
-            svc.settings.mechanisms,
-            tls_active=self.peer.tls_active,
-            plaintext_requires_tls=svc.settings.plaintext_requires_tls,
-        )
+        opened = gate(svc.rules, mechanism, tls_active=self.peer.tls_active)
         if opened is Gate.UNKNOWN:
             return await self._finish(Outcome.UNKNOWN_MECHANISM)
         if opened is Gate.NEEDS_TLS:
@@ -401,7 +414,7 @@ class Conversation:
             hostname=self.service.settings.hostname,
             timestamp=lambda: int(time.time()),
             bindings=self.peer.bindings,
-            plus_advertised=any(m.endswith("-PLUS") for m in self.service.advertised(
-                self.peer.tls_active
-            )),
+            plus_advertised=any(
+                m in CHANNEL_BOUND_MECHANISMS for m in self.service.advertised(self.peer.tls_active)
+            ),
         )

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from smtpgate.sasl.base import CramMd5Secret, ScramSecret
+from smtpgate.sasl.base import CramMd5Secret, ScramSecret, SecretScheme
 
 
 class StoreUnavailable(Exception):
@@ -42,12 +42,12 @@ class Account:
     allowed_mechanisms: frozenset[str] | None = None  # None: every enabled mechanism
     may_act_as: frozenset[str] = frozenset()
 
-    def secret_for(self, scheme: str) -> ScramSecret | CramMd5Secret | None:
+    def secret_for(self, scheme: SecretScheme) -> ScramSecret | CramMd5Secret | None:
         return {
-            "SCRAM-SHA-1": self.scram_sha1,
-            "SCRAM-SHA-256": self.scram_sha256,
-            "CRAM-MD5": self.cram_md5,
-        }.get(scheme)
+            SecretScheme.SCRAM_SHA_1: self.scram_sha1,
+            SecretScheme.SCRAM_SHA_256: self.scram_sha256,
+            SecretScheme.CRAM_MD5: self.cram_md5,
+        }[scheme]
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,16 +27,16 @@ from pathlib import Path
 
 from smtpgate.credentials.base import Account
 from smtpgate.credentials.passwords import HASH_SCHEMES, is_well_formed, split_scheme
-from smtpgate.sasl.base import CramMd5Secret, ScramSecret
+from smtpgate.sasl.base import CramMd5Secret, ScramSecret, SecretScheme
 from smtpgate.sasl.cram_md5 import parse_cram_md5
 from smtpgate.sasl.saslprep import SaslPrepError, saslprep
 from smtpgate.sasl.scram import parse_dovecot_scram
 
 __all__ = ["IMPORT_SCHEMES", "PasswdFileError", "parse_passwd_file"]
 
-_SCRAM_KEY_BYTES = {"SCRAM-SHA-1": 20, "SCRAM-SHA-256": 32}
+_SCRAM_KEY_BYTES: dict[str, int] = {SecretScheme.SCRAM_SHA_1: 20, SecretScheme.SCRAM_SHA_256: 32}
 _CRAM_RE = re.compile(r"[0-9A-Fa-f]{64}")
-IMPORT_SCHEMES = HASH_SCHEMES | frozenset(_SCRAM_KEY_BYTES) | {"CRAM-MD5"}
+IMPORT_SCHEMES = HASH_SCHEMES | frozenset(SecretScheme)
 
 
 class PasswdFileError(ValueError):
@@ -110,10 +110,10 @@ def _account(name: str, secret: str) -> Account:
         if not is_well_formed(stored):
             raise _LineError(f"user {name!r}: malformed {scheme} hash")
         return Account(name=name, password_hash=stored)
-    if scheme == "CRAM-MD5":
+    if scheme == SecretScheme.CRAM_MD5:
         return Account(name=name, cram_md5=_cram(name, data))
     secret_value = _scram(name, scheme, data)
-    if scheme == "SCRAM-SHA-1":
+    if scheme == SecretScheme.SCRAM_SHA_1:
         return Account(name=name, scram_sha1=secret_value)
     return Account(name=name, scram_sha256=secret_value)
 

@@ -49,7 +49,7 @@ from argon2.profiles import RFC_9106_LOW_MEMORY
 from passlib.hash import sha256_crypt, sha512_crypt
 
 from smtpgate.credentials.base import Account, SecretsUpdate
-from smtpgate.sasl.base import CramMd5Secret, ScramSecret
+from smtpgate.sasl.base import CramMd5Secret, ScramSecret, SecretScheme
 from smtpgate.sasl.cram_md5 import cram_md5_secret
 from smtpgate.sasl.saslprep import SaslPrepError, saslprep
 from smtpgate.sasl.scram import derive_scram_secret, verify_password_with_scram
@@ -255,10 +255,10 @@ def secrets_from_password(
     return SecretsUpdate(
         password_hash=_argon2id(prepared),
         scram_sha1=derive_scram_secret(
-            "SCRAM-SHA-1", prepared, secrets.token_bytes(_SCRAM_SALT_BYTES), iterations
+            SecretScheme.SCRAM_SHA_1, prepared, secrets.token_bytes(_SCRAM_SALT_BYTES), iterations
         ),
         scram_sha256=derive_scram_secret(
-            "SCRAM-SHA-256", prepared, secrets.token_bytes(_SCRAM_SALT_BYTES), iterations
+            SecretScheme.SCRAM_SHA_256, prepared, secrets.token_bytes(_SCRAM_SALT_BYTES), iterations
         ),
         cram_md5=cram_md5_secret(prepared) if cram_md5 else None,
     )
@@ -276,9 +276,9 @@ def verify_account_password(account: Account, password: str) -> bool:
     if prepared is None:
         return False
     if account.scram_sha256 is not None:
-        return _scram_ok("SCRAM-SHA-256", account.scram_sha256, prepared)
+        return _scram_ok(SecretScheme.SCRAM_SHA_256, account.scram_sha256, prepared)
     if account.scram_sha1 is not None:
-        return _scram_ok("SCRAM-SHA-1", account.scram_sha1, prepared)
+        return _scram_ok(SecretScheme.SCRAM_SHA_1, account.scram_sha1, prepared)
     if account.cram_md5 is not None:
         return _cram_ok(account.cram_md5, prepared)
     return False

@@ -52,7 +52,7 @@ from smtpgate.credentials.base import (
     UnknownUser,
     UserExists,
 )
-from smtpgate.sasl.base import ScramSecret
+from smtpgate.sasl.base import ScramSecret, SecretScheme
 from smtpgate.sasl.cram_md5 import format_cram_md5, parse_cram_md5
 from smtpgate.sasl.scram import format_rfc5803, parse_rfc5803
 
@@ -89,6 +89,7 @@ _COLUMNS = "name, password_hash, scram_sha1, scram_sha256, cram_md5, allowed_mec
 _SECRET_COLUMNS = ("password_hash", "scram_sha1", "scram_sha256", "cram_md5")
 _FAKE_SECRETS = "fake-secrets"  # the server_keys row behind unknown users' fake secrets
 _KEY_BYTES = 32
+_SHA1, _SHA256 = SecretScheme.SCRAM_SHA_1, SecretScheme.SCRAM_SHA_256
 
 
 class SqliteStore:
@@ -383,10 +384,8 @@ def _secrets_to_text(
 ) -> tuple[str | None, str | None, str | None, str | None]:
     return (
         secrets.password_hash,
-        None if secrets.scram_sha1 is None else format_rfc5803("SCRAM-SHA-1", secrets.scram_sha1),
-        None
-        if secrets.scram_sha256 is None
-        else format_rfc5803("SCRAM-SHA-256", secrets.scram_sha256),
+        None if secrets.scram_sha1 is None else format_rfc5803(_SHA1, secrets.scram_sha1),
+        None if secrets.scram_sha256 is None else format_rfc5803(_SHA256, secrets.scram_sha256),
         None if secrets.cram_md5 is None else format_cram_md5(secrets.cram_md5),
     )
 
@@ -405,7 +404,7 @@ def _split(text: str) -> frozenset[str]:
     return frozenset(item for item in text.split(",") if item)
 
 
-def _scram(text: str, mechanism: str) -> ScramSecret:
+def _scram(text: str, mechanism: SecretScheme) -> ScramSecret:
     found, secret = parse_rfc5803(text)
     if found != mechanism:
         raise ValueError("SCRAM secret of the wrong mechanism")
@@ -418,8 +417,8 @@ def _from_row(row: tuple[Any, ...]) -> Account:
         return Account(
             name=name,
             password_hash=password_hash,
-            scram_sha1=None if sha1 is None else _scram(sha1, "SCRAM-SHA-1"),
-            scram_sha256=None if sha256 is None else _scram(sha256, "SCRAM-SHA-256"),
+            scram_sha1=None if sha1 is None else _scram(sha1, _SHA1),
+            scram_sha256=None if sha256 is None else _scram(sha256, _SHA256),
             cram_md5=None if cram is None else parse_cram_md5(cram),
             allowed_mechanisms=None if allowed is None else _split(allowed),
             may_act_as=_split(may_act_as or ""),

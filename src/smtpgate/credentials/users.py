@@ -34,7 +34,7 @@ from pathlib import Path
 from smtpgate.credentials.base import Account, CredentialStore, UnknownUser
 from smtpgate.credentials.passwd_file import parse_passwd_file
 from smtpgate.credentials.passwords import secrets_from_password
-from smtpgate.sasl.registry import REGISTRY
+from smtpgate.sasl.registry import KNOWN_MECHANISMS
 from smtpgate.sasl.saslprep import SaslPrepError, saslprep
 
 __all__ = [
@@ -46,8 +46,6 @@ __all__ = [
     "prepare_name",
     "set_password",
 ]
-
-KNOWN_MECHANISMS = frozenset(REGISTRY)
 
 
 def prepare_name(name: str) -> str:
@@ -90,7 +88,7 @@ async def add_user(
     allow_mechanisms: list[str] | None,
     may_act_as: list[str],
     cram_md5: bool,
-    known_mechanisms: frozenset[str] = KNOWN_MECHANISMS,
+    known_mechanisms: frozenset[str] = frozenset(KNOWN_MECHANISMS),
 ) -> Account:
     """Create a user with every secret its password gives; UserExists if taken."""
     prepared = prepare_name(name)

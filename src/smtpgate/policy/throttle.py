@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-KNOWN_GOOD_SECONDS = 30 * 24 * 3600
+KNOWN_GOOD_SECONDS = 30 * 24 * 3600  # the one declaration of the 30-day known-good period
 MAX_SLOWDOWN = 30.0  # seconds: the extra delay on one failed login never exceeds this
 MAX_TRACKED = 100_000  # keys per table; the oldest are dropped beyond it
 
@@ -82,10 +82,12 @@ class MemoryThrottleState:
 
 @dataclass(frozen=True, slots=True)
 class ThrottleLimits:
-    ip_failure_limit: int = 10
-    ip_failure_window: float = 300
-    user_failure_limit: int = 20
-    user_failure_window: float = 900
+    """The ``[auth]`` keys of the same names; their defaults live in config/schema.py."""
+
+    ip_failure_limit: int
+    ip_failure_window: float
+    user_failure_limit: int
+    user_failure_window: float
 
 
 class Throttle:

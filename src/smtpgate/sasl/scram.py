@@ -51,10 +51,10 @@ from smtpgate.sasl.base import (
     Challenge,
     Failure,
     MechanismContext,
-    Need,
     NeedSecret,
     ScramSecret,
     Secret,
+    SecretScheme,
     Step,
     Success,
 )
@@ -103,10 +103,9 @@ class _Scram:
     """Server side of one SCRAM variant; subclasses fix the hash and -PLUS."""
 
     name: ClassVar[str]
-    needs: ClassVar[Need] = Need.SECRET
+    secret_scheme: ClassVar[SecretScheme | None]
+    channel_binding: ClassVar[bool]
     server_first: ClassVar[bool] = False
-    secret_scheme: ClassVar[str | None]
-    plus: ClassVar[bool]
 
     def __init__(self, context: MechanismContext) -> None:
         self._context = context
@@ -119,7 +118,7 @@ class _Scram:
         self._secret: ScramSecret | None = None
 
     @classmethod
-    def _scheme(cls) -> str:
+    def _scheme(cls) -> SecretScheme:
         assert cls.secret_scheme is not None
         return cls.secret_scheme
 
@@ -170,7 +169,7 @@ class _Scram:
     def _channel_binding(self, first: syntax.ClientFirst) -> bytes | Failure:
         """The cbind-data for ``c=`` or a Failure (RFC 5802 section 6)."""
         if first.cbind_flag == "p":
-            if not self.plus:
+            if not self.channel_binding:
                 return invalid("channel binding requested on a non-PLUS mechanism")
             bindings = self._context.bindings
             data = None
@@ -179,7 +178,7 @@ class _Scram:
             if not data:
                 return invalid("channel binding type not available on this connection")
             return data
-        if self.plus:
+        if self.channel_binding:
             return invalid("-PLUS mechanism used without channel binding")
         if first.cbind_flag == "y" and self._context.plus_advertised:
             return invalid("gs2 'y' flag while -PLUS was advertised: downgrade")
@@ -232,23 +231,23 @@ class _Scram:
 
 class ScramSha1(_Scram):
     name: ClassVar[str] = "SCRAM-SHA-1"
-    secret_scheme: ClassVar[str | None] = "SCRAM-SHA-1"
-    plus: ClassVar[bool] = False
+    secret_scheme: ClassVar[SecretScheme | None] = SecretScheme.SCRAM_SHA_1
+    channel_binding: ClassVar[bool] = False
 
 
 class ScramSha1Plus(_Scram):
     name: ClassVar[str] = "SCRAM-SHA-1-PLUS"
-    secret_scheme: ClassVar[str | None] = "SCRAM-SHA-1"
-    plus: ClassVar[bool] = True
+    secret_scheme: ClassVar[SecretScheme | None] = SecretScheme.SCRAM_SHA_1
+    channel_binding: ClassVar[bool] = True
 
 
 class ScramSha256(_Scram):
     name: ClassVar[str] = "SCRAM-SHA-256"
-    secret_scheme: ClassVar[str | None] = "SCRAM-SHA-256"
-    plus: ClassVar[bool] = False
+    secret_scheme: ClassVar[SecretScheme | None] = SecretScheme.SCRAM_SHA_256
+    channel_binding: ClassVar[bool] = False
 
 
 class ScramSha256Plus(_Scram):
     name: ClassVar[str] = "SCRAM-SHA-256-PLUS"
-    secret_scheme: ClassVar[str | None] = "SCRAM-SHA-256"
-    plus: ClassVar[bool] = True
+    secret_scheme: ClassVar[SecretScheme | None] = SecretScheme.SCRAM_SHA_256
+    channel_binding: ClassVar[bool] = True

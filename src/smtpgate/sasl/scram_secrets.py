@@ -33,7 +33,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-from smtpgate.sasl.base import ScramSecret
+from smtpgate.sasl.base import ScramSecret, SecretScheme
 from smtpgate.sasl.saslprep import SaslPrepError, saslprep
 
 __all__ = [
@@ -55,14 +55,14 @@ SALT_LEN = 16
 
 @dataclass(frozen=True, slots=True)
 class ScramHash:
-    mechanism: str  # "SCRAM-SHA-256"
+    mechanism: SecretScheme
     hashlib_name: str  # "sha256"
     digest_size: int
 
 
 HASHES: dict[str, ScramHash] = {
-    "SCRAM-SHA-1": ScramHash("SCRAM-SHA-1", "sha1", 20),  # RFC 5802
-    "SCRAM-SHA-256": ScramHash("SCRAM-SHA-256", "sha256", 32),  # RFC 7677
+    SecretScheme.SCRAM_SHA_1: ScramHash(SecretScheme.SCRAM_SHA_1, "sha1", 20),  # RFC 5802
+    SecretScheme.SCRAM_SHA_256: ScramHash(SecretScheme.SCRAM_SHA_256, "sha256", 32),  # RFC 7677
 }
 
 
