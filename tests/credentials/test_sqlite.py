@@ -251,7 +251,7 @@ async def test_migrations_are_idempotent(db_path: Path) -> None:
 
 async def test_newer_schema_is_refused(db_path: Path) -> None:
     store = SqliteStore(db_path)
-    await store.open()
+    await store.names()
     await store.close()
     with sqlite3.connect(db_path) as conn:
         conn.execute("UPDATE schema_version SET version = 99")
@@ -337,10 +337,10 @@ async def test_unusable_path(tmp_path: Path) -> None:
 def test_open_store_relative_and_absolute(tmp_path: Path) -> None:
     relative = open_store("sqlite:///users.db", tmp_path)
     assert isinstance(relative, SqliteStore)
-    assert relative.path == tmp_path / "users.db"
+    assert repr(relative) == f"SqliteStore({str(tmp_path / 'users.db')!r})"
     absolute = open_store(f"sqlite:///{tmp_path}/abs/users.db", Path("/elsewhere"))
     assert isinstance(absolute, SqliteStore)
-    assert absolute.path == tmp_path / "abs" / "users.db"
+    assert repr(absolute) == f"SqliteStore({str(tmp_path / 'abs' / 'users.db')!r})"
 
 
 @pytest.mark.parametrize(

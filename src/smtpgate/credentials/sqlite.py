@@ -105,15 +105,7 @@ class SqliteStore:
     def __repr__(self) -> str:
         return f"SqliteStore({str(self._path)!r})"
 
-    @property
-    def path(self) -> Path:
-        return self._path
-
     # ------------------------------------------------------------ public API
-
-    async def open(self) -> None:
-        """Open the file and migrate it now (else the first request does it)."""
-        await self._run(lambda conn: None)
 
     async def get(self, name: str) -> Account | None:
         return await self._run(lambda conn: _get(conn, name))

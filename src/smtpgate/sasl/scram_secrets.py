@@ -41,7 +41,6 @@ __all__ = [
     "ScramHash",
     "derive_scram_secret",
     "fake_scram_secret",
-    "format_dovecot_scram",
     "format_rfc5803",
     "parse_dovecot_scram",
     "parse_rfc5803",
@@ -196,15 +195,6 @@ def parse_rfc5803(text: str) -> tuple[str, ScramSecret]:
     if len(head) != 2 or len(tail) != 2:
         raise ValueError("RFC 5803 secret needs ':' in both halves")
     return scram_hash.mechanism, _secret_from_fields(scram_hash, *head, *tail)
-
-
-def format_dovecot_scram(hash_name: str, secret: ScramSecret) -> str:
-    """Dovecot's passwd-file form, with its ``{SCRAM-...}`` scheme prefix."""
-    scram_hash = _hash(hash_name)
-    return (
-        f"{{{scram_hash.mechanism}}}{secret.iterations},{_b64(secret.salt)},"
-        f"{_b64(secret.stored_key)},{_b64(secret.server_key)}"
-    )
 
 
 def parse_dovecot_scram(text: str) -> ScramSecret:
