@@ -41,12 +41,12 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from smtpgate.auth.cache import VerifiedCache
 from smtpgate.auth.fair import FairHasher, HashingBusy
 from smtpgate.auth.outcomes import COUNTED_FAILURES, REPLIES, Outcome
+from smtpgate.auth.values import AuthSettings, Peer, Turn
 from smtpgate.credentials.base import (
     Account,
     CredentialStore,
@@ -62,26 +62,16 @@ from smtpgate.credentials.passwords import (
     verify_account_password,
     verify_dummy,
 )
-from smtpgate.policy.mechanisms import (
-    Gate,
-    MechanismRules,
-    gate,
-    mechanism_allowed,
-    usable_mechanisms,
-)
+from smtpgate.policy.mechanisms import Gate, gate, mechanism_allowed, usable_mechanisms
 from smtpgate.policy.throttle import Throttle, client_key
 from smtpgate.protocol import replies as r
 from smtpgate.protocol.events import AuthAbort
-from smtpgate.protocol.replies import Reply
 from smtpgate.sasl import base as sasl
 from smtpgate.sasl.cram_md5 import fake_cram_md5_secret
-from smtpgate.sasl.registry import (
-    CHANNEL_BOUND_MECHANISMS,
-    PLAINTEXT_MECHANISMS,
-    REGISTRY,
-    secret_schemes,
-)
+from smtpgate.sasl.registry import CHANNEL_BOUND_MECHANISMS, REGISTRY
 from smtpgate.sasl.scram_secrets import fake_scram_secret
+
+__all__ = ["AuthService", "AuthSettings", "Conversation", "Peer", "Turn"]
 
 log = logging.getLogger("smtpgate.auth")
 T = TypeVar("T")
@@ -95,49 +85,6 @@ _FAILURES = {
     sasl.FailureKind.INVALID: Outcome.INVALID,
     sasl.FailureKind.MALFORMED: Outcome.MALFORMED,
 }
-
-
-@dataclass(frozen=True, slots=True)
-class AuthSettings:
-    """The ``[auth]`` keys of the same names and the server's hostname; defaults live in
-    config/schema.py only."""
-
-    mechanisms: tuple[str, ...]
-    plaintext_requires_tls: bool
-    failure_delay: float
-    max_failures_per_connection: int
-    hostname: str
-
-    @property
-    def cram_md5_enabled(self) -> bool:
-        """The enabled mechanisms verify with a stored CRAM-MD5 secret: keep one."""
-        return sasl.SecretScheme.CRAM_MD5 in secret_schemes(self.mechanisms)
-
-    @property
-    def rules(self) -> MechanismRules:
-        return MechanismRules(
-            configured=self.mechanisms,
-            plaintext=PLAINTEXT_MECHANISMS,
-            channel_bound=CHANNEL_BOUND_MECHANISMS,
-            plaintext_requires_tls=self.plaintext_requires_tls,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Peer:
-    ip: str
-    tls_active: bool = False
-    bindings: sasl.ChannelBindings | None = None
-    session_id: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Turn:
-    """What to send: ``challenge`` as 334, or ``reply`` (and ``user`` on success)."""
-
-    challenge: bytes | None = None
-    reply: Reply | None = None
-    user: str | None = None
 
 
 class AuthService:
