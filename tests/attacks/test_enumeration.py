@@ -6,7 +6,10 @@ RFC 5802 section 9 on faking server-first for unknown users).
 from __future__ import annotations
 
 import base64
+import contextlib
 import smtplib
+import sqlite3
+import stat
 import statistics
 import time
 from pathlib import Path
@@ -127,6 +130,12 @@ def test_fake_salt_is_shared_by_workers_and_survives_a_restart(tmp_path: Path) -
     assert len(_pids(serve.output())) >= 3, "both workers, then a new process, must answer"
     assert len(seen) == 1, seen
     assert next(iter(seen))[1] == "4096"
+    with contextlib.closing(sqlite3.connect(serve.data / "users.db")) as conn:
+        (key,) = conn.execute("SELECT key FROM server_keys").fetchone()
+    for form in (key.hex(), base64.b64encode(key).decode(), repr(key)):
+        assert form not in serve.output()  # never logged
+    assert stat.S_IMODE((serve.data / "users.db").stat().st_mode) == 0o600
+    assert stat.S_IMODE(serve.data.stat().st_mode) == 0o700  # made by the store (user add)
 
 
 async def _time_plain(c: Raw, user: str) -> float:
