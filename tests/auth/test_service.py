@@ -14,6 +14,7 @@ import pytest
 
 import smtpgate.auth.service as service_module
 from smtpgate.auth.service import Conversation, Peer, Turn
+from smtpgate.credentials import passwords
 from smtpgate.credentials.users import set_password
 from smtpgate.protocol.events import AuthAbort
 from smtpgate.sasl.base import ChannelBindings
@@ -173,7 +174,8 @@ async def test_counted_failure_is_delayed_and_counted(make: MakeRig, name: str) 
 
 
 BOUND_PEER = Peer(IP, tls_active=True, bindings=ChannelBindings(tls_exporter=b"\x07" * 32))
-CONTRADICTIONS = {  # RFC 5802 section 6: well-formed, but the server MUST fail them
+# RFC 5802 section 6: well-formed, but the server MUST fail them.
+CONTRADICTIONS: dict[str, tuple[str, Peer, dict[str, Any]]] = {
     "plus-with-n": ("SCRAM-SHA-256-PLUS", BOUND_PEER, {"gs2_flag": "n"}),
     "plus-with-y": ("SCRAM-SHA-256-PLUS", BOUND_PEER, {"gs2_flag": "y"}),
     "p-without-tls": ("SCRAM-SHA-256", PLAIN_PEER,
@@ -387,7 +389,7 @@ async def test_bad_authzid_with_disallowed_mechanism_is_535(make: MakeRig) -> No
 @pytest.fixture
 def verify_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
-    real = service_module.verify_account_password
+    real = passwords.verify_account_password
 
     def counting(account: Any, password: str) -> bool:
         calls.append(account.name)
@@ -439,9 +441,12 @@ async def test_unknown_user_spends_a_dummy_verification(make: MakeRig,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     rig = await make()
     dummies: list[str] = []
-    real = service_module.verify_dummy
-    monkeypatch.setattr(service_module, "verify_dummy",
-                        lambda password: dummies.append(password) or real(password))
+    real = passwords.verify_dummy
+    def counting(password: str) -> None:
+        dummies.append(password)
+        real(password)
+
+    monkeypatch.setattr(service_module, "verify_dummy", counting)
     wrong = await plain(rig.conversation(), password="guess")
     unknown = await plain(rig.conversation(), user="nobody", password="guess")
     assert dummies == ["guess"]
