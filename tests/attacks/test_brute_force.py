@@ -310,5 +310,6 @@ def test_correct_login_from_a_new_address_is_served_within_1s_under_a_flood(
             serve.stop()
     print(f"\ncorrect login under the flood: {elapsed:.2f} s; flood replies: {replies}")
     assert reply == "235 2.7.0"
-    assert replies.get(535, 0) > 50 and replies.get(454, 0) > 0, replies  # a real flood
+    # a real flood: guesses were hashed and answered 535, and the queue overflowed (454)
+    assert replies.get(535, 0) >= 2 * len(FLOOD_SOURCES) and replies.get(454, 0) > 0, replies
     assert elapsed < 1.0, f"correct login took {elapsed:.2f} s under the flood"
