@@ -326,7 +326,7 @@ async def test_scram_channel_binding_attacks(
 ) -> None:
     """RFC 5802 section 6: gs2 'y' while -PLUS was advertised is a downgrade (535);
     'p' with a binding type we do not offer fails (535); wrong binding data fails;
-    'p' on a non-PLUS mechanism is malformed. The right binding succeeds."""
+    'p' on a non-PLUS mechanism and 'n' on -PLUS fail (535). The right binding succeeds."""
     server = await running(**PLAIN_OK)
     c = await Raw.open(addr(server, "implicit"), tls=client_tls)
     resp = await c.ehlo()
@@ -345,8 +345,8 @@ async def test_scram_channel_binding_attacks(
         (ScramClient("SCRAM-SHA-256-PLUS", "alice", PASSWORD, cb_type="tls-server-end-point",
                      cb_data=b"\0" * 32), 535),  # a MITM's certificate hash
         (ScramClient("SCRAM-SHA-256", "alice", PASSWORD, cb_type="tls-server-end-point",
-                     cb_data=_end_point(c)), 501),
-        (ScramClient("SCRAM-SHA-256-PLUS", "alice", PASSWORD), 501),  # 'n' on -PLUS
+                     cb_data=_end_point(c)), 535),
+        (ScramClient("SCRAM-SHA-256-PLUS", "alice", PASSWORD), 535),  # 'n' on -PLUS
     ]
     for client, code in cases:
         d = await Raw.open(addr(server, "implicit"), tls=client_tls)

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from smtpgate.config.load import BUILTIN, ConfigError, find_config_path, load_config
 from smtpgate.config.schema import KNOWN_MECHANISMS, Config
+from smtpgate.sasl.base import SecretScheme
 
 if TYPE_CHECKING:
     from smtpgate.credentials.base import Account, CredentialStore
@@ -216,7 +217,7 @@ def describe_account(account: Account) -> str:
     held: list[str] = []
     if account.password_hash is not None:
         held.append(account.password_hash[1:].partition("}")[0] or "password")
-    held += [s for s in ("SCRAM-SHA-1", "SCRAM-SHA-256", "CRAM-MD5") if account.secret_for(s)]
+    held += [s for s in SecretScheme if account.secret_for(s)]
     return (
         f"{account.name}\tmechanisms={mechanisms}\tmay-act-as={acts}"
         f"\tcredentials={','.join(held) or '-'}"

@@ -28,13 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from smtpgate.sasl.registry import REGISTRY
+# Every SASL mechanism smtpgate implements: the sasl registry is the one list.
+from smtpgate.sasl.registry import KNOWN_MECHANISMS as KNOWN_MECHANISMS  # noqa: PLC0414
 
 TlsMode = Literal["none", "starttls", "implicit"]
 DeliveryMode = Literal["maildir", "discard"]
-
-# Every SASL mechanism smtpgate implements: the sasl registry is the one list.
-KNOWN_MECHANISMS: tuple[str, ...] = tuple(REGISTRY)
 
 DEFAULT_MECHANISMS: tuple[str, ...] = (
     "SCRAM-SHA-256-PLUS",

@@ -59,7 +59,7 @@ from argon2.profiles import RFC_9106_LOW_MEMORY
 from passlib.hash import sha256_crypt, sha512_crypt
 
 from smtpgate.credentials.base import Account, SecretsUpdate
-from smtpgate.sasl.base import CramMd5Secret, ScramSecret
+from smtpgate.sasl.base import CramMd5Secret, ScramSecret, SecretScheme
 from smtpgate.sasl.cram_md5 import cram_md5_secret, parse_cram_md5
 from smtpgate.sasl.saslprep import SaslPrepError, saslprep
 from smtpgate.sasl.scram import (
@@ -290,13 +290,13 @@ SCHEMES: Mapping[str, Scheme] = MappingProxyType(
         "SHA512-CRYPT": _sha_crypt_scheme("SHA512-CRYPT", sha512_crypt),
         "SHA256-CRYPT": _sha_crypt_scheme("SHA256-CRYPT", sha256_crypt),
         "PLAIN": Scheme(_parse_plain, _free, _verify_plain),
-        "SCRAM-SHA-256": _scram_scheme(
-            "SCRAM-SHA-256", 32, lambda secret: SecretsUpdate(scram_sha256=secret)
+        SecretScheme.SCRAM_SHA_256: _scram_scheme(
+            SecretScheme.SCRAM_SHA_256, 32, lambda secret: SecretsUpdate(scram_sha256=secret)
         ),
-        "SCRAM-SHA-1": _scram_scheme(
-            "SCRAM-SHA-1", 20, lambda secret: SecretsUpdate(scram_sha1=secret)
+        SecretScheme.SCRAM_SHA_1: _scram_scheme(
+            SecretScheme.SCRAM_SHA_1, 20, lambda secret: SecretsUpdate(scram_sha1=secret)
         ),
-        "CRAM-MD5": Scheme(_parse_cram, _free),
+        SecretScheme.CRAM_MD5: Scheme(_parse_cram, _free),
     }
 )
 
@@ -377,10 +377,10 @@ def secrets_from_password(
     return SecretsUpdate(
         password_hash=_argon2id(prepared),
         scram_sha1=derive_scram_secret(
-            "SCRAM-SHA-1", prepared, secrets.token_bytes(_SCRAM_SALT_BYTES), iterations
+            SecretScheme.SCRAM_SHA_1, prepared, secrets.token_bytes(_SCRAM_SALT_BYTES), iterations
         ),
         scram_sha256=derive_scram_secret(
-            "SCRAM-SHA-256", prepared, secrets.token_bytes(_SCRAM_SALT_BYTES), iterations
+            SecretScheme.SCRAM_SHA_256, prepared, secrets.token_bytes(_SCRAM_SALT_BYTES), iterations
         ),
         cram_md5=cram_md5_secret(prepared) if cram_md5 else None,
     )
@@ -398,9 +398,9 @@ def verify_account_password(account: Account, password: str) -> bool:
     if prepared is None:
         return False
     if account.scram_sha256 is not None:
-        return _scram_ok("SCRAM-SHA-256", account.scram_sha256, prepared)
+        return _scram_ok(SecretScheme.SCRAM_SHA_256, account.scram_sha256, prepared)
     if account.scram_sha1 is not None:
-        return _scram_ok("SCRAM-SHA-1", account.scram_sha1, prepared)
+        return _scram_ok(SecretScheme.SCRAM_SHA_1, account.scram_sha1, prepared)
     if account.cram_md5 is not None:
         return _cram_ok(account.cram_md5, prepared)
     return False

@@ -20,11 +20,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from smtpgate.policy.throttle import KNOWN_GOOD_SECONDS
+
 T = TypeVar("T")
 
 log = logging.getLogger("smtpgate.throttle")
 
-_RETENTION = {"ip": 86400.0, "login": 86400.0, "good": 30 * 86400.0}
+_RETENTION = {"ip": 86400.0, "login": 86400.0, "good": float(KNOWN_GOOD_SECONDS)}
 _PRUNE_EVERY = 256  # writes between clean-ups
 
 
