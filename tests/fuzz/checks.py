@@ -14,6 +14,7 @@ import base64
 from smtpgate.protocol import events as ev
 from smtpgate.protocol import replies as r
 from smtpgate.protocol.commands import (
+    MAIL_PARAMETERS,
     MAX_PATH,
     SyntaxProblem,
     decode_xtext,
@@ -24,7 +25,7 @@ from smtpgate.protocol.commands import (
     split_command,
 )
 from smtpgate.protocol.framing import DataFramer
-from smtpgate.protocol.session import Session, SessionParams
+from smtpgate.protocol.session import Session
 from smtpgate.sasl import _scram_syntax as scram_syntax
 from smtpgate.sasl.base import (
     Challenge,
@@ -39,6 +40,7 @@ from smtpgate.sasl.login import Login
 from smtpgate.sasl.plain import parse_plain
 from smtpgate.sasl.saslprep import SaslPrepError, saslprep
 from smtpgate.sasl.scram import ScramSha256, ScramSha256Plus, fake_scram_secret
+from tests.protocol.host import session_params
 
 _CONTROL = frozenset(chr(c) for c in range(0x20)) | {"\x7f"}
 
@@ -63,7 +65,7 @@ def check_commands(data: bytes) -> None:
     for prefix, allow_null in (("FROM:", True), ("TO:", False)):
         try:
             path = parse_path_argument(cmd.arg, prefix, allow_null=allow_null,
-                                       bad=r.BAD_SYNTAX)
+                                       bad=r.BAD_SYNTAX, recognised=MAIL_PARAMETERS)
         except SyntaxProblem:
             continue
         assert len(path.address) <= MAX_PATH
@@ -156,9 +158,9 @@ class _Host:
     """A minimal host: accepts everything, fails every AUTH, counts messages."""
 
     def __init__(self) -> None:
-        self.session = Session(SessionParams(starttls_offered=True, require_auth=False,
-                                             auth_mechanisms=("PLAIN",), max_message_size=4096,
-                                             max_recipients=5, max_errors=50))
+        self.session = Session(session_params(
+            starttls_offered=True, require_auth=False, auth_mechanisms=("PLAIN",),
+            max_message_size=4096, max_recipients=5, max_errors=50))
         self.data_starts = 0
         self.data_ends = 0
 

@@ -7,6 +7,7 @@ import pytest
 from smtpgate.protocol import events as ev
 from smtpgate.protocol import replies as r
 from smtpgate.protocol.states import Mode, State
+from smtpgate.protocol.transaction import Transaction
 from tests.protocol.host import MemoryHost, codes, of_type, open_host
 
 ENVELOPE = b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\n"
@@ -26,7 +27,7 @@ def test_simple_message() -> None:
     assert out == r.MESSAGE_ACCEPTED.to_bytes()
     assert host.messages == [b"Subject: hi\r\n\r\nbody\r\n"]
     assert host.session.state is State.READY and host.session.mode is Mode.COMMAND
-    assert host.session.mail_from is None and host.session.recipients == []
+    assert host.session.transaction == Transaction()
     assert of_type(host, ev.DataStart) == [ev.DataStart(bdat=False)]
     assert of_type(host, ev.DataEnd) == [ev.DataEnd(None)]
 

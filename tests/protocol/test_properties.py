@@ -33,7 +33,9 @@ from hypothesis import strategies as st
 
 from smtpgate.protocol import framing
 from smtpgate.protocol.framing import DataFramer
+from smtpgate.protocol.readers import ChunkReader, DataReader
 from smtpgate.protocol.states import AUTH_LINE_LIMIT, Mode, State
+from smtpgate.protocol.transaction import Transaction
 from tests.protocol.host import make_host
 
 # --- the session on random input ------------------------------------------------------
@@ -106,16 +108,15 @@ def test_random_input_never_raises_and_stays_bounded(
             assert s.buffered == 0
         if s.mode in (Mode.DATA, Mode.BDAT, Mode.DISCARD_LINE):
             assert s.buffered == 0
-        if s.mode is Mode.DATA:
-            framer = s._framer
-            assert framer is not None
-            assert len(framer._partial) <= framer_partial_limit()
-        if s.mode is Mode.BDAT:
-            assert s._bdat_remaining > 0
+        reader = s._reader
+        if isinstance(reader, DataReader):
+            assert len(reader.framer._partial) <= framer_partial_limit()
+        if isinstance(reader, ChunkReader):
+            assert reader.remaining > 0
         if s.state is State.CONNECTED:
-            assert s.mail_from is None and s.recipients == []
+            assert s.transaction == Transaction()
         if s.state is State.RCPT:
-            assert 1 <= len(s.recipients) <= int(str(p["max_recipients"]))
+            assert 1 <= len(s.transaction.recipients) <= int(str(p["max_recipients"]))
     assert s.errors <= int(str(p["max_errors"]))
 
 
