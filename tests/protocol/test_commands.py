@@ -6,6 +6,7 @@ import pytest
 
 from smtpgate.protocol import events as ev
 from smtpgate.protocol import replies as r
+from smtpgate.protocol.replies import Reply
 from smtpgate.protocol.session import Session
 from smtpgate.protocol.states import State
 from smtpgate.protocol.transaction import Transaction
@@ -231,7 +232,7 @@ def test_rcpt_parameters_unknown() -> None:
 
 def test_host_rejections_pass_through() -> None:
     host = open_host()
-    host.reject_mail = r.SENDER_NOT_ALLOWED
+    host.reject_mail = Reply(553, "5.1.7", "Sender address not allowed")
     host.feed(b"EHLO c\r\n")
     assert codes(host.feed(b"MAIL FROM:<a@b.example>\r\n")) == ["553 5.1.7"]
     assert host.session.state is State.READY

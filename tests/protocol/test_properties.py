@@ -164,7 +164,7 @@ def frame(wire: bytes, cuts: list[int]) -> tuple[bytes, bool, bytes, bool]:
         if not piece:
             continue
         result = framer.feed(piece)
-        body.append(result.body)
+        body.extend(result.pieces)
         assert len(framer._partial) <= framing._MAX_PARTIAL
         if result.done:
             done, rest = True, result.rest

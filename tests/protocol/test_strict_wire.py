@@ -158,7 +158,7 @@ def test_random_unicode_arguments_get_one_reply(
     out = host.feed(f"{verb} {arg}\r\n".encode())
     if not codes(out):
         assert verb == "BDAT" and host.session.mode is Mode.BDAT, out
-        size = arg.split()[0]
+        size = arg.split(maxsplit=1)[0]
         assert size.isascii() and size.isdigit(), size
     else:
         assert len(codes(out)) == 1, out

@@ -8,7 +8,7 @@ RFC 4648 section 4 (base64 in AUTH, RFC 4954 section 4).
 
 Keywords, numbers and mechanism names are ASCII: text is matched against
 ASCII-only patterns *before* any case mapping, since ``str.isdigit`` accepts
-"²" and ``str.upper`` maps "ſ" to "S" and "ı" to "I".
+"\u00b2" and ``str.upper`` maps "\u017f" (long s) to "S" and "\u0131" (dotless i) to "I".
 """
 
 from __future__ import annotations

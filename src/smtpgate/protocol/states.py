@@ -76,8 +76,7 @@ SEQUENCE: Mapping[State, Mapping[str, Reply]] = {
         "MAIL": r.NESTED_MAIL, "RCPT": r.RCPT_AFTER_BDAT, "DATA": r.DATA_AFTER_BDAT,
         "AUTH": r.AUTH_IN_TRANSACTION,
     },
-    State.CLOSED: dict.fromkeys(KNOWN_COMMANDS, r.BAD_SEQUENCE),  # input is ignored there
-}
+}  # State.CLOSED reads no input, so no command reaches the table there
 
 # Commands a require_auth listener answers 530 until AUTH succeeds (RFC 4954
 # section 6): all but AUTH, EHLO, HELO, NOOP, RSET, QUIT and STARTTLS.
