@@ -65,6 +65,16 @@ class Input:
             self._whole = None
         return self._buf
 
+    def take_all(self) -> bytes:
+        """Everything; a whole received chunk is handed on as it came."""
+        whole = self._whole
+        if whole is not None:
+            self._whole = None
+            return whole
+        data = bytes(self._buf)
+        self._buf.clear()
+        return data
+
     def take(self, limit: int) -> bytes:
         """Up to ``limit`` octets from the front; a whole received chunk is not copied."""
         whole = self._whole
@@ -117,6 +127,7 @@ class Body:
 
 class LineReader:
     __slots__ = ("mode",)
+    reads_body = False
 
     def __init__(self, mode: Mode) -> None:
         self.mode = mode
@@ -150,6 +161,7 @@ AUTH_RESPONSE_LINES = LineReader(Mode.AUTH_RESPONSE)
 class DiscardReader:
     __slots__ = ("kind",)
     mode = Mode.DISCARD_LINE
+    reads_body = False
 
     def __init__(self, kind: LineKind) -> None:
         self.kind = kind
@@ -167,14 +179,16 @@ class DiscardReader:
 class DataReader:
     __slots__ = ("framer",)
     mode = Mode.DATA
+    reads_body = True  # DATA or BDAT: the host's data timeout applies
 
     def __init__(self) -> None:
         self.framer = DataFramer()
 
     def read(self, inp: Input) -> Body | None:
-        if not inp:
+        data = inp.take_all()
+        if not data:
             return None
-        result = self.framer.feed(inp.take(len(inp)))
+        result = self.framer.feed(data)
         if result.done:
             inp.put_back(result.rest)
         return Body(result.pieces, result.done, self.framer.bare_line_ending)
@@ -183,6 +197,7 @@ class DataReader:
 class ChunkReader:
     __slots__ = ("discard", "last", "remaining")
     mode = Mode.BDAT
+    reads_body = True
 
     def __init__(self, size: int, *, last: bool, discard: bool) -> None:
         self.remaining = size

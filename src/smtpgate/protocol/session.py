@@ -106,7 +106,7 @@ class Session:
 
     def receive_data(self, data: bytes) -> None:
         if not self._closed:
-            self._input.feed(data, keep_whole=self.in_data)
+            self._input.feed(data, keep_whole=self._reader.reads_body)
 
     def next_event(self) -> ev.Event | None:
         """The next event, or None when more input or a host reply is needed."""
@@ -148,7 +148,7 @@ class Session:
 
     @property
     def in_data(self) -> bool:
-        return self._reader.mode in (Mode.DATA, Mode.BDAT)
+        return self._reader.reads_body
 
     @property
     def buffered(self) -> int:
