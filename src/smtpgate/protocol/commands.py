@@ -18,7 +18,13 @@ import re
 from dataclasses import dataclass
 
 from smtpgate.protocol import replies as r
+from smtpgate.protocol.events import AuthAbort
 from smtpgate.protocol.replies import Reply
+
+
+def helo_name(arg: str) -> str:
+    """The EHLO/HELO name with only printable characters (it lands in Received headers)."""
+    return "".join(c for c in arg if c.isprintable())[:255]
 
 
 class SyntaxProblem(Exception):
@@ -221,6 +227,18 @@ def parse_auth_command(arg: str) -> tuple[str, str | None]:
     if len(parts) > 2 or not _MECHANISM.fullmatch(parts[0]):
         raise SyntaxProblem(r.BAD_SYNTAX)
     return parts[0].upper(), parts[1] if len(parts) == 2 else None
+
+
+def parse_initial_response(text: str | None) -> tuple[bytes | None, AuthAbort | None]:
+    """RFC 4954 section 4: none, "*" (cancel), "=" (empty), or canonical base64."""
+    if text is None:
+        return None, None
+    if text == "*":
+        return None, AuthAbort.CANCELLED
+    if text == "=":
+        return b"", None
+    data = decode_base64(text.encode("ascii", "replace"))
+    return (data, None) if data is not None else (None, AuthAbort.BAD_BASE64)
 
 
 def decode_base64(data: bytes) -> bytes | None:

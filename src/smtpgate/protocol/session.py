@@ -30,20 +30,11 @@ from __future__ import annotations
 import base64
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from smtpgate.protocol import commands as c
 from smtpgate.protocol import events as ev
 from smtpgate.protocol import replies as r
-from smtpgate.protocol.commands import (
-    MAIL_PARAMETERS,
-    SyntaxProblem,
-    check_mail_params,
-    decode_base64,
-    parse_auth_command,
-    parse_bdat_argument,
-    parse_path_argument,
-    split_command,
-)
+from smtpgate.protocol.params import SessionParams, ehlo_keywords
 from smtpgate.protocol.readers import (
     AUTH_RESPONSE_LINES,
     COMMAND_LINES,
@@ -60,25 +51,13 @@ from smtpgate.protocol.replies import Reply, multiline
 from smtpgate.protocol.states import KNOWN_COMMANDS, Mode, State, refusal
 from smtpgate.protocol.transaction import Transaction
 
+__all__ = ["Session", "SessionParams"]
+
 # Replies that count towards max_errors: protocol errors (RFC 5321 section 4.2.4:
 # 500-504; 555 of RFC 5321 section 4.1.1.11). Not 530: policy, not syntax.
 _COUNTED_ERRORS = frozenset({500, 501, 502, 503, 504, 555})
 _MAX_REFUSALS = 100  # bounded: the host drains ``refusals`` after each batch
 _NO_PARAMETERS: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True, slots=True)
-class SessionParams:
-    """What the host decides for one session (its defaults live in config/schema.py)."""
-
-    hostname: str
-    tls_active: bool
-    starttls_offered: bool  # the listener offers STARTTLS and TLS is not active
-    require_auth: bool
-    auth_mechanisms: tuple[str, ...]  # usable on this connection now, in EHLO order
-    max_message_size: int
-    max_recipients: int
-    max_errors: int
 
 
 class Session:
@@ -237,8 +216,8 @@ class Session:
     def _on_command(self, line: bytes) -> None:
         self.verb = "?"
         try:
-            cmd = split_command(line)
-        except SyntaxProblem as problem:
+            cmd = c.split_command(line)
+        except c.SyntaxProblem as problem:
             self._send(problem.reply)
             return
         if cmd.verb not in KNOWN_COMMANDS:
@@ -256,7 +235,7 @@ class Session:
             return
         try:
             _HANDLERS[verb](self, cmd.arg)
-        except SyntaxProblem as problem:
+        except c.SyntaxProblem as problem:
             self._send(problem.reply)
 
     def _on_auth_response(self, line: bytes) -> None:
@@ -265,7 +244,7 @@ class Session:
         if line == b"*":
             self._await(ev.AuthAborted(ev.AuthAbort.CANCELLED))
             return
-        data = decode_base64(line)
+        data = c.decode_base64(line)
         if data is None:
             self._await(ev.AuthAborted(ev.AuthAbort.BAD_BASE64))
         else:
@@ -318,47 +297,38 @@ class Session:
     def _skip_chunk(self, arg: str) -> None:
         """A refused BDAT still carries its octets: read and drop them (no smuggling)."""
         try:
-            size, _ = parse_bdat_argument(arg)
-        except SyntaxProblem:
+            size, _ = c.parse_bdat_argument(arg)
+        except c.SyntaxProblem:
             return
         self._reader = ChunkReader(size, last=False, discard=True)
 
     # -- commands (run once the state table allowed them) -------------------
     def _ehlo(self, arg: str, *, esmtp: bool) -> None:
         if not arg:
-            raise SyntaxProblem(r.MISSING_ARGUMENT)
+            raise c.SyntaxProblem(r.MISSING_ARGUMENT)
         self.transaction = Transaction()
         self._greeted = True
-        self.helo = _printable(arg)
+        self.helo = c.helo_name(arg)
         self.esmtp = esmtp
         hostname = self.params.hostname
         if esmtp:
-            self._send(Reply(250, None, hostname), multiline(250, [hostname, *self._keywords()]))
+            lines = [hostname, *ehlo_keywords(self.params)]
+            self._send(Reply(250, None, hostname), multiline(250, lines))
         else:
             self._send(Reply(250, None, hostname))
 
-    def _keywords(self) -> list[str]:
-        p = self.params
-        words = ["PIPELINING", f"SIZE {p.max_message_size}", "8BITMIME", "SMTPUTF8",
-                 "ENHANCEDSTATUSCODES", "CHUNKING"]
-        if p.starttls_offered and not p.tls_active:
-            words.append("STARTTLS")
-        if p.auth_mechanisms:
-            words.append("AUTH " + " ".join(p.auth_mechanisms))
-        return words
-
     def _mail(self, arg: str) -> None:
-        path = parse_path_argument(
+        path = c.parse_path_argument(
             arg, "FROM:", allow_null=True, bad=r.BAD_SENDER_SYNTAX,
-            recognised=MAIL_PARAMETERS if self.esmtp else _NO_PARAMETERS,
+            recognised=c.MAIL_PARAMETERS if self.esmtp else _NO_PARAMETERS,
         )
-        params = check_mail_params(path.params, max_size=self.params.max_message_size)
+        params = c.check_mail_params(path.params, max_size=self.params.max_message_size)
         if not path.address.isascii() and "SMTPUTF8" not in params:
-            raise SyntaxProblem(r.EIGHT_BIT_WITHOUT_SMTPUTF8)
+            raise c.SyntaxProblem(r.EIGHT_BIT_WITHOUT_SMTPUTF8)
         self._await(ev.MailFrom(path.address, params))
 
     def _rcpt(self, arg: str) -> None:
-        path = parse_path_argument(
+        path = c.parse_path_argument(
             arg, "TO:", allow_null=False, bad=r.BAD_RECIPIENT_SYNTAX, recognised=_NO_PARAMETERS
         )
         if not path.address.isascii() and "SMTPUTF8" not in self.transaction.params:
@@ -370,11 +340,11 @@ class Session:
 
     def _data(self, arg: str) -> None:
         if arg:
-            raise SyntaxProblem(r.UNEXPECTED_ARGUMENT)
+            raise c.SyntaxProblem(r.UNEXPECTED_ARGUMENT)
         self._await(ev.DataStart(bdat=False))
 
     def _bdat(self, arg: str) -> None:
-        size, last = parse_bdat_argument(arg)
+        size, last = c.parse_bdat_argument(arg)
         chunk = ChunkReader(size, last=last, discard=False)
         if self.transaction.chunked:
             self._reader = chunk
@@ -384,30 +354,21 @@ class Session:
 
     def _rset(self, arg: str) -> None:
         if arg:
-            raise SyntaxProblem(r.UNEXPECTED_ARGUMENT)
+            raise c.SyntaxProblem(r.UNEXPECTED_ARGUMENT)
         self.transaction = Transaction()
         self._send(r.RESET_OK)
-
-    def _noop(self, arg: str) -> None:
-        self._send(r.OK)
 
     def _quit(self, arg: str) -> None:
         self.close_with(r.CLOSING)
 
     def _vrfy(self, arg: str) -> None:
         if not arg:
-            raise SyntaxProblem(r.MISSING_ARGUMENT)
+            raise c.SyntaxProblem(r.MISSING_ARGUMENT)
         self._send(r.CANNOT_VRFY)
-
-    def _expn(self, arg: str) -> None:
-        self._send(r.NOT_IMPLEMENTED)
-
-    def _help(self, arg: str) -> None:
-        self._send(r.HELP)
 
     def _starttls(self, arg: str) -> None:
         if arg:
-            raise SyntaxProblem(r.UNEXPECTED_ARGUMENT)
+            raise c.SyntaxProblem(r.UNEXPECTED_ARGUMENT)
         if self.params.tls_active:
             self._send(r.TLS_ALREADY_ACTIVE)
             return
@@ -420,8 +381,8 @@ class Session:
         self._events.append(ev.StartTls())
 
     def _auth(self, arg: str) -> None:
-        mechanism, initial_text = parse_auth_command(arg)
-        initial, problem = _initial_response(initial_text)
+        mechanism, initial_text = c.parse_auth_command(arg)
+        initial, problem = c.parse_initial_response(initial_text)
         self._await(ev.AuthStart(mechanism, initial, problem))
 
     # -- the one way out, and the bookkeeping of pending answers -------------
@@ -461,23 +422,6 @@ class Session:
         self._events.append(ev.Closed())
 
 
-def _initial_response(text: str | None) -> tuple[bytes | None, ev.AuthAbort | None]:
-    """RFC 4954 section 4: none, "*" (cancel), "=" (empty), or canonical base64."""
-    if text is None:
-        return None, None
-    if text == "*":
-        return None, ev.AuthAbort.CANCELLED
-    if text == "=":
-        return b"", None
-    data = decode_base64(text.encode("ascii", "replace"))
-    return (data, None) if data is not None else (None, ev.AuthAbort.BAD_BASE64)
-
-
-def _printable(text: str) -> str:
-    """Keep only printable characters (the EHLO name lands in Received headers)."""
-    return "".join(c for c in text if c.isprintable())[:255]
-
-
 _HANDLERS: dict[str, Callable[[Session, str], None]] = {
     "HELO": lambda s, a: s._ehlo(a, esmtp=False),
     "EHLO": lambda s, a: s._ehlo(a, esmtp=True),
@@ -486,11 +430,11 @@ _HANDLERS: dict[str, Callable[[Session, str], None]] = {
     "DATA": Session._data,
     "BDAT": Session._bdat,
     "RSET": Session._rset,
-    "NOOP": Session._noop,
+    "NOOP": lambda s, a: s._send(r.OK),
     "QUIT": Session._quit,
     "VRFY": Session._vrfy,
-    "EXPN": Session._expn,
-    "HELP": Session._help,
+    "EXPN": lambda s, a: s._send(r.NOT_IMPLEMENTED),  # RFC 5321 section 3.5.3: may be off
+    "HELP": lambda s, a: s._send(r.HELP),
     "STARTTLS": Session._starttls,
     "AUTH": Session._auth,
 }
