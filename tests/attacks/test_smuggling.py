@@ -147,3 +147,32 @@ async def test_bdat_rejected_at_delivery_start_skips_its_octets(
     assert await c.quiet(0.2) == b""
     assert messages(server) == []
     await c.close()
+
+
+async def test_bdat_size_in_unicode_digits_never_drops_the_session(
+    running: ServerFactory,
+) -> None:
+    """str.isdigit() accepts "\u00b2", int() does not: the chunk size is ASCII digits
+    only (RFC 3030 section 3), a refusal in every state, and the session lives on."""
+    server = await running(**PLAIN_OK)
+    c = await Raw.open(server.addresses[2])
+    resp = await c.cmd("BDAT \u00b2")  # before EHLO, no login
+    assert (resp.code, resp.enh) == (503, "5.5.1"), resp
+    await c.ehlo()
+    resp = await c.cmd("BDAT \u00b2 LAST")  # no login
+    assert (resp.code, resp.enh) == (530, "5.7.0"), resp
+    await c.close()
+    c = await authed(server)
+    await _open_transaction_for_bdat(c)
+    for size in ("\u00b2", "\uff11\uff12", "\u0663"):
+        resp = await c.cmd(f"BDAT {size} LAST")
+        assert (resp.code, resp.enh) == (501, "5.5.4"), (size, resp)
+    await c.send(b"BDAT 2 LAST\r\nok")
+    assert (await c.reply()).code == 250
+    assert len(messages(server)) == 1
+    await c.close()
+
+
+async def _open_transaction_for_bdat(c: Raw) -> None:
+    assert (await c.cmd("MAIL FROM:<alice@x.test>")).code == 250
+    assert (await c.cmd("RCPT TO:<bob@x.test>")).code == 250
