@@ -1,26 +1,26 @@
 """Property tests: the session on random input, the DATA framer on random bodies.
 
-Buffer bound, read from ``session.py``
+Buffer bound, read from ``readers.py``
 --------------------------------------
-``receive_data`` appends the whole feed to ``_buf``, so right after it
-``buffered <= B + len(feed)`` where B is what was left before. ``next_event``
-then consumes input until it stops, and it stops (with a host that answers
-every event at once) only when:
+``receive_data`` appends the whole feed to the session's ``Input``, so right
+after it ``buffered <= B + len(feed)`` where B is what was left before.
+``next_event`` then lets the current reader consume input until it returns
+None, which (with a host that answers every event at once) happens only when:
 
-* COMMAND / AUTH_RESPONSE: ``_take_line`` found no LF in the first
-  ``AUTH_LINE_LIMIT + 1`` octets *and* the buffer is not longer than
-  ``AUTH_LINE_LIMIT`` (a longer one switches to DISCARD_LINE);
-* DATA / BDAT / DISCARD_LINE: the buffer is empty (DATA hands everything to
-  the framer, BDAT takes what the chunk still needs, DISCARD drops it);
-* CLOSED: ``_close`` cleared the buffer and ``receive_data`` ignores input.
+* ``LineReader`` (COMMAND / AUTH_RESPONSE): no LF in the first
+  ``AUTH_LINE_LIMIT + 1`` octets *and* the input is not longer than
+  ``AUTH_LINE_LIMIT`` (a longer one is ``Overlong`` and goes to DISCARD_LINE);
+* ``DataReader``, ``ChunkReader``, ``DiscardReader``: the input is empty
+  (DATA hands everything to the framer, BDAT takes what the chunk still
+  needs, DISCARD drops it);
+* CLOSED: the input was cleared and ``receive_data`` ignores more.
 
 So at rest ``buffered <= AUTH_LINE_LIMIT`` (12288), and within one call the
-buffer peaks at ``AUTH_LINE_LIMIT + len(feed)`` (the brief's "about 2x the
-AUTH limit plus the feed" is looser than the code). Separately the DATA
-framer holds a partial line of at most ``_MAX_PARTIAL`` (8192) octets.
-The bound assumes the host answers awaited events; a host that keeps feeding
-while ``awaiting_reply`` is true grows the buffer without limit, so the real
-host must stop reading meanwhile.
+input peaks at ``AUTH_LINE_LIMIT + len(feed)``. Separately the DATA framer
+holds a partial line of at most ``_MAX_PARTIAL`` (8192) octets. The bound
+assumes the host answers awaited events; a host that keeps feeding while
+``awaiting_reply`` is true grows the input without limit, so the real host
+must stop reading meanwhile.
 """
 
 from __future__ import annotations
