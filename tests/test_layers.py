@@ -1,5 +1,5 @@
-"""Layering: dependencies flow one way between packages and never in a cycle
-inside one; the sans-I/O core stays pure and imports alone (docs/architecture.md)."""
+"""Layering (README.md, Design): dependencies flow one way between packages and
+never in a cycle inside one; the sans-I/O core stays pure and imports alone."""
 
 from __future__ import annotations
 

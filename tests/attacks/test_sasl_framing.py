@@ -1,5 +1,5 @@
 """SASL framing attacks over real sockets (RFC 4954 section 4, RFC 4616, RFC 4013,
-RFC 5802, RFC 5929; SPEC section 4 reply table).
+RFC 5802, RFC 5929; the AUTH reply table of README.md).
 
 Every malformed exchange must end in the documented reply, never 235, never a
 crash, and leave the connection usable.
@@ -80,7 +80,7 @@ async def test_initial_response_with_whitespace_is_a_syntax_error(
 
 
 async def test_empty_and_oversized_responses(running: ServerFactory) -> None:
-    """SPEC section 4: ``AUTH PLAIN =`` is 535; an empty line answering 334 is an empty
+    """``AUTH PLAIN =`` is 535; an empty line answering 334 is an empty
     response (535); a response over 12288 octets is 500 5.5.6, and the rest of the
     line is discarded, not read as commands."""
     server = await running(**PLAIN_OK)
@@ -401,7 +401,7 @@ async def test_absurd_stored_iteration_count_is_refused_quickly(
 
 
 async def test_auth_after_success_and_in_transaction(running: ServerFactory) -> None:
-    """SPEC section 4: AUTH after a successful AUTH or inside a transaction is 503."""
+    """RFC 4954 section 4: AUTH after a successful AUTH or inside a transaction is 503."""
     server = await running(**PLAIN_OK)
     c = await authed(server)
     resp = await c.cmd("AUTH PLAIN " + plain("bob", "x"))

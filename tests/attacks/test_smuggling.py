@@ -1,5 +1,5 @@
 """SMTP smuggling over real sockets (CVE-2023-51764, CVE-2023-51765, CVE-2023-51766,
-CVE-2024-27305; RFC 5321 sections 2.3.8 and 4.1.1.4; SPEC section 5).
+CVE-2024-27305; RFC 5321 sections 2.3.8 and 4.1.1.4).
 
 Each case sends one message whose body holds a fake end-of-data made of bare
 LF/CR, followed by a complete smuggled transaction. Whatever the server does
@@ -70,7 +70,7 @@ async def test_bare_line_ending_never_ends_data(
     assert "victim@x.test" not in mailboxes(server)
     stored = messages(server)
     if "\x00" not in fake_end:
-        # SPEC section 5: bare CR/LF in DATA rejects the whole message.
+        # RFC 5321 section 2.3.8: bare CR/LF in DATA rejects the whole message.
         assert code == 550 and stored == []
     else:
         assert code == 250 and len(stored) == 1

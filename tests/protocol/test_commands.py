@@ -570,7 +570,7 @@ def test_max_errors_counts_syntax_and_sequence_errors_not_530() -> None:
         b"EHLO\r\n"  # 501
         b"EHLO c\r\n"  # 250, not counted
         b"NOOP\r\n"  # 250
-        b"MAIL FROM:<a@b.example>\r\n"  # 530: policy, not counted (SPEC section 3)
+        b"MAIL FROM:<a@b.example>\r\n"  # 530: policy, not counted (README.md)
         b"EXPN x\r\n"  # 530
         b"FROB\r\n"  # 500
         b"STARTTLS\r\n"  # 502: the 4th error

@@ -61,6 +61,8 @@ _NO_PARAMETERS: frozenset[str] = frozenset()
 
 
 class Session:
+    """One SMTP session, from the greeting to QUIT, a 421 or STARTTLS."""
+
     def __init__(self, params: SessionParams) -> None:
         self.params = params
         self.transaction = Transaction()
