@@ -311,7 +311,7 @@ class Connection(asyncio.Protocol):
             return
         log.info(
             "session=%s message accepted from=<%s> rcpts=%d",
-            self.id, session.mail_from, len(session.recipients),
+            self.id, session.transaction.sender, len(session.transaction.recipients),
         )
         session.reply(r.MESSAGE_ACCEPTED)
 
@@ -324,7 +324,8 @@ class Connection(asyncio.Protocol):
                 log.warning("session=%s could not clean up an aborted delivery", self.id)
 
     def _envelope(self, session: Session) -> Envelope:
-        params = session.mail_params
+        transaction = session.transaction
+        params = transaction.params
         body = params.get("BODY")
         return Envelope(
             session_id=self.id,
@@ -333,8 +334,8 @@ class Connection(asyncio.Protocol):
             esmtp=session.esmtp,
             tls=self.tls is not None,
             authenticated_user=session.user,
-            mail_from=session.mail_from or "",
-            recipients=tuple(session.recipients),
+            mail_from=transaction.sender or "",
+            recipients=tuple(transaction.recipients),
             auth_param=params.get("AUTH"),
             body=body.upper() if body else None,
             smtputf8="SMTPUTF8" in params,
