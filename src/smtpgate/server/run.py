@@ -20,11 +20,10 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from smtpgate.config.schema import Config
-from smtpgate.server.app import Server
+from smtpgate.server.app import SHUTDOWN_GRACE, Server
 from smtpgate.server.certs import ensure_self_signed
 from smtpgate.server.throttle_db import SqliteThrottleState
 
-SHUTDOWN_GRACE = 30.0
 log = logging.getLogger("smtpgate")
 
 
