@@ -138,14 +138,14 @@ class ConnectionTable:
         """How many live connections have ``key`` (counting stops at ``stop_at``)."""
         found = 0
         for index in range(self.workers):
-            start = self._region_start(index)
-            end = start + self._region
+            region = self._region_start(index)
+            at, end = region, region + self._region
             while found < stop_at:
-                at = self._map.find(key, start, end)
+                at = self._map.find(key, at, end)
                 if at < 0:
                     break
-                found += (at - start) % _SLOT == 0  # always true: the marker aligns keys
-                start = at + 1
+                found += (at - region) % _SLOT == 0  # always true: the marker aligns keys
+                at += 1
         return found
 
     def put(self, index: int, slot: int, key: bytes, delta: int) -> None:

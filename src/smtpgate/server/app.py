@@ -18,14 +18,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import time
 from types import TracebackType
 
 from OpenSSL import SSL
 
 from smtpgate.auth.service import AuthService, AuthSettings
-from smtpgate.config.schema import Config, ListenerConfig
+from smtpgate.config.schema import Config
 from smtpgate.credentials.base import CredentialStore
 from smtpgate.credentials.sqlite import open_store
 from smtpgate.delivery.base import DeliveryTarget
@@ -35,6 +34,7 @@ from smtpgate.server.admission import Admission, LocalAdmission
 from smtpgate.server.certs import ensure_self_signed
 from smtpgate.server.connection import Connection
 from smtpgate.server.context import ConnectionContext
+from smtpgate.server.preflight import bind_listener
 from smtpgate.server.tls import make_server_context
 from smtpgate.server.transaction import Deliveries
 
@@ -90,7 +90,7 @@ class Server:
         context = self.context()
         loop = asyncio.get_running_loop()
         for listener in self.config.listeners:
-            sock = self._bind(listener)
+            sock = bind_listener(listener, reuse_port=self.reuse_port)
             server = await loop.create_server(
                 lambda lst=listener: Connection(context, lst, self.connections),  # type: ignore[misc]
                 sock=sock,
@@ -154,26 +154,6 @@ class Server:
         if ensure_self_signed(cert, key, self.config.hostname):
             log.info("generated a self-signed TLS pair in %s", cert.parent)
         return make_server_context(cert, key)
-
-    def _bind(self, listener: ListenerConfig) -> socket.socket:
-        infos = socket.getaddrinfo(
-            listener.host, listener.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
-        family, _, _, _, addr = infos[0]
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if self.reuse_port:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind(addr)
-            sock.listen(1024)
-            sock.setblocking(False)
-        except OSError:
-            sock.close()
-            raise
-        return sock
 
 
 def _fmt(host: str, port: int) -> str:

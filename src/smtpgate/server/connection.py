@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import secrets
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
@@ -58,6 +59,14 @@ from smtpgate.server.transaction import Transaction, build_envelope, message_ope
 log = logging.getLogger("smtpgate.server")
 _ID_PREFIX = secrets.token_hex(3)  # per process: ids stay unique across workers and restarts
 _ID_COUNTER = itertools.count(1)
+
+
+def _new_id_prefix() -> None:
+    global _ID_PREFIX, _ID_COUNTER  # a forked worker is a new process: new ids
+    _ID_PREFIX, _ID_COUNTER = secrets.token_hex(3), itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_new_id_prefix)
 CLOSE_GRACE = 5.0  # seconds a closed connection may take to deliver its last replies
 # RFC 3463 4.3.0 "other or undefined mail system status"; 421 closes (RFC 5321 3.8).
 INTERNAL_ERROR = Reply(421, "4.3.0", "Internal error, closing connection")
