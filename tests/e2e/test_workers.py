@@ -178,3 +178,31 @@ async def test_a_dead_worker_frees_all_its_slots_and_is_replaced(tmp_path: Path)
         await close_all([*held, *fresh])
     finally:
         assert serve.stop() == 0
+
+
+def _modes(root: Path) -> dict[str, str]:
+    """Every path under ``root`` (itself included) -> its permission bits, octal."""
+    paths = [root, *root.rglob("*")]
+    return {str(p.relative_to(root.parent)): oct(p.stat().st_mode & 0o777) for p in paths}
+
+
+def test_files_under_data_dir_are_private_whatever_the_umask(tmp_path: Path) -> None:
+    """Every file naming users or addresses is 0600 and every directory 0700: the
+    user store, the shared throttle database with its -wal and -shm, the Maildirs."""
+    serve = ServeProcess(tmp_path, workers=2, umask=0)
+    serve.start()
+    try:
+        serve.workers(2)
+        for _ in range(4):
+            assert _auth(serve.address, "wrong") == 535  # rows in throttle.db
+        with smtplib.SMTP(*serve.address, timeout=10) as smtp:
+            smtp.login("alice", PASSWORD)
+            smtp.sendmail("alice@example.org", ["bob@example.org"], b"Subject: hi\r\n\r\nhi\r\n")
+        running = _modes(serve.data)
+        assert {"data/throttle.db", "data/throttle.db-wal", "data/throttle.db-shm"} <= set(running)
+    finally:
+        assert serve.stop() == 0
+    for modes in (running, _modes(serve.data)):
+        for path, mode in modes.items():
+            wanted = "0o700" if (tmp_path / path).is_dir() else "0o600"
+            assert mode == wanted, f"{path} is {mode}"
