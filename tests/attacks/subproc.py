@@ -6,14 +6,14 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
+from tests.e2e.cluster import SMTPGATE
 from tests.e2e.conftest import PASSWORD, free_port
 
-SMTPGATE = [sys.executable, "-c", "import sys; from smtpgate.cli.main import main; "
-            "sys.exit(main(sys.argv[1:]))"]
+__all__ = ["SMTPGATE", "ServeProcess"]
+
 
 
 class ServeProcess:
