@@ -4,95 +4,54 @@ Theory of operation
 -------------------
 Bytes from the socket go through the TLS layer (if any) into the pure
 ``Session``; its events are dispatched here. Quick events (MAIL, RCPT, body
-chunks) are answered inline. Slow ones -- an AUTH step (store lookups, Argon2
-in a thread, failure delays) and the start and end of a message on a
-blocking delivery target (mkdir, open, fsync in a thread) -- run as a task
-while reading is paused; the session keeps any pipelined input and resumes
-when the task answers. After each batch, everything the session queued goes
-out in a single write (RFC 2920). The connection knows the server only
-through its ``ConnectionContext`` (``server/context.py``); each message is a
-``Transaction`` (``server/transaction.py``).
+chunks) are answered inline. Slow ones -- an AUTH step (store, Argon2, failure
+delay) and, on a blocking delivery target, the start and end of a message --
+run as a task while reading is paused; the session keeps pipelined input
+and resumes when the task answers. Each batch of replies goes out in one
+write (RFC 2920). The server is known only through a ``ConnectionContext``
+(``server/context.py``); each message is a ``Transaction``
+(``server/transaction.py``); timeouts live in ``server/deadline.py``.
 
 STARTTLS: the 220 goes out in plaintext, then a TlsLayer takes over the
-socket and, once its handshake completes, a *new* Session starts: whatever the
-client pipelined after STARTTLS died with the old session (RFC 3207).
-
-Timeouts (RFC 5321 section 4.5.3.2): in the command phase a whole command
-must arrive within ``command_timeout`` of our last reply; in DATA each read
-resets ``data_timeout``; the whole DATA or BDAT transfer must end within
-``max_data_time`` of its start, so a client dripping bytes cannot hold a slot
-forever; a TLS handshake must finish within ``command_timeout``. Each is
-answered 421 4.4.2 and the message, if any, is thrown away.
+socket and, once its handshake completes, a *new* Session starts: whatever
+the client pipelined after STARTTLS died with the old one (RFC 3207).
 
 Flow control: when the client does not read our replies and the send buffer
-passes its high-water mark (``pause_writing``), reading stops until it
-drains (RFC 2920 section 3.1); a closed connection whose replies are still
-queued is aborted after ``CLOSE_GRACE`` seconds.
+passes its high-water mark, reading stops until it drains (RFC 2920 section
+3.1); a closed connection whose replies are still queued is aborted after
+``CLOSE_GRACE`` seconds.
 
-Faults: every asyncio callback and every slow step is guarded; an exception
-that escapes ends this client with ``421 4.3.0`` and one log line naming the
-exception's type (never a traceback, which could carry the client's data),
-and the server goes on serving everyone else.
+Faults: every asyncio callback and slow step is ``guarded``: an exception
+that escapes ends this client with ``421 4.3.0`` and one log line naming its
+type (never a traceback, which could carry client data); the server goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-import os
-import secrets
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Concatenate, ParamSpec, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from smtpgate.auth.service import Conversation, Peer, Turn
 from smtpgate.config.schema import ListenerConfig
 from smtpgate.protocol import events as ev
 from smtpgate.protocol import replies as r
 from smtpgate.protocol.replies import Reply
-from smtpgate.protocol.session import Session, SessionParams
+from smtpgate.protocol.session import Session
 from smtpgate.server.context import ConnectionContext
 from smtpgate.server.deadline import Deadline
+from smtpgate.server.guard import guarded
+from smtpgate.server.ids import next_session_id
 from smtpgate.server.tls import TlsError, TlsLayer
 from smtpgate.server.transaction import Transaction, build_envelope, message_open
 
 log = logging.getLogger("smtpgate.server")
-_ID_PREFIX = secrets.token_hex(3)  # per process: ids stay unique across workers and restarts
-_ID_COUNTER = itertools.count(1)
-
-
-def _new_id_prefix() -> None:
-    global _ID_PREFIX, _ID_COUNTER  # a forked worker is a new process: new ids
-    _ID_PREFIX, _ID_COUNTER = secrets.token_hex(3), itertools.count(1)
-
-
-os.register_at_fork(after_in_child=_new_id_prefix)
 CLOSE_GRACE = 5.0  # seconds a closed connection may take to deliver its last replies
 # RFC 3463 4.3.0 "other or undefined mail system status"; 421 closes (RFC 5321 3.8).
 INTERNAL_ERROR = Reply(421, "4.3.0", "Internal error, closing connection")
 TRANSFER_TOO_SLOW = r.TIMEOUT.with_text("Message transfer took too long, closing connection")
-
-P = ParamSpec("P")
 T = TypeVar("T")
-
-
-def next_session_id() -> str:
-    return f"{_ID_PREFIX}{next(_ID_COUNTER):06x}"
-
-
-def _guarded(
-    method: Callable[Concatenate[Connection, P], T],
-) -> Callable[Concatenate[Connection, P], T | None]:
-    """Run an asyncio callback; an escaping exception ends only this client (421 4.3.0)."""
-
-    def guarded(self: Connection, /, *args: P.args, **kwargs: P.kwargs) -> T | None:
-        try:
-            return method(self, *args, **kwargs)
-        except Exception as exc:
-            self.crash(exc)
-            return None
-
-    return guarded
 
 
 class Connection(asyncio.Protocol):
@@ -119,7 +78,7 @@ class Connection(asyncio.Protocol):
         self._hold_output = False  # see _run
 
     # -- asyncio callbacks ---------------------------------------------------
-    @_guarded
+    @guarded
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport = cast(asyncio.Transport, transport)  # uvloop: no subclass
         peername = transport.get_extra_info("peername") or ("?", 0)
@@ -141,7 +100,7 @@ class Connection(asyncio.Protocol):
             self._new_session(greet=True)
         self.deadline.start()
 
-    @_guarded
+    @guarded
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
@@ -180,16 +139,11 @@ class Connection(asyncio.Protocol):
         log.error("session=%s internal error: %s", self.id, type(exc).__name__)
         try:
             self._end_transfer()
-            session = self.session
-            if session is not None and not session.closed:
-                session.close_with(INTERNAL_ERROR)
+            if self.session is not None and not self.session.closed:
+                self.session.close_with(INTERNAL_ERROR)
                 self._flush()
-            elif self.transport is not None and not self.closing:
-                self._send(INTERNAL_ERROR.to_bytes())
             self._close()
-        except Exception as second:  # the state is beyond repair: drop the socket
-            log.error("session=%s internal error while closing: %s", self.id,
-                      type(second).__name__)
+        except Exception:  # beyond repair: drop the socket
             if self.transport is not None:
                 self.transport.abort()
 
@@ -277,11 +231,8 @@ class Connection(asyncio.Protocol):
             self.transport.write(data)
 
     def _run(self, coro: Coroutine[Any, Any, None], *, hold_output: bool = False) -> None:
-        """Run a slow step; input waits in the session until it is done.
-
-        ``hold_output``: queued replies wait for the step's own, so that a pipelined
-        batch (MAIL, RCPT..., DATA) is still answered in one write (RFC 2920).
-        """
+        """Run a slow step; input waits in the session until it is done. ``hold_output``:
+        queued replies wait for the step's, so a batch still goes out in one write."""
         assert self.transport is not None
         self._hold_output = hold_output
         self.transport.pause_reading()
@@ -300,7 +251,7 @@ class Connection(asyncio.Protocol):
 
         self._run(step(), hold_output=True)
 
-    @_guarded
+    @guarded
     def _step_done(self, task: asyncio.Task[None]) -> None:
         self.task = None
         if self.closing or task.cancelled():
@@ -323,24 +274,22 @@ class Connection(asyncio.Protocol):
         return self.conversation
 
     def _auth(self, step: Awaitable[Turn]) -> None:
-        self._run(self._auth_step(step))
+        async def answer() -> None:
+            turn, session = await step, self.session
+            if session is None:
+                return
+            if turn.challenge is not None:
+                session.auth_challenge(turn.challenge)
+            else:
+                assert turn.reply is not None
+                session.auth_finish(turn.reply, turn.user)
 
-    async def _auth_step(self, step: Awaitable[Turn]) -> None:
-        turn = await step
-        session = self.session
-        if session is None:
-            return
-        if turn.challenge is not None:
-            session.auth_challenge(turn.challenge)
-        else:
-            assert turn.reply is not None
-            session.auth_finish(turn.reply, turn.user)
+        self._run(answer())
 
     # -- the mail transaction ------------------------------------------------------
     def _rcpt(self, session: Session, address: str) -> None:
-        refusal = self.context.deliveries.check_recipient(
-            address, may_relay=session.user is not None
-        )
+        deliveries = self.context.deliveries
+        refusal = deliveries.check_recipient(address, may_relay=session.user is not None)
         if refusal is None:
             session.accept()
         else:
@@ -415,26 +364,14 @@ class Connection(asyncio.Protocol):
             self.transport.write(data)
 
     def _new_session(self, *, greet: bool) -> None:
-        ctx = self.context
-        tls_active = self.tls is not None
-        params = SessionParams(
-            hostname=ctx.hostname,
-            tls_active=tls_active,
-            starttls_offered=self.listener.tls == "starttls" and not tls_active,
-            require_auth=self.listener.require_auth,
-            auth_mechanisms=ctx.auth.advertised(tls_active),
-            max_message_size=ctx.limits.max_message_size,
-            max_recipients=ctx.limits.max_recipients,
-            max_errors=ctx.limits.max_errors,
-        )
-        self.session = Session(params)
+        self.session = Session(self.context.session_params(self.listener, self.tls is not None))
         if greet:
             self.session.greet()
             self._flush()
-        self.deadline.touch(ctx.limits.command_timeout)
+        self.deadline.touch(self.context.limits.command_timeout)
 
     # -- timeouts and closing ----------------------------------------------------------
-    @_guarded
+    @guarded
     def _expired(self, transfer: bool) -> bool:
         """A deadline passed: 421 4.4.2 and close, unless a slow step is still running."""
         if self.closing:

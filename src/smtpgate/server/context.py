@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from OpenSSL import SSL
 
 from smtpgate.auth.service import AuthService
-from smtpgate.config.schema import LimitsConfig
+from smtpgate.config.schema import LimitsConfig, ListenerConfig
+from smtpgate.protocol.session import SessionParams
 from smtpgate.server.admission import Admission
 from smtpgate.server.transaction import Deliveries
 
@@ -27,3 +28,16 @@ class ConnectionContext:
     deliveries: Deliveries  # RCPT checks and one Transaction per message
     tls_context: Callable[[], SSL.Context]  # loaded on first use by the server
     admission: Admission  # the server-wide connection limits
+
+    def session_params(self, listener: ListenerConfig, tls_active: bool) -> SessionParams:
+        """What a new Session on ``listener`` may offer now (after STARTTLS: again)."""
+        return SessionParams(
+            hostname=self.hostname,
+            tls_active=tls_active,
+            starttls_offered=listener.tls == "starttls" and not tls_active,
+            require_auth=listener.require_auth,
+            auth_mechanisms=self.auth.advertised(tls_active),
+            max_message_size=self.limits.max_message_size,
+            max_recipients=self.limits.max_recipients,
+            max_errors=self.limits.max_errors,
+        )

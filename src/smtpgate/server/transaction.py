@@ -21,18 +21,14 @@ and answered at ``end``, so the client is told once, after its whole message
 here (``delivery_reply``). The relay queue can replace this object: it only
 has to offer the same four calls.
 
-Queue ids (``new_queue_id``) are letters and digits: the time in
-microseconds, the process id and a per-process counter, each in base 36, so
-they are unique across worker processes and restarts without any shared
-state. The same id is the Received header's ``id``, the 250 reply's, and in
-every log line about the message.
+Each envelope gets a queue id (``server/ids.py``, letters and digits): the
+same id is the Received header's ``id``, the 250 reply's, and in every log
+line about the message.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -43,26 +39,9 @@ from smtpgate.protocol import replies as r
 from smtpgate.protocol.replies import Reply
 from smtpgate.protocol.session import Session
 from smtpgate.protocol.states import State
+from smtpgate.server.ids import new_queue_id
 
 log = logging.getLogger("smtpgate.server")
-
-_DIGITS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-_COUNTER = itertools.count(1)
-
-
-def _base36(number: int, width: int = 0) -> str:
-    out = ""
-    while number:
-        number, digit = divmod(number, 36)
-        out = _DIGITS[digit] + out
-    return out.rjust(width, "0")
-
-
-def new_queue_id() -> str:
-    """A fresh queue id: fixed-width time (11) and pid (5) fields, then a counter."""
-    micros = time.time_ns() // 1000
-    return _base36(micros, 11) + _base36(os.getpid(), 5) + _base36(next(_COUNTER))
-
 
 def delivery_reply(error: DeliveryError) -> Reply:
     """The reply for a failed delivery: 452 4.3.1 disk full, 451 4.3.0 retry, 554 5.3.0."""
