@@ -107,7 +107,10 @@ async def serving(tmp_path: Path, workers: int = 1) -> AsyncIterator[ServerFacto
             server = Server(make_config(tmp_path, **sections))
         if user:
             await create_user(server.config)
-        await in_thread(server.start) if isinstance(server, Cluster) else await server.start()
+        if isinstance(server, Cluster):
+            await in_thread(server.start)
+        else:
+            await server.start()
         servers.append(server)
         return server
 
