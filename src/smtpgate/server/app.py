@@ -34,7 +34,7 @@ from smtpgate.server.admission import Admission, LocalAdmission
 from smtpgate.server.certs import ensure_self_signed
 from smtpgate.server.connection import Connection
 from smtpgate.server.context import ConnectionContext
-from smtpgate.server.preflight import bind_listener
+from smtpgate.server.preflight import bind_listener, uses_tls
 from smtpgate.server.tls import make_server_context
 from smtpgate.server.transaction import Deliveries
 
@@ -75,8 +75,9 @@ class Server:
         )
         self.reuse_port = reuse_port
         lim = config.limits
-        self.admission = admission or LocalAdmission(
-            lim.max_connections, lim.max_connections_per_ip
+        self.admission: Admission = (
+            admission if admission is not None
+            else LocalAdmission(lim.max_connections, lim.max_connections_per_ip)
         )
         self.connections: set[Connection] = set()  # admitted and not yet lost
         self.addresses: list[tuple[str, int]] = []
@@ -85,7 +86,8 @@ class Server:
 
     # -- lifecycle ---------------------------------------------------------
     async def start(self) -> None:
-        if any(lst.tls != "none" for lst in self.config.listeners):
+        """Load TLS and bind every listener; StartupError names a port that is taken."""
+        if uses_tls(self.config):
             self._tls_context = self._load_tls()
         context = self.context()
         loop = asyncio.get_running_loop()
