@@ -291,7 +291,7 @@ async def test_max_data_time_ends_a_dripping_data_transfer(running: ServerFactor
     elapsed = time.monotonic() - start
     dripper.cancel()
     assert got.startswith(b"421 4.4.2"), got
-    assert 0.9 < elapsed < 2.5, elapsed
+    assert 0.9 < elapsed < 4.0, elapsed
     assert messages(server) == []
     assert list((server.config.data_dir / "mail").glob("*/tmp/*")) == []
 
@@ -318,7 +318,7 @@ async def test_max_data_time_spans_every_bdat_chunk(running: ServerFactory) -> N
             await asyncio.sleep(0.2)
     elapsed = time.monotonic() - start
     assert (resp.code, resp.enh) == (421, "4.4.2"), resp
-    assert 0.9 < elapsed < 2.5, elapsed
+    assert 0.9 < elapsed < 4.0, elapsed
     assert await c.closed(3) == b""
     assert len(messages(server)) == 1  # the first message only
 
