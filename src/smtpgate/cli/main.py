@@ -131,14 +131,22 @@ def _fail(message: str, status: int) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, config: Config) -> int:
-    # Imported here so that the user commands and check-config never load the server
-    # (sockets, TLS, OpenSSL).
+    # Imported here so that the user commands never load the server (sockets, TLS,
+    # OpenSSL).
     from smtpgate.server.run import serve
 
     return serve(config)
 
 
 def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
+    """The config parses, and serve's start-up checks pass (paths, TLS pair): nothing
+    is created, no port is bound (a running server holds them)."""
+    from smtpgate.server.preflight import StartupError, check
+
+    try:
+        check(config)
+    except StartupError as exc:
+        raise CliError(str(exc)) from None
     print(f"{args.source if args.source is not None else BUILTIN}: OK")
     for listener in config.listeners:
         auth = "true" if listener.require_auth else "false"

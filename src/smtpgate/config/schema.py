@@ -93,6 +93,7 @@ class LimitsConfig:
     max_connections_per_ip: int = field(default=20, metadata=_min(1))
     command_timeout: float = field(default=300.0, metadata=_above(0))
     data_timeout: float = field(default=600.0, metadata=_above(0))
+    max_data_time: float = field(default=3600.0, metadata=_above(0))  # a whole DATA/BDAT
     max_errors: int = field(default=10, metadata=_min(1))
 
 
