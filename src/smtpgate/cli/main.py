@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--password-stdin", action="store_true", help="read one line from stdin")
     add.add_argument("--allow-mechanisms", metavar="M1,M2", type=_comma_list)
     add.add_argument("--may-act-as", metavar="ID1,ID2", type=_comma_list, default=[])
+    add.add_argument("--address", action="append", default=[], metavar="ADDR",
+                     help="a sender address (repeat), enforced with [auth] enforce_sender")
     add.set_defaults(handler=cmd_user_add)
     passwd = user.add_parser("passwd", help="set a user's password")
     passwd.add_argument("name", metavar="NAME")
@@ -115,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     imports = user.add_parser("import", help="import a Dovecot passwd-file")
     imports.add_argument("file", metavar="FILE", type=Path)
     imports.set_defaults(handler=cmd_user_import)
+
+    from smtpgate.cli.device import add_device_parsers  # it imports this module's helpers
+
+    add_device_parsers(commands)
     return parser
 
 
@@ -171,6 +177,7 @@ def cmd_user_add(args: argparse.Namespace, config: Config) -> int:
             allow_mechanisms=args.allow_mechanisms,
             may_act_as=args.may_act_as,
             cram_md5=_cram_md5(config),
+            addresses=args.address,
         ),
     )
     print(f"added user {account.name}")
