@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-Each handler opens the store through ``cli.main``'s helpers and calls one
+Each handler opens the store through ``cli/common.py`` and calls one
 function of ``credentials/device_admin.py``, which checks all input before
 it writes: a refused command prints one line on stderr, exits 1 and changes
 nothing (a usage error exits 2, as for every command).
@@ -18,13 +18,13 @@ import argparse
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from smtpgate.cli.main import (
+from smtpgate.cli.common import (
     EXIT_OK,
-    _comma_list,
-    _cram_md5,
-    _mechanism_order,
-    _warn_disabled,
-    _with_store,
+    comma_list,
+    cram_md5_enabled,
+    mechanism_order,
+    warn_disabled,
+    with_store,
 )
 from smtpgate.config.schema import Config
 
@@ -47,7 +47,7 @@ def add_device_parsers(commands: Any) -> None:
                      help="a network it may log in from (repeat; none: anywhere)")
     add.add_argument("--max-per-day", type=int, metavar="N", help="messages per UTC day")
     add.add_argument("--expires", metavar="YYYY-MM-DD", help="the last UTC day it may log in")
-    add.add_argument("--mechanisms", action="extend", type=_comma_list, metavar="M1,M2",
+    add.add_argument("--mechanisms", action="extend", type=comma_list, metavar="M1,M2",
                      help="the SASL mechanisms it may use (default: every enabled one)")
     add.set_defaults(handler=cmd_device_add)
     device.add_parser("list", help="list device accounts").set_defaults(handler=cmd_device_list)
@@ -66,10 +66,10 @@ def add_device_parsers(commands: Any) -> None:
 def cmd_device_add(args: argparse.Namespace, config: Config) -> int:
     from smtpgate.credentials.device_admin import PASSWORD_BITS, DeviceSpec, add_device
 
-    _warn_disabled(args.mechanisms, config)
+    warn_disabled(args.mechanisms, config)
     spec = DeviceSpec(args.sender, args.network, args.max_per_day, args.expires, args.mechanisms)
-    account, password = _with_store(
-        config, lambda store: add_device(store, args.name, spec, cram_md5=_cram_md5(config))
+    account, password = with_store(
+        config, lambda store: add_device(store, args.name, spec, cram_md5=cram_md5_enabled(config))
     )
     print(f"added device {account.name}; its password ({PASSWORD_BITS} bits) is shown once:")
     print(password)
@@ -79,8 +79,8 @@ def cmd_device_add(args: argparse.Namespace, config: Config) -> int:
 def cmd_device_rotate(args: argparse.Namespace, config: Config) -> int:
     from smtpgate.credentials.device_admin import rotate_device
 
-    password = _with_store(
-        config, lambda store: rotate_device(store, args.name, cram_md5=_cram_md5(config))
+    password = with_store(
+        config, lambda store: rotate_device(store, args.name, cram_md5=cram_md5_enabled(config))
     )
     print(f"new password for device {args.name}, shown once (the old one no longer works):")
     print(password)
@@ -90,7 +90,7 @@ def cmd_device_rotate(args: argparse.Namespace, config: Config) -> int:
 def cmd_device_list(args: argparse.Namespace, config: Config) -> int:
     from smtpgate.credentials.device_admin import list_devices
 
-    for account in _with_store(config, list_devices):
+    for account in with_store(config, list_devices):
         print("\t".join(f"{key}={value}" if key else value for key, value in _fields(account)))
     return EXIT_OK
 
@@ -98,7 +98,7 @@ def cmd_device_list(args: argparse.Namespace, config: Config) -> int:
 def cmd_device_show(args: argparse.Namespace, config: Config) -> int:
     from smtpgate.credentials.device_admin import get_device
 
-    account = _with_store(config, lambda store: get_device(store, args.name))
+    account = with_store(config, lambda store: get_device(store, args.name))
     for key, value in _fields(account):
         print(f"{key or 'name'}: {value}")
     return EXIT_OK
@@ -107,7 +107,7 @@ def cmd_device_show(args: argparse.Namespace, config: Config) -> int:
 def cmd_device_revoke(args: argparse.Namespace, config: Config) -> int:
     from smtpgate.credentials.device_admin import revoke_device
 
-    _with_store(config, lambda store: revoke_device(store, args.name))
+    with_store(config, lambda store: revoke_device(store, args.name))
     print(f"revoked device {args.name}")
     return EXIT_OK
 
@@ -123,7 +123,7 @@ def cmd_device_enable(args: argparse.Namespace, config: Config) -> int:
 def _switch(args: argparse.Namespace, config: Config, *, disabled: bool) -> int:
     from smtpgate.credentials.device_admin import set_disabled
 
-    _with_store(config, lambda store: set_disabled(store, args.name, disabled))
+    with_store(config, lambda store: set_disabled(store, args.name, disabled))
     print(f"{'disabled' if disabled else 'enabled'} device {args.name}")
     return EXIT_OK
 
@@ -145,5 +145,5 @@ def _fields(account: Account) -> list[tuple[str, str]]:
         ("networks", ",".join(account.networks) or "any"),
         ("max-per-day", "unlimited" if account.max_per_day is None else str(account.max_per_day)),
         ("expires", "never" if account.expires is None else account.expires.isoformat()),
-        ("mechanisms", "any" if mechanisms is None else ",".join(_mechanism_order(mechanisms))),
+        ("mechanisms", "any" if mechanisms is None else ",".join(mechanism_order(mechanisms))),
     ]

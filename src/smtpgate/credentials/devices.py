@@ -59,7 +59,7 @@ def parse_sender(text: str) -> str:
     bad = (
         not at or not local or not domain or len(value) > _MAX_ADDRESS
         or any(ch.isspace() or ch in "<>,\\\"" for ch in value)
-        or "@" in domain or domain.startswith(".") or domain.endswith(".") or ".." in domain
+        or value.count("@") != 1 or domain.startswith(".") or domain.endswith(".") or ".." in domain
         or ("*" in local and local != "*") or "*" in domain
     )
     if bad:

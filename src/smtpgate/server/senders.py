@@ -29,7 +29,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Protocol
 
 from smtpgate.credentials.base import Account
@@ -81,8 +81,9 @@ class MemoryQuota:
 
     def take(self, account: str, day: str, limit: int) -> bool:
         with self._lock:
-            for key in [k for k in self._counts if k[1] != day]:
-                del self._counts[key]  # only today matters: memory stays bounded
+            oldest = (date.fromisoformat(day) - timedelta(days=1)).isoformat()
+            for key in [k for k in self._counts if k[1] < oldest]:
+                del self._counts[key]  # like quota_db: memory stays bounded
             counted = self._counts.get((account, day), 0)
             if counted >= limit:
                 return False
