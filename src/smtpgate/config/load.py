@@ -285,8 +285,11 @@ class _Builder:
         return tuple(result)
 
     def check_store_url(self, url: str) -> None:
+        if url.startswith(("postgresql://", "postgres://")):
+            return  # a libpq URL; psycopg parses it when the store opens
         if not url.startswith("sqlite:///") or len(url) == len("sqlite:///"):
-            self.fail("store.url", f"expected sqlite:///PATH, got {describe(url)}")
+            expected = "expected sqlite:///PATH or postgresql://..."
+            self.fail("store.url", f"{expected}, got {describe(url)}")
 
     def check_auth_usable(self, config: Config) -> None:
         if not config.auth.mechanisms and any(lst.require_auth for lst in config.listeners):
