@@ -36,6 +36,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
+from smtpgate.cli import store as store_commands
 from smtpgate.config.load import BUILTIN, ConfigError, find_config_path, load_config
 from smtpgate.config.schema import KNOWN_MECHANISMS, Config
 from smtpgate.sasl.base import SecretScheme
@@ -115,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     imports = user.add_parser("import", help="import a Dovecot passwd-file")
     imports.add_argument("file", metavar="FILE", type=Path)
     imports.set_defaults(handler=cmd_user_import)
+    store_commands.register(commands)
     return parser
 
 
