@@ -24,7 +24,8 @@ text forms), so a column added there must be added here too (a migration in
 each ``_MIGRATIONS``).
 
 Failures: every request runs under ``asyncio.timeout(timeout)`` (waiting for
-a pooled connection, the query, and a server that stopped answering). Any
+a pooled connection, the query, and a server that stopped answering); at most
+``MAX_WAITING`` requests queue for a connection, the rest fail at once. Any
 ``psycopg.Error`` (the pool's timeout included) or the timeout becomes
 ``StoreUnavailable`` (454 4.7.0, not a failed login). The pool checks each
 connection before lending it (an empty query, one round trip) and replaces
@@ -76,6 +77,7 @@ Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 
 MAX_CONNECTIONS = 4  # per process: a worker runs one query at a time per AUTH step
 RECONNECT_TIMEOUT = 5.0  # then give up on a connection attempt; the next request retries
+MAX_WAITING = 256  # requests queued for a connection; more are refused at once (454)
 # pg_advisory_xact_lock key serialising migrations: b"smtpgate" as a signed 64-bit integer.
 MIGRATION_LOCK = int.from_bytes(b"smtpgate", "big", signed=True)
 
@@ -129,6 +131,7 @@ class PostgresStore:
             max_size=MAX_CONNECTIONS,
             open=False,
             timeout=timeout,
+            max_waiting=MAX_WAITING,
             check=AsyncConnectionPool.check_connection,
             reconnect_timeout=RECONNECT_TIMEOUT,
             name="smtpgate-store",
