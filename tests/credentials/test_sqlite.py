@@ -346,7 +346,7 @@ def test_open_store_relative_and_absolute(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("mysql://db.example/users", "'mysql'"),
+        ("postgresql://db.example/users", "'postgresql'"),
         ("users.db", "no scheme"),
         ("sqlite://users.db", "sqlite:///FILE"),
         ("sqlite:///", "sqlite:///FILE"),

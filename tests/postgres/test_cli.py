@@ -11,8 +11,8 @@ import pytest
 
 from smtpgate.cli import main as cli
 from smtpgate.credentials.base import Account
+from smtpgate.credentials.open import open_store
 from smtpgate.credentials.passwords import verify_account_password
-from smtpgate.credentials.sqlite import open_store
 from tests.postgres.cluster import PgCluster
 
 PASSWORD = "correct horse battery"

@@ -25,8 +25,9 @@ from smtpgate.credentials.base import (
     UnknownUser,
     UserExists,
 )
+from smtpgate.credentials.open import open_store
 from smtpgate.credentials.postgres import MIGRATION_LOCK, SCHEMA_VERSION, PostgresStore
-from smtpgate.credentials.sqlite import open_store
+from smtpgate.credentials.sqlite import SqliteStore
 from tests.credentials.test_sqlite import (  # noqa: F401 (run here again)
     FULL,
     test_add_many_is_all_or_nothing,
@@ -64,6 +65,9 @@ def test_open_store_dispatches_on_the_scheme(pg_url: str, tmp_path: Path) -> Non
     assert isinstance(open_store(alias, tmp_path), PostgresStore)
     with pytest.raises(ValueError, match="not a PostgreSQL connection URL"):
         open_store("postgresql://host/db?nosuchoption=1", tmp_path)
+    assert isinstance(open_store("sqlite:///users.db", tmp_path), SqliteStore)
+    with pytest.raises(ValueError, match="'mysql'"):
+        open_store("mysql://db.example/users", tmp_path)
 
 
 def _db(url: str) -> str:

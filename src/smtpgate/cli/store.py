@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from typing import Any
 
 from smtpgate.config.schema import Config
@@ -34,6 +35,7 @@ from smtpgate.credentials.base import (
 __all__ = ["cmd_store_migrate", "register"]
 
 EXIT_OK = 0
+EXIT_USER_ERROR = 1
 
 
 def register(commands: Any) -> None:
@@ -48,24 +50,29 @@ def register(commands: Any) -> None:
 
 
 def cmd_store_migrate(args: argparse.Namespace, config: Config) -> int:
-    from smtpgate.cli.main import CliError
-
+    """Exit 0 with one line on stdout, or 1 with one line on stderr (as ``cli/main.py``)."""
     try:
         count = asyncio.run(migrate(args.from_url, args.to_url, config))
     except UserExists as exc:
-        raise CliError(f"user {exc} already exists in the destination; nothing copied") from None
+        return _fail(f"user {exc} already exists in the destination; nothing copied")
     except StoreUnavailable as exc:
-        raise CliError(f"store unavailable: {exc}; nothing copied") from None
-    except ValueError as exc:  # a URL open_store refuses
-        raise CliError(str(exc)) from None
+        return _fail(f"store unavailable: {exc}; nothing copied")
+    except ValueError as exc:  # a URL no store accepts
+        return _fail(str(exc))
     print(f"copied {count} user{'' if count == 1 else 's'} and the fake-secret key")
     return EXIT_OK
 
 
+def _fail(message: str) -> int:
+    print("smtpgate: " + " ".join(message.split()), file=sys.stderr)
+    return EXIT_USER_ERROR
+
+
 async def migrate(source_url: str, target_url: str, config: Config) -> int:
     """Copy every account and the fake-secret key; the number of accounts copied."""
+    from smtpgate.credentials.open import open_store
     from smtpgate.credentials.postgres import PostgresStore
-    from smtpgate.credentials.sqlite import SqliteStore, open_store
+    from smtpgate.credentials.sqlite import SqliteStore
 
     target = open_store(target_url, config.data_dir)
     if not isinstance(target, PostgresStore):

@@ -187,18 +187,13 @@ def open_store(url: str, data_dir: Path) -> CredentialStore:
     """Open the store a config's ``store.url`` names.
 
     ``sqlite:///users.db`` is relative to ``data_dir``; ``sqlite:////abs/users.db``
-    is absolute; ``postgresql://`` (or ``postgres://``) is a libpq URL
-    (``credentials/postgres.py``). Other schemes: ValueError naming the scheme.
+    is absolute. Other schemes: ValueError naming the scheme.
     """
     scheme, sep, rest = url.partition("://")
     if not sep:
-        raise ValueError("store url has no scheme (expected sqlite:///FILE or postgresql://...)")
-    if scheme.lower() in {"postgresql", "postgres"}:
-        from smtpgate.credentials.postgres import PostgresStore  # psycopg only when used
-
-        return PostgresStore(url)
+        raise ValueError(f"store url {url!r} has no scheme (expected sqlite:///FILE)")
     if scheme.lower() != "sqlite":
-        raise ValueError(f"unsupported store scheme {scheme!r} (sqlite or postgresql)")
+        raise ValueError(f"unsupported store scheme {scheme!r} (only 'sqlite' is available)")
     if not rest.startswith("/") or rest == "/":
         raise ValueError(f"store url {url!r}: expected sqlite:///FILE or sqlite:////ABS/FILE")
     target = rest[1:]
