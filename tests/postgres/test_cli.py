@@ -127,3 +127,18 @@ def test_store_migrate_is_all_or_nothing(
     status, _, err = run(monkeypatch, capsys, "--config", conf, "store", "migrate",
                          "--from", pg_url, "--to", sqlite_url)
     assert status == 1 and "--to must be a postgresql:// URL" in err
+
+
+def test_check_config_refuses_a_bad_url_without_quoting_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    good = config_file(tmp_path, "postgresql://smtpgate@127.0.0.1:5432/smtpgate")
+    assert run(monkeypatch, capsys, "--config", str(good), "check-config")[0] == 0
+    bad = config_file(tmp_path, "postgresql://u:SECRET-XYZZY@h/db?nosuchoption=1")
+    status, _, err = run(monkeypatch, capsys, "--config", str(bad), "check-config")
+    assert status == 2 and "store.url: not a valid PostgreSQL connection URL" in err
+    assert "XYZZY" not in err
+    status, _, err = run(monkeypatch, capsys, "--config", str(good), "store", "migrate",
+                         "--from", "sqlite:///users.db",
+                         "--to", "postgresql://u:SECRET-XYZZY@h/db?nosuchoption=1")
+    assert status == 1 and "not a PostgreSQL connection URL" in err and "XYZZY" not in err

@@ -116,7 +116,9 @@ class PostgresStore:
         try:
             params = conninfo_to_dict(url)
         except psycopg.Error as exc:
-            raise ValueError(f"store url: not a PostgreSQL connection URL ({exc})") from None
+            userinfo = url.partition("://")[2].partition("/")[0].rpartition("@")[0]
+            detail = "" if ":" in userinfo else f" ({exc})"  # never echo a password
+            raise ValueError(f"store url: not a PostgreSQL connection URL{detail}") from None
         self._where = _describe(params)
         self._timeout = timeout
         extra: dict[str, Any] = {"autocommit": True, "client_encoding": "UTF8"}
