@@ -8,6 +8,7 @@ fixture, a ``PostgresStore`` on a fresh database.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -284,3 +285,14 @@ async def test_server_down_then_back_without_restart(pg_cluster: PgCluster) -> N
                 await asyncio.sleep(0.2)
     finally:
         await store.close()
+
+
+async def test_requests_log_nothing(store: PostgresStore, caplog: pytest.LogCaptureFixture) -> None:
+    """The pool's per-request INFO lines would flood a busy server's log (psycopg's
+    own "psycopg" logger is at WARNING: this fails if that default ever changes)."""
+    caplog.set_level(logging.DEBUG, logger="smtpgate")
+    caplog.set_level(logging.INFO)
+    await store.add(FULL)
+    for _ in range(3):
+        assert await store.get(FULL.name) == FULL
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("psycopg")] == []
