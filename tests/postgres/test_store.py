@@ -137,9 +137,13 @@ async def test_copy_in_is_all_or_nothing(store: PostgresStore) -> None:
         await store.copy_in([Account(name="a"), Account(name="b")], key)
     assert await store.names() == ["b"]
     assert await store.fake_secret_key() != key
-    await store.copy_in([FULL, Account(name="c")], key)
-    assert await store.get(FULL.name) == FULL
+    await store.add_many([])
+    await store.copy_in([], key)  # an empty source still brings its key
     assert await store.fake_secret_key() == key
+    await store.copy_in([FULL, Account(name="c")], bytes(reversed(key)))
+    assert await store.get(FULL.name) == FULL
+    assert await store.fake_secret_key() == bytes(reversed(key))
+    assert await store.names() == ["alice@example.org", "b", "c"]
 
 
 # ---------------------------------------------------------------- schema

@@ -314,6 +314,8 @@ async def _add_many(conn: Conn, accounts: Sequence[Account]) -> None:
 
 async def _insert_accounts(conn: Conn, accounts: Sequence[Account]) -> None:
     """Insert every account (inside the caller's transaction); any name taken -> UserExists."""
+    if not accounts:
+        return
     seen: set[str] = set()
     for account in accounts:
         if account.name in seen:
