@@ -106,7 +106,9 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
+# From the SQLite store's column list (name first), so a column added there is written here.
 _PLACEHOLDERS = ", ".join(["%s"] * len(_COLUMNS.split(",")))
+_ASSIGN_ALL = ", ".join(f"{column.strip()} = %s" for column in _COLUMNS.split(",")[1:])
 
 
 class PostgresStore:
@@ -340,9 +342,7 @@ async def _insert_accounts(conn: Conn, accounts: Sequence[Account]) -> None:
 async def _replace(conn: Conn, account: Account) -> None:
     values = _to_row(account)
     cur = await conn.execute(
-        "UPDATE users SET password_hash = %s, scram_sha1 = %s, scram_sha256 = %s, "
-        "cram_md5 = %s, allowed_mechanisms = %s, may_act_as = %s, updated = now() "
-        "WHERE name = %s",
+        f"UPDATE users SET {_ASSIGN_ALL}, updated = now() WHERE name = %s".encode(),  # noqa: S608
         (*values[1:], account.name),
     )
     if cur.rowcount != 1:
