@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from smtpgate.cli import main as cli
+from smtpgate.credentials.base import Account
 from smtpgate.credentials.users import add_user
 from tests.e2e.cluster import Cluster
 from tests.e2e.conftest import PASSWORD, config_data, in_thread
@@ -108,6 +109,14 @@ async def test_two_instances_share_accounts_and_see_changes_at_once(
     await one.store.delete("alice")
     gone = await in_thread(lambda: auth_plain(at_two, "alice", "a new password", tls=True))
     assert gone.startswith("535 5.7.8")
+
+    # The password transition (a conditional update) writes through to the shared store.
+    await one.store.add(Account(name="dave", password_hash="{PLAIN}legacy password"))
+    legacy = await in_thread(lambda: auth_plain(at_two, "dave", "legacy password", tls=True))
+    assert legacy.startswith("235 2.7.0")
+    dave = await one.store.get("dave")
+    assert dave is not None and dave.scram_sha256 is not None
+    assert dave.password_hash is not None and dave.password_hash.startswith("{ARGON2ID}")
 
 
 class Load:
