@@ -210,7 +210,7 @@ def test_missing_file_is_one_line_error(tmp_path: Path) -> None:
         ("hostname = 5", "hostname", "expected a string"),
         ("hostname = 'bad host'", "hostname", "not a valid host name"),
         ("data_dir = ''", "data_dir", "expected a path"),
-        ("[store]\nurl = 'postgres://x'", "store.url", "sqlite:///PATH"),
+        ("[store]\nurl = 'mysql://x'", "store.url", "sqlite:///PATH"),
         ("[delivery]\nmode = 'relay'", "delivery.mode", "must be one of maildir, discard"),
         ("listener = []", "listener", "at least one"),
         ("[listener]\naddress = 'a:1'", "listener", "[[listener]]"),

@@ -35,6 +35,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
+from smtpgate.cli import store as store_commands
 from smtpgate.cli.common import (
     EXIT_CONFIG_ERROR,
     EXIT_INTERRUPTED,
@@ -120,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     imports.add_argument("file", metavar="FILE", type=Path)
     imports.set_defaults(handler=cmd_user_import)
     add_device_parsers(commands)
+    store_commands.register(commands)
     return parser
 
 

@@ -26,7 +26,7 @@ from OpenSSL import SSL
 from smtpgate.auth.service import AuthService, AuthSettings
 from smtpgate.config.schema import Config
 from smtpgate.credentials.base import CredentialStore
-from smtpgate.credentials.sqlite import open_store
+from smtpgate.credentials.open import open_store
 from smtpgate.delivery.base import DeliveryTarget
 from smtpgate.delivery.factory import make_target
 from smtpgate.policy.throttle import Throttle, ThrottleLimits, ThrottleState
