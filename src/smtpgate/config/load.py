@@ -33,6 +33,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
+from smtpgate.config.relay import build_relay, local_domains
 from smtpgate.config.schema import (
     KNOWN_MECHANISMS,
     AuthConfig,
@@ -59,7 +60,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "store": StoreConfig,
     "delivery": DeliveryConfig,
 }
-_TOP_KEYS = ("data_dir", "hostname", "listener", *_SECTIONS)
+_TOP_KEYS = ("data_dir", "hostname", "listener", "relay", *_SECTIONS)
 _LISTENER_DERIVED = frozenset({"host", "port"})
 
 
@@ -160,8 +161,11 @@ class _Builder:
             limits=sections["limits"],
             store=sections["store"],
             delivery=sections["delivery"],
+            relay=build_relay(self, data.get("relay", {}), data_dir),
         )
         self.check_auth_usable(config)
+        if config.delivery.mode == "relay" and not config.relay.host:
+            self.fail("relay.host", 'required with delivery.mode = "relay"')
         return config
 
     def section(self, name: str, table: object) -> Any:
@@ -171,6 +175,8 @@ class _Builder:
             values["mechanisms"] = self.mechanisms(values["mechanisms"])
         if name == "store" and "url" in values:
             self.check_store_url(values["url"])
+        if name == "delivery" and "local_domains" in values:
+            values["local_domains"] = local_domains(self, values["local_domains"])
         return cls(**values)
 
     def table(

@@ -17,3 +17,5 @@ def make_target(config: Config) -> DeliveryTarget:
             return MaildirTarget(config.data_dir / MAIL_DIR, hostname=config.hostname)
         case "discard":
             return DiscardTarget()
+        case "relay":  # needs its deliverer running: smtpgate.relay.service.Relay builds both
+            raise ValueError('delivery.mode = "relay": use smtpgate.relay.service.Relay(config)')

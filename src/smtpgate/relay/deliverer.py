@@ -1,0 +1,370 @@
+"""The background deliverer: queue order, bounded connections, retries, expiry, bounces.
+
+Theory of operation
+-------------------
+Index. Memory holds only an index, never a message: a heap of
+``(next_attempt, received_at, id)`` and the time each id is due. It is
+filled by a scan of ``queue/`` at start (in the background: the server
+serves at once), by ``notify(id)`` from the relay target after each commit,
+and by a rescan when the CLI touches ``queue/kick`` (checked every
+``POLL`` seconds) or every ``RESCAN`` seconds (entries written by other
+worker processes). Stale heap items are skipped lazily.
+
+Connections. Due ids move to a ready list in queue order; up to
+``[relay] max_connections`` connection tasks take them. A task keeps its
+upstream session open while there is more ready work for the same account
+(several messages per connection) and closes it when the list is empty.
+
+One message (``_attempt``), holding the entry's lock (``QueueStore.claim``;
+a busy entry belongs to another process and is looked at again later):
+reload the record (it may have changed), then
+
+- held, or not yet due: leave it;
+- older than ``max_queue_lifetime``: every pending recipient fails (4.4.7);
+- else send to the pending recipients: 2xx delivered, 5xx failed at once,
+  4xx and any connection, TLS, AUTH or token failure stay pending and are
+  tried again after the next interval of ``retry`` (the last one repeats).
+
+The record is saved (atomically) after every attempt. When nothing is
+pending the sender gets a DSN for the failed recipients (``relay.dsn``;
+never for a null sender), then the entry is removed. A crash after the
+upstream said 250 but before the save sends that message again after the
+restart: delivery is at least once, never at most once.
+
+An unreadable record is moved to ``queue/corrupt/`` with a log line and
+the rest of the queue goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+
+from smtpgate.config.schema import Config, RelayAccount
+from smtpgate.delivery.base import Envelope
+from smtpgate.relay.accounts import choose
+from smtpgate.relay.dsn import build_dsn
+from smtpgate.relay.entry import CorruptEntry, QueueEntry, Recipient
+from smtpgate.relay.oauth import TokenClient, TokenError, account_key
+from smtpgate.relay.queue import Busy, Missing, QueueStore, new_queue_id
+from smtpgate.relay.target import RelayTarget
+from smtpgate.relay.upstream import Result, Upstream, UpstreamError
+
+log = logging.getLogger("smtpgate.relay")
+
+POLL = 1.0  # seconds between looks at queue/kick
+RESCAN = 60.0  # seconds between full scans (entries of other worker processes)
+BUSY_RETRY = 30.0  # seconds before looking again at an entry another process holds
+STOP_GRACE = 10.0  # seconds a stopping deliverer lets transactions in flight finish
+
+
+class Deliverer:
+    """Delivers the queue in the background of the server process."""
+
+    def __init__(
+        self, config: Config, store: QueueStore, target: RelayTarget, *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.relay = config.relay
+        self.store = store
+        self.target = target
+        self.clock = clock
+        self._heap: list[tuple[float, float, str]] = []
+        self._due: dict[str, float] = {}
+        self._ready: deque[str] = deque()
+        self._busy: set[str] = set()
+        self._workers: set[asyncio.Task[None]] = set()
+        self._tokens: dict[str, TokenClient] = {}
+        self._wake = asyncio.Event()
+        self._main: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.target.on_queued = self.notify
+        if self.relay.tls == "none":
+            log.warning("relay: tls = \"none\": mail and credentials go to %s in clear",
+                        self.relay.host)
+        elif not self.relay.verify:
+            log.warning("relay: verify = false: the certificate of %s is not checked",
+                        self.relay.host)
+        await asyncio.to_thread(self.store.ensure)
+        removed = await asyncio.to_thread(self.store.clean_leftovers)
+        if removed:
+            log.info("relay: removed %d unacknowledged leftover file(s) from the queue", removed)
+        self._main = asyncio.create_task(self._run(), name="smtpgate-relay")
+
+    async def stop(self, grace: float = STOP_GRACE) -> None:
+        self._stopping = True
+        self.target.on_queued = None
+        self._ready.clear()
+        if self._main is not None:
+            self._main.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._main
+        if self._workers:
+            _, pending = await asyncio.wait(self._workers, timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    def notify(self, queue_id: str) -> None:
+        """A new entry is queued (called from any thread)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._schedule, queue_id, 0.0, self.clock())
+
+    # -- the index ---------------------------------------------------------------------------
+
+    def _schedule(self, queue_id: str, when: float, received: float) -> None:
+        if self._stopping:
+            return
+        self._due[queue_id] = when
+        heapq.heappush(self._heap, (when, received, queue_id))
+        self._wake.set()
+
+    def _forget(self, queue_id: str) -> None:
+        self._due.pop(queue_id, None)
+
+    async def _scan(self) -> None:
+        entries = await asyncio.to_thread(self._read_index)
+        for queue_id, when, received in entries:
+            if queue_id not in self._busy:
+                self._schedule(queue_id, when, received)
+
+    def _read_index(self) -> list[tuple[str, float, float]]:
+        found: list[tuple[str, float, float]] = []
+        for queue_id in self.store.ids():
+            try:
+                entry = self.store.load(queue_id)
+            except Missing:
+                continue
+            except CorruptEntry as exc:
+                self.store.move_corrupt(queue_id, str(exc))
+                continue
+            if not entry.held:
+                found.append((queue_id, entry.next_attempt, entry.received_at))
+        return found
+
+    async def _run(self) -> None:
+        await self._scan()
+        kick, scanned = self.store.kick_mtime(), self.clock()
+        while True:
+            self._release_due()
+            self._spawn()
+            wait = POLL
+            if self._heap:
+                wait = max(0.0, min(wait, self._heap[0][0] - self.clock()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
+            self._wake.clear()
+            mtime = self.store.kick_mtime()
+            if mtime != kick or self.clock() - scanned > RESCAN:
+                kick, scanned = mtime, self.clock()
+                await self._scan()
+
+    def _release_due(self) -> None:
+        now = self.clock()
+        while self._heap and self._heap[0][0] <= now:
+            when, _, queue_id = heapq.heappop(self._heap)
+            if self._due.get(queue_id) == when and queue_id not in self._busy:
+                self._forget(queue_id)
+                self._busy.add(queue_id)
+                self._ready.append(queue_id)
+
+    def _spawn(self) -> None:
+        while self._ready and len(self._workers) < min(len(self._ready),
+                                                       self.relay.max_connections):
+            task = asyncio.create_task(self._connection_worker())
+            self._workers.add(task)
+            task.add_done_callback(self._workers.discard)
+
+    # -- connections -------------------------------------------------------------------------
+
+    async def _connection_worker(self) -> None:
+        session: list[tuple[str, Upstream]] = []  # at most one: (account key, open upstream)
+        try:
+            while self._ready and not self._stopping:
+                queue_id = self._ready.popleft()
+                try:
+                    await self._attempt(queue_id, session)
+                except Exception:
+                    log.exception("queue=%s delivery attempt failed unexpectedly", queue_id)
+                    self._schedule(queue_id, self.clock() + BUSY_RETRY, 0.0)
+                finally:
+                    self._busy.discard(queue_id)
+        finally:
+            for _, upstream in session:
+                await upstream.close()
+
+    async def _upstream(self, account: RelayAccount, session: list[tuple[str, Upstream]]
+                        ) -> Upstream:
+        key = account_key(account) + account.username + account.auth
+        if session and (session[0][0] != key or not session[0][1].alive):
+            await session.pop()[1].close()
+        if session:
+            return session[0][1]
+        upstream = Upstream(self.relay, account, self.config.hostname, self._token_client(account))
+        try:
+            await upstream.open()
+        except TokenError as exc:
+            await upstream.close()
+            raise UpstreamError("token", str(exc)) from None
+        except UpstreamError:
+            await upstream.close()
+            raise
+        session.append((key, upstream))
+        return upstream
+
+    def _token_client(self, account: RelayAccount) -> TokenClient | None:
+        if account.auth not in ("xoauth2", "oauthbearer"):
+            return None
+        key = account_key(account)
+        if key not in self._tokens:
+            self._tokens[key] = TokenClient(account, self.config.data_dir, clock=self.clock)
+        return self._tokens[key]
+
+    # -- one message -------------------------------------------------------------------------
+
+    async def _attempt(self, queue_id: str, session: list[tuple[str, Upstream]]) -> None:
+        try:
+            with self.store.claim(queue_id):
+                entry = await asyncio.to_thread(self.store.load, queue_id)
+                await self._deliver(entry, session)
+        except Busy:
+            self._schedule(queue_id, self.clock() + BUSY_RETRY, 0.0)
+        except Missing:
+            self._forget(queue_id)
+        except CorruptEntry as exc:
+            await asyncio.to_thread(self.store.move_corrupt, queue_id, str(exc))
+
+    async def _deliver(self, entry: QueueEntry, session: list[tuple[str, Upstream]]) -> None:
+        now = self.clock()
+        if entry.held:
+            return
+        if not entry.pending:
+            await self._finish(entry)
+            return
+        if entry.next_attempt > now + 1.0:
+            self._schedule(entry.id, entry.next_attempt, entry.received_at)
+            return
+        if now - entry.received_at >= self.relay.max_queue_lifetime:
+            self._expire(entry)
+            await self._finish(entry)
+            return
+        account = choose(self.relay.accounts, entry.mail_from)
+        if account is None:
+            await self._defer(entry, "no [[relay.account]] matches the sender")
+            return
+        message = await asyncio.to_thread(self.store.read_message, entry.id)
+        try:
+            upstream = await self._upstream(account, session)
+            results = await upstream.send(entry.mail_from, [r.address for r in entry.pending],
+                                          message)
+        except UpstreamError as exc:
+            await self._defer(entry, str(exc))
+            return
+        self._apply(entry, results)
+        if entry.pending:
+            await self._defer(entry, "; ".join(sorted({r.reply for r in entry.pending})))
+        else:
+            await self._finish(entry)
+
+    def _apply(self, entry: QueueEntry, results: dict[str, Result]) -> None:
+        for recipient in entry.pending:
+            result = results.get(recipient.address)
+            if result is None:
+                continue
+            recipient.reply, recipient.remote_mta = str(result), self.relay.host
+            if 200 <= result.code < 300:
+                recipient.status = "delivered"
+                log.info("queue=%s to=<%s> relay=%s status=sent (%s)", entry.id,
+                         recipient.address, self.relay.host, result)
+            elif 500 <= result.code < 600:
+                recipient.status = "failed"
+                log.info("queue=%s to=<%s> relay=%s status=bounced (%s)", entry.id,
+                         recipient.address, self.relay.host, result)
+
+    def _expire(self, entry: QueueEntry) -> None:
+        for recipient in entry.pending:
+            recipient.status = "failed"
+            last = recipient.reply or entry.last_error or "no successful attempt"
+            recipient.reply = f"500 4.4.7 delivery time expired; last error: {last}"
+        log.info("queue=%s status=expired after %d attempt(s)", entry.id, entry.attempts)
+
+    async def _defer(self, entry: QueueEntry, reason: str) -> None:
+        now = self.clock()
+        entry.attempts += 1
+        entry.last_error = " ".join(reason.split())[:500]
+        schedule = self.relay.retry
+        delay = schedule[min(entry.attempts - 1, len(schedule) - 1)]
+        expiry = entry.received_at + self.relay.max_queue_lifetime
+        entry.next_attempt = min(now + delay, max(expiry, now))
+        await self._maybe_warn(entry, now)
+        await asyncio.to_thread(self.store.save, entry)
+        self._schedule(entry.id, entry.next_attempt, entry.received_at)
+        log.info("queue=%s status=deferred attempt=%d next_in=%ds: %s", entry.id,
+                 entry.attempts, round(entry.next_attempt - now), entry.last_error)
+
+    async def _maybe_warn(self, entry: QueueEntry, now: float) -> None:
+        warn_after = self.relay.delay_warning
+        if not warn_after or entry.delay_warned or not entry.mail_from:
+            return
+        if now - entry.received_at < warn_after:
+            return
+        for recipient in entry.pending:
+            recipient.reply = recipient.reply or f"451 4.4.1 {entry.last_error}"
+        await self._bounce(entry, entry.pending, "delayed")
+        entry.delay_warned = True
+
+    async def _finish(self, entry: QueueEntry) -> None:
+        failed = entry.failed
+        if failed and entry.mail_from:
+            await self._bounce(entry, failed, "failed")
+        elif failed:
+            log.info("queue=%s a bounce could not be delivered; not bounced again", entry.id)
+        await asyncio.to_thread(self.store.remove, entry.id)
+        self._forget(entry.id)
+        log.info("queue=%s removed: %d delivered, %d failed", entry.id,
+                 len(entry.recipients) - len(failed), len(failed))
+
+    async def _bounce(self, entry: QueueEntry, recipients: list[Recipient], action: str) -> None:
+        original = await asyncio.to_thread(self.store.read_message, entry.id)
+        now = self.clock()
+        report = build_dsn(entry, recipients, action, reporting_mta=self.config.hostname,
+                           original=original, now=now)
+        dsn_id = new_queue_id()
+        sender = entry.mail_from
+        if self.target.is_local(sender):
+            await asyncio.to_thread(self._store_local, dsn_id, sender, report, now)
+        else:
+            dsn = QueueEntry(id=dsn_id, mail_from="", recipients=[Recipient(sender)],
+                             received_at=now, next_attempt=now)
+            await asyncio.to_thread(self._enqueue, dsn, report)
+            self._schedule(dsn_id, now, now)
+        log.info("queue=%s dsn=%s action=%s to=<%s>", entry.id, dsn_id, action, sender)
+
+    def _store_local(self, dsn_id: str, sender: str, report: bytes, now: float) -> None:
+        envelope = Envelope(
+            session_id="relay", peer="", helo=self.config.hostname, esmtp=True, tls=False,
+            authenticated_user=None, mail_from="", recipients=(sender,), received_at=now,
+            queue_id=dsn_id,
+        )
+        delivery = self.target.maildir.start(envelope)
+        delivery.write(report)
+        delivery.commit()
+
+    def _enqueue(self, entry: QueueEntry, data: bytes) -> None:
+        writer = self.store.writer(entry)
+        writer.open()
+        writer.write(data)
+        writer.commit()
