@@ -36,6 +36,7 @@ class RelayEnv:
         self.smarthost = Smarthost(self.tokens.state)
         self.servers: list[tuple[Server, Relay]] = []
         self.config: Config | None = None
+        self.user_created = False
 
     def make(self, relay: dict[str, Any] | None = None, **sections: Any) -> Config:
         data_dir = self.tmp_path / "data"
@@ -55,8 +56,9 @@ class RelayEnv:
 
     async def start(self, config: Config | None = None) -> Server:
         config = config or self.config or self.make()
-        if not self.servers:
+        if not self.user_created:
             await create_user(config)
+            self.user_created = True
         relay = Relay(config)
         server = Server(config, delivery=relay.target)
         await server.start()

@@ -111,8 +111,8 @@ class TokenState:
 
 
 class TokenServer:
-    def __init__(self) -> None:
-        self.state = TokenState()
+    def __init__(self, state: TokenState | None = None, port: int = 0) -> None:
+        self.state = state or TokenState()
         state = self.state
 
         class Handler(BaseHTTPRequestHandler):
@@ -139,7 +139,8 @@ class TokenServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        ThreadingHTTPServer.allow_reuse_address = True
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.port = self.httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/token"
         self.device_url = f"http://127.0.0.1:{self.port}/devicecode"
@@ -175,7 +176,7 @@ class Handler:
         self.rcpt_replies: dict[str, str] = {}
         self.data_reply: str | None = None
         self.accepted: list[tuple[str, list[str], bytes, str | None]] = []
-        self.auth_attempts: list[tuple[str, bool]] = []
+        self.token_checks: list[tuple[str, bool]] = []
         self.connections = 0
 
     async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope,
@@ -208,12 +209,13 @@ class Handler:
         blob = base64.b64decode(args[1]) if len(args) > 1 else b""
         user, token = _bearer(blob, oauthbearer)
         ok = self.tokens is not None and self.tokens.valid(token)
-        self.auth_attempts.append((token, ok))
+        self.token_checks.append((token, ok))
         if ok:
             return AuthResult(success=True, auth_data=user)
         error = json.dumps({"status": "401", "schemes": "bearer"})
         await server.challenge_auth(error)
-        return AuthResult(success=False, message="535 5.7.3 Authentication unsuccessful")
+        return AuthResult(success=False, handled=False,
+                          message="535 5.7.3 Authentication unsuccessful")
 
     async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:
         return await self._token_auth(server, args, oauthbearer=False)

@@ -45,6 +45,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from smtpgate.config.durations import format_duration
 from smtpgate.config.schema import Config, RelayAccount
 from smtpgate.delivery.base import Envelope
 from smtpgate.relay.accounts import choose
@@ -296,9 +297,8 @@ class Deliverer:
 
     def _expire(self, entry: QueueEntry) -> None:
         for recipient in entry.pending:
-            recipient.status = "failed"
-            last = recipient.reply or entry.last_error or "no successful attempt"
-            recipient.reply = f"500 4.4.7 delivery time expired; last error: {last}"
+            recipient.status = "failed"  # the DSN keeps its last reply, or says 4.4.7
+        entry.extra["expired"] = f"gave up after {format_duration(self.relay.max_queue_lifetime)}"
         log.info("queue=%s status=expired after %d attempt(s)", entry.id, entry.attempts)
 
     async def _defer(self, entry: QueueEntry, reason: str) -> None:

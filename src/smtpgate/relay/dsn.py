@@ -26,18 +26,26 @@ from email.utils import format_datetime, formatdate, make_msgid
 from smtpgate.relay.entry import QueueEntry, Recipient
 
 _STATUS = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}")
+_REPLY = re.compile(r"[2-5]\d\d")
 MAX_HEADER = 64 * 1024
 
 
 def status_code(recipient: Recipient, action: str) -> str:
-    """The RFC 3463 status for the report: from the reply's enhanced code, else the class."""
+    """The RFC 3463 status: the reply's enhanced code, else from its class; no reply: 4.4.7
+    (delivery time expired) or, for a delay notice, 4.4.1 (no answer from host)."""
     code, _, text = recipient.reply.partition(" ")
     found = _STATUS.match(text)
     if found:
         return found.group(0)
-    if action == "delayed":
-        return "4.0.0"
-    return "5.0.0" if not code.startswith("4") else "4.4.7"
+    if _REPLY.fullmatch(code):
+        return f"{code[0]}.0.0"
+    return "4.4.1" if action == "delayed" else "4.4.7"
+
+
+def diagnostic(recipient: Recipient) -> str | None:
+    """The Diagnostic-Code (an upstream SMTP reply), if there was one."""
+    code = recipient.reply[:3]
+    return _one_line(recipient.reply) if _REPLY.fullmatch(code) else None
 
 
 def build_dsn(
@@ -81,8 +89,10 @@ def _human(entry: QueueEntry, recipients: list[Recipient], action: str, mta: str
         intro = (f"This is the mail system at {mta}. Your message (queue id {entry.id}) could "
                  "not be delivered to the recipients below.")
     lines = [intro, ""]
+    if "expired" in entry.extra:
+        lines += [f"The delivery time expired: {entry.extra['expired']} of retries.", ""]
     for recipient in recipients:
-        lines.append(f"<{recipient.address}>: {recipient.reply or 'no reply'}")
+        lines.append(f"<{recipient.address}>: {recipient.reply or entry.last_error or '-'}")
     return "\r\n".join(lines) + "\r\n"
 
 
@@ -101,8 +111,9 @@ def _status(
         ]
         if recipient.remote_mta:
             fields.append(f"Remote-MTA: dns; {recipient.remote_mta}")
-        if recipient.reply:
-            fields.append(f"Diagnostic-Code: smtp; {_one_line(recipient.reply)}")
+        code = diagnostic(recipient)
+        if code:
+            fields.append(f"Diagnostic-Code: smtp; {code}")
         fields.append(f"Last-Attempt-Date: {last}")
         blocks.append("\r\n".join(fields) + "\r\n")
     return "\r\n".join(blocks)
