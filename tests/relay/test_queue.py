@@ -121,7 +121,7 @@ async def test_corrupt_record_is_moved_aside_and_the_rest_delivered(env: RelayEn
     await env.start(config)
     await env.submit(["you@remote.test"])
     await wait_for(lambda: env.smarthost.handler.accepted)
-    await wait_for(lambda: (queue / "corrupt" / "BAD1.json").exists())
+    await wait_for((queue / "corrupt" / "BAD1.json").exists)
     assert (queue / "corrupt" / "BAD1.msg").exists()
     await wait_for(lambda: not env.queued())
 
