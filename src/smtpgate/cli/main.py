@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     imports = user.add_parser("import", help="import a Dovecot passwd-file")
     imports.add_argument("file", metavar="FILE", type=Path)
     imports.set_defaults(handler=cmd_user_import)
+    from smtpgate.cli.queue import add_commands  # queue, relay test, oauth authorize
+
+    add_commands(commands)
     return parser
 
 
