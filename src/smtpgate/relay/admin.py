@@ -10,12 +10,14 @@ removes the entry (at once if the server runs, else at its next start).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 
 from smtpgate.relay.entry import CorruptEntry, QueueEntry
 from smtpgate.relay.queue import Busy, Missing, QueueStore
 
+BUSY_WAIT = 3.0  # seconds the CLI waits for a delivery attempt in progress
 BOUNCED_BY_ADMIN = "554 5.0.0 returned to the sender by the administrator"
 
 
@@ -45,17 +47,29 @@ def load(store: QueueStore, queue_id: str) -> QueueEntry:
         raise AdminError(f"queue record {queue_id} is unreadable: {exc}") from None
 
 
+@contextlib.contextmanager
+def claimed(store: QueueStore, queue_id: str, wait: float = BUSY_WAIT) -> Iterator[None]:
+    """The entry's lock, waiting up to ``wait`` seconds for a delivery attempt to end."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            with store.claim(queue_id):
+                yield
+            return
+        except Missing:
+            raise AdminError(f"no queued message {queue_id!r}") from None
+        except Busy:
+            if time.monotonic() > deadline:
+                raise AdminError(f"{queue_id} is being delivered right now; try again") from None
+            time.sleep(0.05)
+
+
 def change(store: QueueStore, queue_id: str, edit: Callable[[QueueEntry], None]) -> QueueEntry:
     """Claim, reload, edit, save, kick."""
-    try:
-        with store.claim(queue_id):
-            entry = load(store, queue_id)
-            edit(entry)
-            store.save(entry)
-    except Missing:
-        raise AdminError(f"no queued message {queue_id!r}") from None
-    except Busy:
-        raise AdminError(f"{queue_id} is being delivered right now; try again") from None
+    with claimed(store, queue_id):
+        entry = load(store, queue_id)
+        edit(entry)
+        store.save(entry)
     store.kick()
     return entry
 
@@ -82,10 +96,5 @@ def bounce(entry: QueueEntry) -> None:
 
 
 def delete(store: QueueStore, queue_id: str) -> None:
-    try:
-        with store.claim(queue_id):
-            store.remove(queue_id)
-    except Missing:
-        raise AdminError(f"no queued message {queue_id!r}") from None
-    except Busy:
-        raise AdminError(f"{queue_id} is being delivered right now; try again") from None
+    with claimed(store, queue_id):
+        store.remove(queue_id)
