@@ -129,7 +129,7 @@ async def test_corrupt_record_is_moved_aside_and_the_rest_delivered(env: RelayEn
 async def test_restart_delivers_what_was_queued(env: RelayEnv) -> None:
     port = env.smarthost.port
     env.smarthost.stop()
-    await env.start()
+    await env.start(env.make(relay={"max_connections": 1}))
     for n in range(3):
         await env.submit([f"r{n}@remote.test"])
     await env.stop_smtpgate()

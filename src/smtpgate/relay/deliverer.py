@@ -108,10 +108,10 @@ class Deliverer:
         self._stopping = True
         self.target.on_queued = None
         self._ready.clear()
+        self._wake.set()
         if self._main is not None:
             self._main.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._main
+            await asyncio.wait([self._main], timeout=grace)
         if self._workers:
             _, pending = await asyncio.wait(self._workers, timeout=grace)
             for task in pending:
@@ -159,14 +159,15 @@ class Deliverer:
     async def _run(self) -> None:
         await self._scan()
         kick, scanned = self.store.kick_mtime(), self.clock()
-        while True:
+        while not self._stopping:
             self._release_due()
             self._spawn()
             wait = POLL
             if self._heap:
                 wait = max(0.0, min(wait, self._heap[0][0] - self.clock()))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+                async with asyncio.timeout(wait):  # not wait_for: it can swallow a cancel
+                    await self._wake.wait()
             self._wake.clear()
             mtime = self.store.kick_mtime()
             if mtime != kick or self.clock() - scanned > RESCAN:
