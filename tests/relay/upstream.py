@@ -228,7 +228,7 @@ def _password_check(server: SMTP, session: Session, envelope: Envelope, mechanis
                     data: Any) -> AuthResult:
     ok = (isinstance(data, LoginPassword) and data.login.decode() == UPSTREAM_USER
           and data.password.decode() == UPSTREAM_PASSWORD)
-    return AuthResult(success=ok, auth_data=data if ok else None)
+    return AuthResult(success=ok, handled=False, auth_data=data if ok else None)
 
 
 class Smarthost:

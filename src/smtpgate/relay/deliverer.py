@@ -13,7 +13,8 @@ worker processes). Stale heap items are skipped lazily.
 Connections. Due ids move to a ready list in queue order; up to
 ``[relay] max_connections`` connection tasks take them. A task keeps its
 upstream session open while there is more ready work for the same account
-(several messages per connection) and closes it when the list is empty.
+(several messages per connection), waits up to ``LINGER`` seconds for more
+when the list is empty, then says QUIT.
 
 One message (``_attempt``), holding the entry's lock (``QueueStore.claim``;
 a busy entry belongs to another process and is looked at again later):
@@ -61,6 +62,7 @@ log = logging.getLogger("smtpgate.relay")
 POLL = 1.0  # seconds between looks at queue/kick
 RESCAN = 60.0  # seconds between full scans (entries of other worker processes)
 BUSY_RETRY = 30.0  # seconds before looking again at an entry another process holds
+LINGER = 2.0  # seconds an idle upstream session waits for more mail before QUIT
 STOP_GRACE = 10.0  # seconds a stopping deliverer lets transactions in flight finish
 
 
@@ -83,6 +85,8 @@ class Deliverer:
         self._workers: set[asyncio.Task[None]] = set()
         self._tokens: dict[str, TokenClient] = {}
         self._wake = asyncio.Event()
+        self._more = asyncio.Event()  # set when ids become ready (wakes idle sessions)
+        self._idle = 0  # sessions waiting in _next_ready
         self._main: asyncio.Task[None] | None = None
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -109,6 +113,7 @@ class Deliverer:
         self.target.on_queued = None
         self._ready.clear()
         self._wake.set()
+        self._more.set()
         if self._main is not None:
             self._main.cancel()
             await asyncio.wait([self._main], timeout=grace)
@@ -184,19 +189,35 @@ class Deliverer:
                 self._ready.append(queue_id)
 
     def _spawn(self) -> None:
-        while self._ready and len(self._workers) < min(len(self._ready),
-                                                       self.relay.max_connections):
+        if self._ready:
+            self._more.set()
+        while (self._ready and len(self._workers) < self.relay.max_connections
+               and len(self._ready) > self._idle):
             task = asyncio.create_task(self._connection_worker())
             self._workers.add(task)
             task.add_done_callback(self._workers.discard)
+
+    async def _next_ready(self) -> str | None:
+        """The next ready id; an idle session waits up to ``LINGER`` seconds for one."""
+        if not self._ready and not self._stopping:
+            self._idle += 1
+            self._more.clear()
+            try:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(LINGER):
+                        await self._more.wait()
+            finally:
+                self._idle -= 1
+        if self._stopping or not self._ready:
+            return None
+        return self._ready.popleft()
 
     # -- connections -------------------------------------------------------------------------
 
     async def _connection_worker(self) -> None:
         session: list[tuple[str, Upstream]] = []  # at most one: (account key, open upstream)
         try:
-            while self._ready and not self._stopping:
-                queue_id = self._ready.popleft()
+            while (queue_id := await self._next_ready()) is not None:
                 try:
                     await self._attempt(queue_id, session)
                 except Exception:
