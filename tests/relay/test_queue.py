@@ -109,6 +109,8 @@ def test_records_that_are_not_ours_are_refused() -> None:
 def test_queue_ids() -> None:
     ids = [new_queue_id() for _ in range(200)]
     assert len(set(ids)) == 200 and all(valid_id(i) for i in ids)
+    stamps = [i[:10] for i in ids]
+    assert stamps == sorted(stamps)  # names sort in arrival order
     assert not valid_id("../x") and not valid_id("")
 
 

@@ -52,7 +52,7 @@ log = logging.getLogger("smtpgate.relay")
 QUEUE_DIR = "queue"
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
 _DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
-_ID_CHARS = string.ascii_uppercase + string.digits
+_ID_CHARS = string.digits + string.ascii_uppercase  # ASCII order: ids sort by time
 _BUFFER = 64 * 1024
 STALE_TMP = 600.0  # seconds: an unlocked tmp record older than this is a crash leftover
 
