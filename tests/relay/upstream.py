@@ -15,6 +15,7 @@ recipient to its RCPT reply (``"421 ..."`` also closes the connection);
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime
 import ipaddress
@@ -175,6 +176,7 @@ class Handler:
         self.tokens = tokens
         self.rcpt_replies: dict[str, str] = {}
         self.data_reply: str | None = None
+        self.data_delay = 0.0  # seconds between receiving the message and the 250
         self.accepted: list[tuple[str, list[str], bytes, str | None]] = []
         self.token_checks: list[tuple[str, bool]] = []
         self.connections = 0
@@ -203,6 +205,7 @@ class Handler:
             user = session.auth_data.login.decode()
         self.accepted.append((envelope.mail_from, list(envelope.rcpt_tos),
                               bytes(envelope.original_content or b""), user))
+        await asyncio.sleep(self.data_delay)
         return "250 2.0.0 Ok: queued upstream"
 
     async def _token_auth(self, server: SMTP, args: list[str], oauthbearer: bool) -> AuthResult:
