@@ -3,6 +3,7 @@ expired tokens, a token endpoint that is down, an untrusted certificate, expiry 
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from tests.relay.conftest import RelayEnv, wait_for
@@ -126,3 +127,31 @@ async def test_expiry_bounces_and_a_bounce_is_never_bounced(env: RelayEnv) -> No
     # The DSN to alice@remote.test is itself undeliverable; it expires and is not bounced.
     await wait_for(lambda: not env.queued(), timeout=20)
     assert len(env.mailbox("alice@local.test")) == 1
+
+
+async def test_delay_warning_is_sent_once(env: RelayEnv) -> None:
+    env.smarthost.handler.rcpt_replies["you@remote.test"] = "452 4.2.2 mailbox full"
+    await env.start(env.make(relay={"delay_warning": "1s", "retry": "0.5s"}))
+    await env.submit(["you@remote.test"])
+    await wait_for(lambda: env.mailbox("alice@local.test"), timeout=10)
+    await wait_for(lambda: _entry(env)["attempts"] >= 4, timeout=10)
+    (notice,) = env.mailbox("alice@local.test")
+    assert b"Action: delayed" in notice and b"Status: 4.2.2" in notice
+    assert b"Subject: Delivery delayed" in notice
+    assert len(env.queued()) == 1  # still queued
+
+
+async def test_clean_stop_finishes_the_transaction_and_sends_nothing_twice(
+    env: RelayEnv,
+) -> None:
+    handler = env.smarthost.handler
+    handler.data_delay = 1.0
+    await env.start()
+    await env.submit(["you@remote.test"])
+    await wait_for(lambda: handler.accepted)
+    await env.stop_smtpgate()  # while the upstream has not answered DATA yet
+    assert env.queued() == []
+    handler.data_delay = 0.0
+    await env.start()
+    await asyncio.sleep(1.5)
+    assert len(handler.accepted) == 1
