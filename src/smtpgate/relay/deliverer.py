@@ -6,9 +6,10 @@ Index. Memory holds only an index, never a message: a heap of
 ``(next_attempt, received_at, id)`` and the time each id is due. It is
 filled by a scan of ``queue/`` at start (in the background: the server
 serves at once), by ``notify(id)`` from the relay target after each commit,
-and by a rescan when the CLI touches ``queue/kick`` (checked every
-``POLL`` seconds) or every ``RESCAN`` seconds (entries written by other
-worker processes). Stale heap items are skipped lazily.
+and by a full rescan when the CLI touches ``queue/kick`` (checked every
+``POLL`` seconds), and every ``RESCAN`` seconds by a scan that reads only
+ids the index lacks (entries written by other worker processes). Stale
+heap items are skipped lazily.
 
 Connections. Due ids move to a ready list in queue order; up to
 ``[relay] max_connections`` connection tasks take them. A task keeps its
@@ -48,12 +49,11 @@ from collections.abc import Callable
 
 from smtpgate.config.durations import format_duration
 from smtpgate.config.schema import Config, RelayAccount
-from smtpgate.delivery.base import Envelope
 from smtpgate.relay.accounts import choose
-from smtpgate.relay.dsn import build_dsn
+from smtpgate.relay.bounce import send_dsn
 from smtpgate.relay.entry import CorruptEntry, QueueEntry, Recipient
 from smtpgate.relay.oauth import TokenClient, TokenError, account_key
-from smtpgate.relay.queue import Busy, Missing, QueueStore, new_queue_id
+from smtpgate.relay.queue import Busy, Missing, QueueStore
 from smtpgate.relay.target import RelayTarget
 from smtpgate.relay.upstream import Result, Upstream, UpstreamError
 
@@ -141,15 +141,19 @@ class Deliverer:
     def _forget(self, queue_id: str) -> None:
         self._due.pop(queue_id, None)
 
-    async def _scan(self) -> None:
-        entries = await asyncio.to_thread(self._read_index)
+    async def _scan(self, *, full: bool = True) -> None:
+        """Index the queue; ``full=False`` reads only ids this index does not have."""
+        skip = frozenset(self._busy) if full else frozenset(self._due) | self._busy
+        entries = await asyncio.to_thread(self._read_index, skip)
         for queue_id, when, received in entries:
             if queue_id not in self._busy:
                 self._schedule(queue_id, when, received)
 
-    def _read_index(self) -> list[tuple[str, float, float]]:
+    def _read_index(self, skip: frozenset[str]) -> list[tuple[str, float, float]]:
         found: list[tuple[str, float, float]] = []
         for queue_id in self.store.ids():
+            if queue_id in skip:
+                continue
             try:
                 entry = self.store.load(queue_id)
             except Missing:
@@ -175,9 +179,12 @@ class Deliverer:
                     await self._wake.wait()
             self._wake.clear()
             mtime = self.store.kick_mtime()
-            if mtime != kick or self.clock() - scanned > RESCAN:
+            if mtime != kick:  # the CLI changed something: read everything again
                 kick, scanned = mtime, self.clock()
                 await self._scan()
+            elif self.clock() - scanned > RESCAN:  # entries of other worker processes
+                scanned = self.clock()
+                await self._scan(full=False)
 
     def _release_due(self) -> None:
         now = self.clock()
@@ -360,33 +367,11 @@ class Deliverer:
                  len(entry.recipients) - len(failed), len(failed))
 
     async def _bounce(self, entry: QueueEntry, recipients: list[Recipient], action: str) -> None:
-        original = await asyncio.to_thread(self.store.read_message, entry.id)
         now = self.clock()
-        report = build_dsn(entry, recipients, action, reporting_mta=self.config.hostname,
-                           original=original, now=now)
-        dsn_id = new_queue_id()
-        sender = entry.mail_from
-        if self.target.is_local(sender):
-            await asyncio.to_thread(self._store_local, dsn_id, sender, report, now)
-        else:
-            dsn = QueueEntry(id=dsn_id, mail_from="", recipients=[Recipient(sender)],
-                             received_at=now, next_attempt=now)
-            await asyncio.to_thread(self._enqueue, dsn, report)
-            self._schedule(dsn_id, now, now)
-        log.info("queue=%s dsn=%s action=%s to=<%s>", entry.id, dsn_id, action, sender)
-
-    def _store_local(self, dsn_id: str, sender: str, report: bytes, now: float) -> None:
-        envelope = Envelope(
-            session_id="relay", peer="", helo=self.config.hostname, esmtp=True, tls=False,
-            authenticated_user=None, mail_from="", recipients=(sender,), received_at=now,
-            queue_id=dsn_id,
+        dsn_id, queued = await asyncio.to_thread(
+            send_dsn, self.store, self.target, entry, recipients, action,
+            hostname=self.config.hostname, now=now,
         )
-        delivery = self.target.maildir.start(envelope)
-        delivery.write(report)
-        delivery.commit()
-
-    def _enqueue(self, entry: QueueEntry, data: bytes) -> None:
-        writer = self.store.writer(entry)
-        writer.open()
-        writer.write(data)
-        writer.commit()
+        if queued:
+            self._schedule(dsn_id, now, now)
+        log.info("queue=%s dsn=%s action=%s to=<%s>", entry.id, dsn_id, action, entry.mail_from)
