@@ -177,3 +177,15 @@ async def test_disk_full_answers_452_and_queues_nothing(
     assert len(env.queued()) == 1
     record = json.loads((small_queue / env.queued()[0]).read_text())
     assert record["recipients"][0]["address"] == "you@remote.test"
+
+
+def test_queue_failure_leaves_no_maildir_tmp(target: RelayTarget, tmp_path: Path) -> None:
+    delivery = target.start(envelope("you@remote.test", "bob@local.test"))
+    delivery.write(b"Subject: x\r\n\r\nbody\r\n")
+    os.rmdir(tmp_path / "queue" / "corrupt")
+    (tmp_path / "queue" / "Q1.json").mkdir()  # the rename of the record onto it fails
+    with pytest.raises(DeliveryError):
+        delivery.commit()
+    assert os.listdir(tmp_path / "mail" / "bob@local.test" / "tmp") == []
+    assert os.listdir(tmp_path / "mail" / "bob@local.test" / "new") == []
+    assert not (tmp_path / "queue" / "Q1.msg").exists()

@@ -104,7 +104,12 @@ class RelayDelivery:
 
     def commit(self) -> None:
         if self._queued is not None:
-            self._queued.commit()
+            try:
+                self._queued.commit()
+            except DeliveryError:
+                if self._mailbox is not None:
+                    self._mailbox.abort()  # its tmp file must not stay behind
+                raise
         if self._mailbox is not None:
             try:
                 self._mailbox.commit()
