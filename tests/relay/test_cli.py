@@ -157,3 +157,14 @@ async def test_oauth_authorize_device_code(
     rt = env.tmp_path / "data" / "rt"
     assert rt.read_text() == "rt-1\n" and (rt.stat().st_mode & 0o777) == 0o600
     assert env.tokens.state.device_polls == 2  # one authorization_pending, then the token
+
+
+async def test_relay_test_missing_ca_file(
+    env: RelayEnv, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env.make()
+    config = write_toml(tmp_path / "smtpgate.toml", env, tls="starttls", ca_file="missing.pem")
+    code, out = await cli(config, "relay", "test", capsys=capsys)
+    assert code == 1
+    assert out.strip().startswith("tls      FAILED: tls: cannot load ca_file")
+    assert "No such file or directory" in out

@@ -189,3 +189,27 @@ def test_queue_failure_leaves_no_maildir_tmp(target: RelayTarget, tmp_path: Path
     assert os.listdir(tmp_path / "mail" / "bob@local.test" / "tmp") == []
     assert os.listdir(tmp_path / "mail" / "bob@local.test" / "new") == []
     assert not (tmp_path / "queue" / "Q1.msg").exists()
+
+
+async def test_two_deliverers_on_one_queue_send_each_message_once(env: RelayEnv) -> None:
+    """Like two worker processes: both drain queue/, the per-entry flock decides."""
+    from smtpgate.relay.service import Relay
+    from tests.relay.upstream import Smarthost
+
+    port = env.smarthost.port
+    env.smarthost.stop()
+    config = env.make(relay={"max_connections": 2})
+    await env.start(config)
+    for n in range(12):
+        await env.submit([f"r{n}@remote.test"])
+    other = Relay(config)
+    await other.start()
+    try:
+        await wait_for(lambda: len(env.queued()) == 12)
+        env.smarthost = Smarthost(env.tokens.state, port=port).start()
+        await wait_for(lambda: not env.queued(), timeout=40)
+        assert not list(env.queue.glob("*.msg"))
+    finally:
+        await other.stop()
+    delivered = sorted(a[1][0] for a in env.smarthost.handler.accepted)
+    assert delivered == sorted(f"r{n}@remote.test" for n in range(12))

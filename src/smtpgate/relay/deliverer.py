@@ -244,7 +244,7 @@ class Deliverer:
         if session:
             return session[0][1]
         upstream = Upstream(self.relay, account, self.config.hostname, self._token_client(account))
-        try:
+        try:  # (a bad ca_file raises UpstreamError above, before any connection)
             await upstream.open()
         except TokenError as exc:
             await upstream.close()

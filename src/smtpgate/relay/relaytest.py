@@ -56,8 +56,12 @@ async def run_checks(config: Config, account: RelayAccount, say: Callable[[str],
     tokens = None
     if account.auth in ("xoauth2", "oauthbearer"):
         tokens = TokenClient(account, config.data_dir)
-    upstream = Upstream(relay, account, config.hostname, tokens)
     step = "connect"
+    try:
+        upstream = Upstream(relay, account, config.hostname, tokens)
+    except UpstreamError as exc:
+        say(f"tls      FAILED: {exc}; fix: {HINTS['tls']}")
+        return False
     try:
         greeting = await upstream.connect()
         say(f"connect  ok: {relay.host}:{relay.port} answered {greeting!r}")

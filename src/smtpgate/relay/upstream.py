@@ -65,7 +65,11 @@ class Result:
 def tls_context(relay: RelayConfig) -> ssl.SSLContext:
     context = ssl.create_default_context()
     if relay.ca_file:
-        context.load_verify_locations(cafile=relay.ca_file)
+        try:
+            context.load_verify_locations(cafile=relay.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise UpstreamError("tls", f"cannot load ca_file {relay.ca_file}: {reason}") from None
     if not relay.verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
