@@ -3,11 +3,13 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-# Debian packages for the real third-party clients the tests run (tests/tools.py);
-# swaks needs Net::SSLeay for TLS, which is only a Recommends.
+# The one list of Debian packages `make test` needs: the real third-party clients
+# the tests run (tests/tools.py names the command each provides; tests/test_packaging.py
+# checks they are all here); swaks needs Net::SSLeay for TLS, which is only a Recommends.
+# `make -s deb-packages` prints it (the README points there instead of copying it).
 DEB_PACKAGES := swaks gsasl msmtp curl libnet-ssleay-perl gnutls-bin openssl
 
-.PHONY: serve test lint venv test-venv deb-tools bench fuzz clean
+.PHONY: serve test lint venv test-venv deb-tools deb-packages bench fuzz clean
 
 $(VENV)/.installed: pyproject.toml setup.py src/smtpgate/protocol/_speedups.c
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +26,9 @@ test-venv: $(VENV)/.installed-test
 
 serve: venv
 	$(VENV)/bin/smtpgate serve
+
+deb-packages:
+	@echo $(DEB_PACKAGES)
 
 # Real third-party clients for the interop tests; installed when we are root.
 deb-tools:

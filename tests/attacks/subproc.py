@@ -6,19 +6,20 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
+from tests.e2e.cluster import SMTPGATE
 from tests.e2e.conftest import PASSWORD, free_port
 
-SMTPGATE = [sys.executable, "-c", "import sys; from smtpgate.cli.main import main; "
-            "sys.exit(main(sys.argv[1:]))"]
+__all__ = ["SMTPGATE", "ServeProcess"]
+
 
 
 class ServeProcess:
     def __init__(
-        self, root: Path, *, extra_toml: str = "", password: str = PASSWORD, workers: int = 1
+        self, root: Path, *, extra_toml: str = "", password: str = PASSWORD, workers: int = 1,
+        umask: int = -1,
     ) -> None:
         self.root = root
         self.port = free_port()
@@ -35,12 +36,13 @@ class ServeProcess:
         self.stderr = root / "serve.err"
         self.proc: subprocess.Popen[bytes] | None = None
         self.env = {**os.environ, "SMTPGATE_LOG_LEVEL": "DEBUG", "PYTHONUNBUFFERED": "1"}
+        self.umask = umask  # -1: inherit ours
         self.cli("user", "add", "alice", "--password-stdin", stdin=password + "\n")
 
     def cli(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
             [*SMTPGATE, "--config", str(self.config), *args], input=stdin, text=True,
-            capture_output=True, timeout=60, env=self.env, check=False,
+            capture_output=True, timeout=60, env=self.env, check=False, umask=self.umask,
         )
         assert done.returncode == 0, done.stderr
         return done
@@ -49,7 +51,7 @@ class ServeProcess:
         with self.stdout.open("ab") as out, self.stderr.open("ab") as err:
             self.proc = subprocess.Popen(
                 [*SMTPGATE, "--config", str(self.config), "serve"], stdout=out, stderr=err,
-                env=self.env,
+                env=self.env, umask=self.umask,
             )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -79,6 +81,18 @@ class ServeProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
         return self.proc.returncode
+
+    def workers(self, count: int = 2, timeout: float = 10.0) -> list[int]:
+        """The worker process ids, once ``count`` of them run."""
+        assert self.proc is not None
+        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            children = [int(p) for p in path.read_text().split()]
+            if len(children) == count:
+                return children
+            time.sleep(0.05)
+        raise AssertionError(f"expected {count} workers, have {path.read_text()!r}")
 
     def output(self) -> str:
         return self.stdout.read_text(errors="replace") + self.stderr.read_text(errors="replace")

@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import itertools
+import multiprocessing
 import ssl
 import time
+from collections import Counter
+from multiprocessing.synchronize import Event
+from pathlib import Path
 from typing import Any
 
-from smtpgate.policy.throttle import Throttle, ThrottleLimits, client_key
+from smtpgate.policy.throttle import Throttle, client_key
 from tests.attacks.raw import Raw, addr, b64, merge, plain
+from tests.attacks.subproc import ServeProcess
+from tests.auth.defaults import throttle_limits
 from tests.e2e.conftest import PASSWORD, ServerFactory
 from tests.sasl.clients import ScramClient
 
@@ -191,7 +199,7 @@ def test_ipv6_clients_are_keyed_by_their_64() -> None:
     assert client_key("2001:db8:1:2::1") != client_key("2001:db8:1:3::1")
     assert client_key("::ffff:192.0.2.7") == client_key("192.0.2.7")
     now = [1000.0]
-    throttle = Throttle(ThrottleLimits(ip_failure_limit=3, ip_failure_window=60),
+    throttle = Throttle(throttle_limits(ip_failure_limit=3, ip_failure_window=60),
                         clock=lambda: now[0])
     for host in range(3):
         throttle.record_failure(f"2001:db8:0:1::{host + 1:x}", "alice")
@@ -199,3 +207,109 @@ def test_ipv6_clients_are_keyed_by_their_64() -> None:
     assert not throttle.ip_blocked("2001:db8:0:2::1")
     now[0] += 61
     assert not throttle.ip_blocked("2001:db8:0:1::1")
+
+
+# -- fair hashing under a flood (auth.fair) ---------------------------------------
+
+FLOOD_CONNECTIONS = 200
+FLOOD_SOURCES = [f"127.0.0.{n}" for n in range(2, 14)]  # 12 addresses
+FLOOD_SECONDS = 20.0  # hard bound on the flood's life
+_GUESS_IDS = itertools.count()
+
+
+async def _flood_one(address: tuple[str, int], local: str, deadline: float,
+                     replies: Counter[int]) -> None:
+    """One connection guessing alice's password until the deadline (reconnecting if closed).
+
+    Every guess differs, as in a real attack: identical checks would share one verify."""
+    while time.monotonic() < deadline:
+        try:
+            c = await Raw.open(address, local=local)
+            await c.ehlo()
+            while time.monotonic() < deadline:
+                guess = f"guess-{local}-{next(_GUESS_IDS)}"
+                resp = await c.cmd("AUTH PLAIN " + plain(password=guess), timeout=30)
+                replies[resp.code] += 1
+        except (TimeoutError, ConnectionError, OSError):
+            await asyncio.sleep(0.1)
+
+
+async def _flood(address: tuple[str, int], seconds: float, ready: Event, stop: Event,
+                 report: Any) -> None:
+    deadline = time.monotonic() + seconds
+    replies: Counter[int] = Counter()
+    tasks = [
+        asyncio.ensure_future(
+            _flood_one(address, FLOOD_SOURCES[n % len(FLOOD_SOURCES)], deadline, replies)
+        )
+        for n in range(FLOOD_CONNECTIONS)
+    ]
+    while replies[535] < 2 * len(FLOOD_SOURCES) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)  # the flooding addresses have failed logins on record
+    ready.set()
+    while not stop.is_set() and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    report.update(replies)
+
+
+def flood_process(
+    address: tuple[str, int], seconds: float, ready: Event, stop: Event, report: Any
+) -> None:
+    """Entry point of the flood client's own process."""
+    asyncio.run(_flood(address, seconds, ready, stop, report))
+
+
+def _login_seconds(address: tuple[str, int], local: str) -> tuple[float, str]:
+    async def run() -> tuple[float, str]:
+        c = await Raw.open(address, local=local)
+        await c.ehlo()
+        start = time.monotonic()
+        resp = await c.cmd("AUTH PLAIN " + plain(), timeout=60)
+        elapsed = time.monotonic() - start
+        await c.close()
+        return elapsed, f"{resp.code} {resp.enh}"
+
+    return asyncio.run(run())
+
+
+def test_correct_login_from_a_new_address_is_served_within_1s_under_a_flood(
+    tmp_path: Path,
+) -> None:
+    """Issue 8, part 4: 200 connections from 12 addresses guess alice's password (IP and
+    login windows opened wide, failure_delay at its default); a correct login from a
+    new address still completes within 1 s, because hashing is shared fairly between
+    addresses and the queue is bounded (auth.fair)."""
+    serve = ServeProcess(tmp_path, workers=1, extra_toml=(
+        "ip_failure_limit = 1000000\nuser_failure_limit = 1000000\n"
+        "max_failures_per_connection = 1000000\n"
+    ))
+    # ServeProcess turns failure_delay off; the flood is measured with the default.
+    serve.config.write_text(serve.config.read_text().replace("failure_delay = 0.0\n", ""))
+    serve.start()
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Manager() as manager:
+        ready, stop, report = ctx.Event(), ctx.Event(), manager.dict()
+        flood = ctx.Process(
+            target=flood_process, args=(serve.address, FLOOD_SECONDS, ready, stop, report)
+        )
+        flood.start()
+        try:
+            assert ready.wait(FLOOD_SECONDS), "the flood never got going"
+            time.sleep(2.0)  # every flooding address has failed by now: the queue is full
+            elapsed, reply = _login_seconds(serve.address, "127.0.0.20")
+            stop.set()
+            flood.join(FLOOD_SECONDS)
+            replies = dict(report)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                flood.kill()
+            flood.join(10)
+            serve.stop()
+    print(f"\ncorrect login under the flood: {elapsed:.2f} s; flood replies: {replies}")
+    assert reply == "235 2.7.0"
+    # a real flood: guesses were hashed and answered 535, and the queue overflowed (454)
+    assert replies.get(535, 0) >= 2 * len(FLOOD_SOURCES) and replies.get(454, 0) > 0, replies
+    assert elapsed < 1.0, f"correct login took {elapsed:.2f} s under the flood"

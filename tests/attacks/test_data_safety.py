@@ -1,6 +1,6 @@
-"""Data safety: durability before 250, full disks, failing fsync, no duplicates
-(RFC 5321 section 6.1 "the receiver MUST NOT lose the message" once it sent 250;
-SPEC section 5; the Maildir protocol: tmp/, fsync, rename into new/).
+"""Data safety: durability before 250, full disks, failing fsync, no duplicates,
+no partial files after a crash (RFC 5321 section 6.1 "the receiver MUST NOT lose
+the message" once it sent 250; maildir(5): tmp/, fsync, rename into new/).
 """
 
 from __future__ import annotations
@@ -8,7 +8,9 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import stat
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 import pytest
 
 from smtpgate.delivery import maildir
+from smtpgate.delivery.maildir import SIDECAR_DIR
 from tests.attacks.raw import PLAIN_OK, Raw, authed, merge, messages
 from tests.attacks.subproc import ServeProcess
 from tests.e2e.conftest import ServerFactory
@@ -62,7 +65,10 @@ async def test_sigkill_right_after_250_keeps_the_message(tmp_path: Path) -> None
         await d.send(b"Subject: half\r\n\r\n" + b"x" * 100_000)
         serve.kill()
         assert _new(serve.data) == [msg]
-        serve.start()  # and after a restart the server works on the same Maildir
+        assert len(_tmp(serve.data)) == 1  # the partial message
+        serve.start()  # the restart removes it, and works on the same Maildir
+        assert _tmp(serve.data) == []
+        assert "maildir recovery: removed 1 partial files" in serve.output()
         e = await Raw.open(serve.address)
         await e.ehlo()
         await e.login()
@@ -128,11 +134,11 @@ async def test_failing_fsync_answers_451_and_leaves_nothing(
     def failing_fsync(fd: int) -> None:
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(maildir.os, "fsync", failing_fsync)
+    monkeypatch.setattr(os, "fsync", failing_fsync)
     resp = await _send(c, b"Subject: eio\r\n\r\nfile", ("a@x.test", "b@x.test"))
     assert (resp.code, resp.enh) == (451, "4.3.0"), resp
     assert messages(server) == [] and _tmp(server.config.data_dir) == []
-    monkeypatch.setattr(maildir.os, "fsync", real_fsync)
+    monkeypatch.setattr(os, "fsync", real_fsync)
 
     def failing_dir_fsync(path: Path) -> None:
         raise OSError(errno.EIO, "Input/output error")
@@ -166,3 +172,63 @@ async def test_one_250_one_message(running: ServerFactory) -> None:
         await c.send(f"Subject: {i}\r\n\r\nn\r\n.\r\n".encode())
         assert (await c.reply()).code == 250
     assert len(messages(server)) == 6
+
+
+async def test_a_starting_server_removes_dead_writers_files_never_a_live_ones(
+    tmp_path: Path,
+) -> None:
+    """A 2-worker server is mid-DATA when another server starts on the same data_dir
+    (a successor while the old one drains): the starting one removes a crashed
+    delivery's tmp file and sidecar, never the live worker's file; everything under
+    mail/ is private (0700 directories, 0600 files)."""
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    running = ServeProcess(tmp_path / "a", workers=2)
+    running.start()
+    starting = ServeProcess(tmp_path / "b")
+    starting.config.write_text(
+        starting.config.read_text().replace(str(starting.data), str(running.data))
+    )
+    try:
+        c = await Raw.open(running.address)
+        await c.ehlo()
+        await c.login()
+        assert (await c.cmd("MAIL FROM:<alice@x.test>")).code == 250
+        assert (await c.cmd("RCPT TO:<bob@x.test>")).code == 250
+        assert (await c.cmd("DATA")).code == 354
+        await c.send(b"Subject: in flight\r\n\r\n" + b"x" * 100_000)
+        (live,) = _tmp(running.data)
+        dead = _plant_crashed(live.parent.parent)
+        starting.start()
+        assert "maildir recovery: removed 2 partial files" in starting.output()
+        assert _tmp(running.data) == [live] and not dead.exists()
+        assert (await c.cmd(b"\r\n.")).code == 250
+        d = await Raw.open(starting.address)
+        await d.ehlo()
+        await d.login()
+        resp = await _send(d, b"Subject: second\r\n\r\nok", ("bob@x.test", "c@x.test"))
+        assert resp.code == 250, resp
+        assert len(_new(running.data)) == 3
+        _assert_private(running.data / "mail")
+        assert starting.stop() == 0 and running.stop() == 0
+    finally:
+        starting.kill()
+        running.kill()
+
+
+def _plant_crashed(maildir: Path) -> Path:
+    """A tmp file and sidecar named as a delivery of an exited process on this host."""
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    name = f"1700000000.M1P{proc.stdout.strip()}Q1R0123abcd.mx.test"
+    (maildir / SIDECAR_DIR).mkdir(mode=0o700)
+    (maildir / SIDECAR_DIR / f"{name}.json").write_text("{}\n")
+    path = maildir / "tmp" / name
+    path.write_bytes(b"Received: partial\r\n")
+    return path
+
+
+def _assert_private(root: Path) -> None:
+    for path in [root, *root.rglob("*")]:
+        mode = stat.S_IMODE(os.lstat(path).st_mode)
+        assert mode == (0o700 if path.is_dir() else 0o600), (path, oct(mode))

@@ -6,10 +6,16 @@ RFC 5802 section 9 on faking server-first for unknown users).
 from __future__ import annotations
 
 import base64
+import contextlib
+import smtplib
+import sqlite3
+import stat
 import statistics
 import time
+from pathlib import Path
 
 from tests.attacks.raw import Raw, addr, b64, plain
+from tests.attacks.subproc import ServeProcess
 from tests.e2e.conftest import ServerFactory
 from tests.sasl.clients import ScramClient
 
@@ -85,6 +91,51 @@ async def test_scram_server_first_is_faked_stably_for_unknown_users(
         assert fake1["final"] == real["final"]
         real_again = await _server_first(d, mech, "alice")
         assert real_again["s"] == real["s"]
+
+
+def _offered(address: tuple[str, int], user: str) -> tuple[str, str]:
+    """One connection, one SCRAM-SHA-256 exchange: the (salt, iterations) offered to ``user``."""
+    client = ScramClient("SCRAM-SHA-256", user, "wrong")
+    with smtplib.SMTP(*address, timeout=10) as smtp:
+        smtp.ehlo("enum.test")
+        code, text = smtp.docmd("AUTH", "SCRAM-SHA-256 " + b64(client.client_first()))
+        assert code == 334, (code, text)
+        first = base64.b64decode(text)
+        code, _ = smtp.docmd(b64(client.client_final(first)))
+        assert code == 535
+    attrs = dict(item.split("=", 1) for item in first.decode().split(","))
+    return attrs["s"], attrs["i"]
+
+
+def _pids(log: str) -> set[str]:
+    """Process ids of the workers that answered an AUTH (the log's third column)."""
+    return {line.split()[2] for line in log.splitlines() if "auth failed" in line}
+
+
+def test_fake_salt_is_shared_by_workers_and_survives_a_restart(tmp_path: Path) -> None:
+    """The key behind fake SCRAM secrets lives in the store: both worker processes offer
+    an unknown name the same salt and iteration count, and so does the next start."""
+    serve = ServeProcess(
+        tmp_path, workers=2, extra_toml="ip_failure_limit = 1000\nuser_failure_limit = 1000\n"
+    )
+    seen: set[tuple[str, str]] = set()
+    try:
+        for _run in range(2):  # start, then restart on the same data directory
+            serve.start()
+            seen.update(_offered(serve.address, "mallory") for _ in range(12))
+            assert _offered(serve.address, "alice") not in seen
+            assert serve.stop() == 0
+    finally:
+        serve.kill()
+    assert len(_pids(serve.output())) >= 3, "both workers, then a new process, must answer"
+    assert len(seen) == 1, seen
+    assert next(iter(seen))[1] == "4096"
+    with contextlib.closing(sqlite3.connect(serve.data / "users.db")) as conn:
+        (key,) = conn.execute("SELECT key FROM server_keys").fetchone()
+    for form in (key.hex(), base64.b64encode(key).decode(), repr(key)):
+        assert form not in serve.output()  # never logged
+    assert stat.S_IMODE((serve.data / "users.db").stat().st_mode) == 0o600
+    assert stat.S_IMODE(serve.data.stat().st_mode) == 0o700  # made by the store (user add)
 
 
 async def _time_plain(c: Raw, user: str) -> float:

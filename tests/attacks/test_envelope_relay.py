@@ -82,11 +82,12 @@ async def test_unauthenticated_listener_only_delivers_locally(
 async def _open_listener(running: ServerFactory, _: Server) -> Server:
     from tests.e2e.conftest import free_port
 
-    return await running(**merge(PLAIN_OK, {
+    server: Server = await running(**merge(PLAIN_OK, {
         "data_dir": str(Path(_.config.data_dir).parent / "open-data"),
         "listener": [{"address": f"127.0.0.1:{free_port()}", "tls": "none",
                       "require_auth": False}],
     }))
+    return server
 
 
 async def test_params_with_control_characters_never_reach_metadata(
@@ -113,6 +114,7 @@ async def test_params_with_control_characters_never_reach_metadata(
         assert not any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in str(record[key])), key
     (msg,) = messages(server)
     header = msg.read_bytes().split(b"\r\n\r\n")[0]
+    assert b"alice+sub" not in header and b"alice+2Bsub" not in header  # AUTH=: sidecar only
     assert b"\x00" not in header and b"\x1b" not in header
     assert all(line.startswith((b"Received:", b"\t", b"Subject:"))
                for line in header.split(b"\r\n")), header

@@ -14,7 +14,7 @@ from typing import Any
 from smtpgate.protocol.states import AUTH_LINE_LIMIT
 from smtpgate.server.app import Server
 from smtpgate.server.connection import Connection
-from tests.attacks.raw import PLAIN_OK, Raw, addr, authed, merge, messages
+from tests.attacks.raw import PLAIN_OK, Raw, Resp, addr, authed, merge, messages
 from tests.e2e.conftest import ServerFactory
 
 FRAMER_PARTIAL = 8192  # smtpgate.protocol.framing._MAX_PARTIAL
@@ -261,3 +261,77 @@ async def test_pipelining_flood_is_bounded(running: ServerFactory) -> None:
         await asyncio.sleep(0.1)
     assert not server.connections, "a non-reading client kept its connection slot"
     c.writer.transport.abort()
+
+
+async def _drip(c: Raw, data: bytes, every: float) -> None:
+    """Send ``data`` in small pieces, each well within data_timeout of the last."""
+    for start in range(0, len(data), 4):
+        with contextlib.suppress(OSError):
+            await c.send(data[start : start + 4])
+        await asyncio.sleep(every)
+
+
+async def _bdat(c: Raw, chunk: bytes) -> Resp:
+    await c.send(b"BDAT %d\r\n%s" % (len(chunk), chunk))
+    return await c.reply()
+
+
+async def test_max_data_time_ends_a_dripping_data_transfer(running: ServerFactory) -> None:
+    """SPEC [limits] max_data_time: reads keep resetting data_timeout, but the whole
+    DATA transfer must end within max_data_time: 421 4.4.2, close, nothing stored."""
+    server = await running(**merge(PLAIN_OK, {"limits": {"data_timeout": 5,
+                                                         "max_data_time": 1.0}}))
+    c = await authed(server)
+    assert (await c.cmd("MAIL FROM:<alice@x.test>")).code == 250
+    assert (await c.cmd("RCPT TO:<bob@x.test>")).code == 250
+    assert (await c.cmd("DATA")).code == 354
+    start = time.monotonic()
+    dripper = asyncio.get_running_loop().create_task(_drip(c, b"Subject: x\r\n\r\n" * 20, 0.1))
+    got = await c.closed(6)
+    elapsed = time.monotonic() - start
+    dripper.cancel()
+    assert got.startswith(b"421 4.4.2"), got
+    assert 0.9 < elapsed < 4.0, elapsed
+    assert messages(server) == []
+    assert list((server.config.data_dir / "mail").glob("*/tmp/*")) == []
+
+
+async def test_max_data_time_spans_every_bdat_chunk(running: ServerFactory) -> None:
+    """RFC 3030: a BDAT transfer is all its chunks; quick chunks sent slowly, with
+    commands in between, still end at max_data_time. A new transaction starts afresh."""
+    server = await running(**merge(PLAIN_OK, {"limits": {"max_data_time": 1.0}}))
+    c = await authed(server)
+    assert (await c.cmd("MAIL FROM:<alice@x.test>")).code == 250
+    assert (await c.cmd("RCPT TO:<bob@x.test>")).code == 250
+    assert (await _bdat(c, b"ab\r\n")).code == 250  # a quick, complete message ...
+    assert (await c.cmd("BDAT 0 LAST")).code == 250
+    await asyncio.sleep(0.7)  # ... then a second one, whose clock starts at its first chunk
+    assert (await c.cmd("MAIL FROM:<alice@x.test>")).code == 250
+    assert (await c.cmd("RCPT TO:<bob@x.test>")).code == 250
+    start = time.monotonic()
+    with contextlib.suppress(ConnectionError):
+        for _ in range(30):
+            resp = await _bdat(c, b"abcd")
+            if resp.code != 250:
+                break
+            assert (await c.cmd("NOOP")).code == 250
+            await asyncio.sleep(0.2)
+    elapsed = time.monotonic() - start
+    assert (resp.code, resp.enh) == (421, "4.4.2"), resp
+    assert 0.9 < elapsed < 4.0, elapsed
+    assert await c.closed(3) == b""
+    assert len(messages(server)) == 1  # the first message only
+
+
+async def test_rset_between_bdat_chunks_stops_the_transfer_clock(running: ServerFactory) -> None:
+    """After RSET the message is gone: max_data_time no longer applies to the session."""
+    server = await running(**merge(PLAIN_OK, {"limits": {"max_data_time": 0.5}}))
+    c = await authed(server)
+    assert (await c.cmd("MAIL FROM:<alice@x.test>")).code == 250
+    assert (await c.cmd("RCPT TO:<bob@x.test>")).code == 250
+    assert (await _bdat(c, b"abcd")).code == 250
+    assert (await c.cmd("RSET")).code == 250
+    await asyncio.sleep(1.0)
+    assert (await c.cmd("NOOP")).code == 250
+    assert messages(server) == []
+    assert list((server.config.data_dir / "mail").glob("*/tmp/*")) == []

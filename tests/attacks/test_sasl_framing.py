@@ -1,5 +1,5 @@
 """SASL framing attacks over real sockets (RFC 4954 section 4, RFC 4616, RFC 4013,
-RFC 5802, RFC 5929; SPEC section 4 reply table).
+RFC 5802, RFC 5929; the AUTH reply table of README.md).
 
 Every malformed exchange must end in the documented reply, never 235, never a
 crash, and leave the connection usable.
@@ -21,6 +21,8 @@ from tests.attacks.raw import PLAIN_OK, Raw, addr, authed, b64, merge, plain
 from tests.e2e.conftest import PASSWORD, ServerFactory
 from tests.sasl.clients import ScramClient
 
+# Many malformed exchanges on one connection: each 501 counts towards max_errors too.
+MANY_ERRORS = merge(PLAIN_OK, {"limits": {"max_errors": 1000}})
 WITH_CRAM = {"auth": {"mechanisms": ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256", "SCRAM-SHA-1-PLUS",
                                      "SCRAM-SHA-1", "PLAIN", "LOGIN", "CRAM-MD5"]}}
 
@@ -52,7 +54,7 @@ BAD_BASE64 = {
 
 
 async def test_bad_base64_response_is_501(running: ServerFactory) -> None:
-    server = await running(**PLAIN_OK)
+    server = await running(**MANY_ERRORS)
     c = await _client(server)
     for case, response in BAD_BASE64.items():
         assert (await c.cmd("AUTH PLAIN")).code == 334
@@ -78,7 +80,7 @@ async def test_initial_response_with_whitespace_is_a_syntax_error(
 
 
 async def test_empty_and_oversized_responses(running: ServerFactory) -> None:
-    """SPEC section 4: ``AUTH PLAIN =`` is 535; an empty line answering 334 is an empty
+    """``AUTH PLAIN =`` is 535; an empty line answering 334 is an empty
     response (535); a response over 12288 octets is 500 5.5.6, and the rest of the
     line is discarded, not read as commands."""
     server = await running(**PLAIN_OK)
@@ -118,6 +120,20 @@ async def test_cancel_is_501_5_7_0(running: ServerFactory) -> None:
     await _still_usable(c)
 
 
+async def test_auth_protocol_errors_count_towards_max_errors(running: ServerFactory) -> None:
+    """max_errors counts every 500-504 reply, also those the auth service chooses (an
+    unknown mechanism's 504, a cancel's 501): the max_errors-th is 421 4.7.0 and close."""
+    server = await running(**merge(PLAIN_OK, {"limits": {"max_errors": 3}}))
+    c = await _client(server)
+    resp = await c.cmd("AUTH XOAUTH2")
+    assert (resp.code, resp.enh) == (504, "5.5.4"), resp
+    resp = await c.cmd("AUTH PLAIN *")
+    assert (resp.code, resp.enh) == (501, "5.7.0"), resp
+    resp = await c.cmd("AUTH XOAUTH2")
+    assert (resp.code, resp.enh) == (421, "4.7.0"), resp
+    await c.closed()
+
+
 # -- PLAIN (RFC 4616 section 2) ------------------------------------------------------------
 
 PLAIN_CASES = {
@@ -140,7 +156,7 @@ PLAIN_CASES = {
 
 
 async def test_plain_malformed_and_mismatched(running: ServerFactory) -> None:
-    server = await running(**PLAIN_OK)
+    server = await running(**MANY_ERRORS)
     c = await _client(server)
     for case, (message, code) in PLAIN_CASES.items():
         resp = await c.cmd("AUTH PLAIN " + b64(message))
@@ -274,7 +290,7 @@ async def test_scram_replayed_client_final(running: ServerFactory) -> None:
 
 
 async def test_scram_malformed_messages(running: ServerFactory) -> None:
-    server = await running(**PLAIN_OK)
+    server = await running(**MANY_ERRORS)
     c = await _client(server)
     firsts = [b"n,,", b"x,,n=alice,r=abc", b"n,,r=abc,n=alice", b"n,,m=ext,n=alice,r=abc",
               b"n,,n=al=2Xice,r=abc", b"n,,n=alice,r=a,b", b"n,a=,n=alice,r=abc",
@@ -326,7 +342,7 @@ async def test_scram_channel_binding_attacks(
 ) -> None:
     """RFC 5802 section 6: gs2 'y' while -PLUS was advertised is a downgrade (535);
     'p' with a binding type we do not offer fails (535); wrong binding data fails;
-    'p' on a non-PLUS mechanism is malformed. The right binding succeeds."""
+    'p' on a non-PLUS mechanism and 'n' on -PLUS fail (535). The right binding succeeds."""
     server = await running(**PLAIN_OK)
     c = await Raw.open(addr(server, "implicit"), tls=client_tls)
     resp = await c.ehlo()
@@ -345,8 +361,8 @@ async def test_scram_channel_binding_attacks(
         (ScramClient("SCRAM-SHA-256-PLUS", "alice", PASSWORD, cb_type="tls-server-end-point",
                      cb_data=b"\0" * 32), 535),  # a MITM's certificate hash
         (ScramClient("SCRAM-SHA-256", "alice", PASSWORD, cb_type="tls-server-end-point",
-                     cb_data=_end_point(c)), 501),
-        (ScramClient("SCRAM-SHA-256-PLUS", "alice", PASSWORD), 501),  # 'n' on -PLUS
+                     cb_data=_end_point(c)), 535),
+        (ScramClient("SCRAM-SHA-256-PLUS", "alice", PASSWORD), 535),  # 'n' on -PLUS
     ]
     for client, code in cases:
         d = await Raw.open(addr(server, "implicit"), tls=client_tls)
@@ -385,7 +401,7 @@ async def test_absurd_stored_iteration_count_is_refused_quickly(
 
 
 async def test_auth_after_success_and_in_transaction(running: ServerFactory) -> None:
-    """SPEC section 4: AUTH after a successful AUTH or inside a transaction is 503."""
+    """RFC 4954 section 4: AUTH after a successful AUTH or inside a transaction is 503."""
     server = await running(**PLAIN_OK)
     c = await authed(server)
     resp = await c.cmd("AUTH PLAIN " + plain("bob", "x"))

@@ -1,5 +1,5 @@
 """SMTP smuggling over real sockets (CVE-2023-51764, CVE-2023-51765, CVE-2023-51766,
-CVE-2024-27305; RFC 5321 sections 2.3.8 and 4.1.1.4; SPEC section 5).
+CVE-2024-27305; RFC 5321 sections 2.3.8 and 4.1.1.4).
 
 Each case sends one message whose body holds a fake end-of-data made of bare
 LF/CR, followed by a complete smuggled transaction. Whatever the server does
@@ -70,7 +70,7 @@ async def test_bare_line_ending_never_ends_data(
     assert "victim@x.test" not in mailboxes(server)
     stored = messages(server)
     if "\x00" not in fake_end:
-        # SPEC section 5: bare CR/LF in DATA rejects the whole message.
+        # RFC 5321 section 2.3.8: bare CR/LF in DATA rejects the whole message.
         assert code == 550 and stored == []
     else:
         assert code == 250 and len(stored) == 1
@@ -147,3 +147,32 @@ async def test_bdat_rejected_at_delivery_start_skips_its_octets(
     assert await c.quiet(0.2) == b""
     assert messages(server) == []
     await c.close()
+
+
+async def test_bdat_size_in_unicode_digits_never_drops_the_session(
+    running: ServerFactory,
+) -> None:
+    """str.isdigit() accepts "\u00b2", int() does not: the chunk size is ASCII digits
+    only (RFC 3030 section 3), a refusal in every state, and the session lives on."""
+    server = await running(**PLAIN_OK)
+    c = await Raw.open(server.addresses[2])
+    resp = await c.cmd("BDAT \u00b2")  # before EHLO, no login
+    assert (resp.code, resp.enh) == (503, "5.5.1"), resp
+    await c.ehlo()
+    resp = await c.cmd("BDAT \u00b2 LAST")  # no login
+    assert (resp.code, resp.enh) == (530, "5.7.0"), resp
+    await c.close()
+    c = await authed(server)
+    await _open_transaction_for_bdat(c)
+    for size in ("\u00b2", "\uff11\uff12", "\u0663"):
+        resp = await c.cmd(f"BDAT {size} LAST")
+        assert (resp.code, resp.enh) == (501, "5.5.4"), (size, resp)
+    await c.send(b"BDAT 2 LAST\r\nok")
+    assert (await c.reply()).code == 250
+    assert len(messages(server)) == 1
+    await c.close()
+
+
+async def _open_transaction_for_bdat(c: Raw) -> None:
+    assert (await c.cmd("MAIL FROM:<alice@x.test>")).code == 250
+    assert (await c.cmd("RCPT TO:<bob@x.test>")).code == 250

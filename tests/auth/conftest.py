@@ -17,11 +17,13 @@ from typing import Any
 
 import pytest
 
-from smtpgate.auth.service import AuthService, AuthSettings, Conversation, Peer, Turn
+from smtpgate.auth.fair import FairHasher
+from smtpgate.auth.service import AuthService, Conversation, Peer, Turn
 from smtpgate.credentials.base import Account, CredentialStore, SecretsUpdate, StoreUnavailable
 from smtpgate.credentials.passwords import secrets_from_password
 from smtpgate.credentials.sqlite import SqliteStore
-from smtpgate.policy.throttle import Throttle, ThrottleLimits
+from smtpgate.policy.throttle import Throttle
+from tests.auth.defaults import auth_settings, throttle_limits
 from tests.sasl.clients import ScramClient, cram_md5_response, plain_message
 
 PASSWORD = "correct horse battery staple"
@@ -83,6 +85,9 @@ class FailingStore:
     async def update_secrets(self, name: str, update: SecretsUpdate, **kwargs: Any) -> None:
         raise StoreUnavailable("database is locked")
 
+    async def fake_secret_key(self) -> bytes:
+        raise StoreUnavailable("database is locked")
+
 
 class MemoryStore:
     """A tiny in-memory CredentialStore (only what the auth service uses)."""
@@ -95,6 +100,9 @@ class MemoryStore:
 
     async def update_secrets(self, name: str, update: SecretsUpdate, **kwargs: Any) -> None:
         raise StoreUnavailable("read-only")
+
+    async def fake_secret_key(self) -> bytes:
+        return b"\x42" * 32
 
 
 @functools.cache
@@ -162,6 +170,7 @@ async def make(tmp_path: Path) -> AsyncIterator[MakeRig]:
         user_failure_window: float = 900,
         alice: bool = True,
         store: CredentialStore | None = None,
+        hasher: FairHasher | None = None,
     ) -> Rig:
         sqlite = SqliteStore(tmp_path / f"users{len(stores)}.db")
         stores.append(sqlite)
@@ -170,19 +179,20 @@ async def make(tmp_path: Path) -> AsyncIterator[MakeRig]:
         counting = CountingStore(store if store is not None else sqlite)
         clock = Clock()
         throttle = Throttle(
-            ThrottleLimits(ip_failure_limit, ip_failure_window, user_failure_limit,
-                           user_failure_window),
+            throttle_limits(
+                ip_failure_limit=ip_failure_limit, ip_failure_window=ip_failure_window,
+                user_failure_limit=user_failure_limit, user_failure_window=user_failure_window,
+            ),
             clock=clock,
         )
         sleeps = Sleeps()
-        settings = AuthSettings(
+        settings = auth_settings(
             mechanisms=mechanisms,
             plaintext_requires_tls=plaintext_requires_tls,
             failure_delay=failure_delay,
             max_failures_per_connection=max_failures_per_connection,
-            hostname="mx.test",
         )
-        service = AuthService(counting, settings, throttle, sleep=sleeps)
+        service = AuthService(counting, settings, throttle, sleep=sleeps, hasher=hasher)
         return Rig(service, counting, sleeps, clock, throttle, sqlite)
 
     yield build

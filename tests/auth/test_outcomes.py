@@ -20,6 +20,7 @@ EXPECTED = {
     Outcome.TRANSITION_NEEDED: "432 4.7.12",
     Outcome.STORE_UNAVAILABLE: "454 4.7.0",
     Outcome.BLOCKED: "454 4.7.0",
+    Outcome.BUSY: "454 4.7.0",
 }
 
 

@@ -14,6 +14,7 @@ import pytest
 
 import smtpgate.auth.service as service_module
 from smtpgate.auth.service import Conversation, Peer, Turn
+from smtpgate.credentials import passwords
 from smtpgate.credentials.users import set_password
 from smtpgate.protocol.events import AuthAbort
 from smtpgate.sasl.base import ChannelBindings
@@ -166,9 +167,38 @@ async def test_counted_failure_is_delayed_and_counted(make: MakeRig, name: str) 
     conv = rig.conversation()
     turn = await scenario(conv)
     assert code(turn) == expected
-    assert turn.user is None and not turn.closes
+    assert turn.user is None
     assert conv.failures == 1
     assert rig.sleeps.delays == [2.0]  # failure_delay before the answer
+    assert rig.ip_failures(IP) == 1
+
+
+BOUND_PEER = Peer(IP, tls_active=True, bindings=ChannelBindings(tls_exporter=b"\x07" * 32))
+# RFC 5802 section 6: well-formed, but the server MUST fail them.
+CONTRADICTIONS: dict[str, tuple[str, Peer, dict[str, Any]]] = {
+    "plus-with-n": ("SCRAM-SHA-256-PLUS", BOUND_PEER, {"gs2_flag": "n"}),
+    "plus-with-y": ("SCRAM-SHA-256-PLUS", BOUND_PEER, {"gs2_flag": "y"}),
+    "p-without-tls": ("SCRAM-SHA-256", PLAIN_PEER,
+                      {"cb_type": "tls-exporter", "cb_data": b"\x07" * 32}),
+    "p-on-plain-scram": ("SCRAM-SHA-1", BOUND_PEER,
+                         {"cb_type": "tls-exporter", "cb_data": b"\x07" * 32}),
+    "y-where-plus-offered": ("SCRAM-SHA-256", BOUND_PEER, {"gs2_flag": "y"}),
+}
+
+
+@pytest.mark.parametrize("name", list(CONTRADICTIONS))
+async def test_channel_binding_flag_contradiction_is_a_counted_535(
+    make: MakeRig, name: str
+) -> None:
+    """A gs2 flag that contradicts the mechanism or the connection is a failed login
+    (535 5.7.8, delayed, counted), not a syntax error (501 5.5.2)."""
+    rig = await make(failure_delay=2.0)
+    mechanism, peer, client_args = CONTRADICTIONS[name]
+    conv = rig.service.conversation(peer)
+    client = ScramClient(mechanism, "alice", PASSWORD, **client_args)
+    turn = await conv.start(mechanism, client.client_first(), None)
+    assert code(turn) == "535 5.7.8"
+    assert conv.failures == 1 and rig.sleeps.delays == [2.0]
     assert rig.ip_failures(IP) == 1
 
 
@@ -270,8 +300,7 @@ async def test_nth_failure_is_421_and_closes(make: MakeRig) -> None:
     second = await plain(conv, user="nobody")
     third = await plain(conv, password="wrong again")
     assert [code(first), code(second)] == ["535 5.7.8", "535 5.7.8"]
-    assert not first.closes and not second.closes
-    assert code(third) == "421 4.7.0" and third.closes
+    assert code(third) == "421 4.7.0"
     assert rig.sleeps.delays == [0.5, 0.5, 0.5]  # the 421 is delayed too
 
 
@@ -281,7 +310,7 @@ async def test_malformed_and_cancel_count_towards_421(make: MakeRig) -> None:
     assert code(await _malformed(conv)) == "501 5.5.2"
     assert code(await _cancel_later(conv)) == "501 5.7.0"
     turn = await _bad_base64_later(conv)
-    assert code(turn) == "421 4.7.0" and turn.closes
+    assert code(turn) == "421 4.7.0"
 
 
 async def test_uncounted_outcomes_do_not_bring_421_closer(make: MakeRig) -> None:
@@ -298,7 +327,7 @@ async def test_uncounted_outcomes_do_not_bring_421_closer(make: MakeRig) -> None
 async def test_max_failures_one_closes_at_first_failure(make: MakeRig) -> None:
     rig = await make(max_failures_per_connection=1)
     turn = await plain(rig.conversation(), password="wrong")
-    assert code(turn) == "421 4.7.0" and turn.closes
+    assert code(turn) == "421 4.7.0"
 
 
 async def test_success_is_not_a_failure_and_keeps_the_count(make: MakeRig) -> None:
@@ -360,7 +389,7 @@ async def test_bad_authzid_with_disallowed_mechanism_is_535(make: MakeRig) -> No
 @pytest.fixture
 def verify_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
-    real = service_module.verify_account_password
+    real = passwords.verify_account_password
 
     def counting(account: Any, password: str) -> bool:
         calls.append(account.name)
@@ -412,9 +441,12 @@ async def test_unknown_user_spends_a_dummy_verification(make: MakeRig,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     rig = await make()
     dummies: list[str] = []
-    real = service_module.verify_dummy
-    monkeypatch.setattr(service_module, "verify_dummy",
-                        lambda password: dummies.append(password) or real(password))
+    real = passwords.verify_dummy
+    def counting(password: str) -> None:
+        dummies.append(password)
+        real(password)
+
+    monkeypatch.setattr(service_module, "verify_dummy", counting)
     wrong = await plain(rig.conversation(), password="guess")
     unknown = await plain(rig.conversation(), user="nobody", password="guess")
     assert dummies == ["guess"]

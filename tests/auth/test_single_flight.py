@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 import smtpgate.auth.service as service_module
+from smtpgate.credentials import passwords
 from tests.auth.conftest import PASSWORD, TLS_PEER, MakeRig, code, plain
 
 
@@ -18,7 +19,7 @@ async def test_identical_concurrent_checks_share_one_verify(
     rig = await make()
     calls = 0
     gate = threading.Event()
-    real = service_module.verify_account_password
+    real = passwords.verify_account_password
 
     def slow_verify(*args: Any) -> bool:
         nonlocal calls
@@ -40,7 +41,7 @@ async def test_different_passwords_are_not_shared(
 ) -> None:
     rig = await make()
     calls = 0
-    real = service_module.verify_account_password
+    real = passwords.verify_account_password
 
     def counting(*args: Any) -> bool:
         nonlocal calls

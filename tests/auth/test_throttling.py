@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+
 import pytest
 
+from smtpgate.auth.fair import FairHasher, HashingBusy
 from smtpgate.auth.service import Peer
 from smtpgate.credentials.base import Account
 from smtpgate.policy.throttle import MAX_SLOWDOWN, client_key
@@ -156,3 +160,51 @@ async def test_login_window_counts_unknown_users_and_cram(make: MakeRig) -> None
     assert rig.login_failures("ghost") == 2
     assert code(await cram_md5(rig.conversation(_ip(3)), user="ghost")) == "454 4.7.0"
     assert code(await cram_md5(rig.conversation(_ip(3)))) == "235 2.7.0"
+
+
+# -- the hashing queue (auth.fair) ------------------------------------------------
+
+
+async def test_full_hashing_queue_refuses_suspect_addresses_with_454(make: MakeRig) -> None:
+    """A full queue answers a recently failing address 454 4.7.0 (not counted, but after
+    failure_delay); a clean address takes a suspect job's place; a password verified
+    recently is served from the cache without queueing at all."""
+    hasher = FairHasher(1, max_queued=1)
+    rig = await make(hasher=hasher, failure_delay=1.0, max_failures_per_connection=100)
+    gate = threading.Event()
+    running = asyncio.ensure_future(hasher.run("203.0.113.9", False, gate.wait, 30))
+    waiting = asyncio.ensure_future(hasher.run("203.0.113.8", True, lambda: None))
+    await asyncio.sleep(0)
+    suspect = rig.conversation()
+    rig.throttle.record_failure(suspect.peer.ip, "alice")
+    assert code(await plain(suspect, password="guess")) == "454 4.7.0"
+    assert suspect.failures == 0 and rig.ip_failures(suspect.peer.ip) == 1
+    assert rig.sleeps.delays == [1.0]
+    clean = asyncio.ensure_future(plain(rig.conversation(Peer("192.0.2.99", tls_active=True))))
+    with pytest.raises(HashingBusy):
+        await asyncio.wait_for(waiting, 10)
+    gate.set()
+    assert code(await asyncio.wait_for(clean, 30)) == "235 2.7.0"
+    await running
+    gate.clear()  # fill the queue again: the cached password still logs in
+    running = asyncio.ensure_future(hasher.run("203.0.113.9", False, gate.wait, 30))
+    waiting = asyncio.ensure_future(hasher.run("203.0.113.8", True, lambda: None))
+    await asyncio.sleep(0)
+    assert code(await plain(suspect)) == "235 2.7.0"
+    other = rig.conversation(Peer("198.51.100.66", tls_active=True))
+    rig.throttle.record_failure(other.peer.ip, "alice")
+    assert code(await plain(other, password="guess")) == "454 4.7.0"
+    gate.set()
+    await asyncio.gather(running, waiting)
+
+
+async def test_suspect_means_recent_failures_unless_known_good(make: MakeRig) -> None:
+    rig = await make(ip_failure_window=60)
+    throttle, ip = rig.throttle, "198.51.100.7"
+    assert not throttle.suspect(ip, "alice")
+    throttle.record_failure(ip, "alice")
+    assert throttle.suspect(ip, "alice") and throttle.suspect(ip, None)
+    throttle.record_success(ip, "alice")
+    assert not throttle.suspect(ip, "alice") and throttle.suspect(ip, "bob")
+    rig.clock.now += 61
+    assert not throttle.suspect(ip, "bob")

@@ -38,7 +38,7 @@ LEGACY_HASHES = {
 
 
 async def _with_legacy(make: MakeRig, stored: str, **kwargs: object) -> Rig:
-    rig = await make(alice=False, **kwargs)  # type: ignore[arg-type]
+    rig = await make(alice=False, **kwargs)
     await rig.sqlite.add(Account("legacy", password_hash=stored))
     return rig
 
@@ -152,7 +152,7 @@ async def test_scram_server_final_is_a_challenge_then_empty_response(make: MakeR
 
 async def test_unknown_user_in_scram_looks_like_a_real_one(make: MakeRig) -> None:
     rig = await make(failure_delay=1.0)
-    runs = {}
+    runs: dict[str, list[bytes]] = {}
     for name in ("nobody", "nobody", "somebody"):
         conv = rig.conversation(PLAIN_PEER)
         turn, _, server_first = await scram(conv, "SCRAM-SHA-256", name)

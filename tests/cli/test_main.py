@@ -372,3 +372,69 @@ def test_script_serve_stops_on_sigterm(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
         proc.communicate()
+
+
+# Issue 8: names the passwd-file format or a mechanism cannot carry (RFC 4013, RFC 4616),
+# passwords PLAIN cannot carry, and imported hashes too costly to verify.
+BCRYPT_COST_20 = "$2b$20$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW"
+
+
+@pytest.mark.parametrize(
+    ("name", "password", "problem"),
+    [
+        (" ", b"pw\n", "the user name is only white space"),
+        ("a:b", b"pw\n", "the user name contains ':'"),
+        ("x" * 5000, b"pw\n", "the user name is 5000 octets long; at most 255"),
+        ("esc\x1bname", b"pw\n", "the user name contains a control character"),
+        ("nul", b"pa5s\x00w0rd\n", "the password contains NUL"),
+    ],
+)
+def test_script_user_add_refuses_what_cannot_be_carried(
+    tmp_path: Path, name: str, password: bytes, problem: str
+) -> None:
+    (tmp_path / "smtpgate.toml").write_text('data_dir = "d"\n')
+    done = run(["user", "add", name, "--password-stdin"], tmp_path, stdin=password)
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr.startswith(f"smtpgate: {problem}") and done.stderr.count("\n") == 1
+    assert "w0rd" not in done.stderr
+    listing = run(["user", "list"], tmp_path)
+    assert (listing.returncode, listing.stdout) == (0, "")
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        (
+            f"bob:{{BLF-CRYPT}}{BCRYPT_COST_20}",
+            "user 'bob': BLF-CRYPT costs too much to verify: "
+            "20 is over import.max_bcrypt_cost = 13",
+        ),
+        ("a\uff1ab:{PLAIN}x", "the user name contains ':', which a passwd-file cannot carry"),
+        (" :{PLAIN}x", "the user name is only white space"),
+        (f"{'y' * 300}:{{PLAIN}}x", "the user name is 300 octets long; at most 255"),
+        (
+            "carol:{PLAIN}se\x00cret",
+            "user 'carol': the PLAIN password has a NUL, which SASL PLAIN (RFC 4616) cannot carry",
+        ),
+    ],
+)
+def test_script_import_refuses_bad_lines_by_number(tmp_path: Path, line: str, problem: str) -> None:
+    (tmp_path / "smtpgate.toml").write_text('data_dir = "d"\n')
+    (tmp_path / "import.passwd").write_text(f"alice:{{PLAIN}}x\n\n{line}\n", "utf-8")
+    done = run(["user", "import", "import.passwd"], tmp_path)
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == f"smtpgate: import.passwd, line 3: {problem}\n"
+    assert BCRYPT_COST_20 not in done.stderr and "cret" not in done.stderr
+    assert run(["user", "list"], tmp_path).stdout == ""  # all or nothing: alice neither
+
+
+def test_script_import_limit_comes_from_the_config(tmp_path: Path) -> None:
+    (tmp_path / "smtpgate.toml").write_text('data_dir = "d"\n[import]\nmax_bcrypt_cost = 20\n')
+    (tmp_path / "import.passwd").write_text(f"bob:{{BLF-CRYPT}}{BCRYPT_COST_20}\n")
+    done = run(["user", "import", "import.passwd"], tmp_path)
+    assert (done.returncode, done.stdout) == (0, "imported 1 user from import.passwd\n")
+    (tmp_path / "smtpgate.toml").write_text('data_dir = "d"\n[import]\nmax_bcrypt_cost = 3\n')
+    bad = run(["user", "import", "import.passwd"], tmp_path)
+    assert bad.returncode == 2
+    assert bad.stderr == "smtpgate.toml: import.max_bcrypt_cost: must be at least 4, got 3\n"

@@ -1,4 +1,4 @@
-"""Config loading: defaults equal SPEC section 3; every error is one line naming file and key."""
+"""Config loading: defaults equal README.md's "Configuration"; errors are one line: file, key."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from smtpgate.config import Config, ConfigError, ListenerConfig, load_config
 from smtpgate.config.load import find_config_path
-from smtpgate.config.schema import parse_address
+from smtpgate.config.schema import ImportConfig, parse_address
 
 
 def write(tmp_path: Path, text: str, name: str = "smtpgate.toml") -> Path:
@@ -292,3 +292,41 @@ def test_parse_address_accepts(address: str, expected: tuple[str, int]) -> None:
 def test_parse_address_refuses(address: str) -> None:
     with pytest.raises(ValueError):
         parse_address(address)
+
+
+# --- [import]: the work one imported hash may ask of every AUTH ---------------------------------
+
+
+def test_import_limits_defaults_and_overrides(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, ""), environ={}).import_ == ImportConfig(
+        max_argon2_memory_kib=131072,
+        max_argon2_passes=6,
+        max_argon2_parallelism=16,
+        max_bcrypt_cost=13,
+        max_sha_crypt_rounds=1_000_000,
+        max_scram_iterations=1_000_000,
+    )
+    text = "[import]\nmax_argon2_memory_kib = 262144\nmax_bcrypt_cost = 4\n"
+    limits = load_config(write(tmp_path, text), environ={}).import_
+    assert (limits.max_argon2_memory_kib, limits.max_bcrypt_cost) == (262144, 4)
+    assert limits.max_scram_iterations == ImportConfig().max_scram_iterations
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "reason"),
+    [
+        ("[import]\nmax_bcrypt_cost = 3", "import.max_bcrypt_cost", "at least 4, got 3"),
+        ("[import]\nmax_sha_crypt_rounds = 999", "import.max_sha_crypt_rounds", "at least 1000"),
+        ("[import]\nmax_argon2_memory_kib = 7", "import.max_argon2_memory_kib", "at least 8"),
+        ("[import]\nmax_argon2_passes = 0", "import.max_argon2_passes", "at least 1"),
+        ("[import]\nmax_argon2_parallelism = 0", "import.max_argon2_parallelism", "at least 1"),
+        ("[import]\nmax_scram_iterations = 0", "import.max_scram_iterations", "at least 1"),
+        ("[import]\nmax_scram_iterations = 1e6", "import.max_scram_iterations", "an integer"),
+        ("[import]\nmax_bcrypt = 12", "import.max_bcrypt", "did you mean 'max_bcrypt_cost'"),
+        ("import = 1", "import", "expected a table"),
+        ("import_ = {}", "import_", "unknown key"),
+    ],
+)
+def test_import_limit_errors(tmp_path: Path, text: str, key: str, reason: str) -> None:
+    error = load_error(tmp_path, text)
+    assert (error.key, reason in error.reason) == (key, True), str(error)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
+import re
 import time
 
 import pytest
@@ -11,13 +13,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scramp import ScramMechanism
 
+from smtpgate.config.schema import ImportConfig
 from smtpgate.credentials import passwords
 from smtpgate.credentials.base import Account, SecretsUpdate
 from smtpgate.credentials.passwords import (
     dummy_hash,
     hash_password,
-    is_well_formed,
     needs_rehash,
+    parse_stored,
     secrets_from_password,
     split_scheme,
     verify_account_password,
@@ -224,14 +227,70 @@ def test_needs_rehash_false_for_ours_even_with_lowercase_scheme() -> None:
     assert not needs_rehash("{argon2id}" + ours.removeprefix("{ARGON2ID}"))
 
 
-def test_is_well_formed() -> None:
-    assert is_well_formed("{SHA512-CRYPT}" + SHA512_VECTORS[1][1])
-    assert is_well_formed("{BLF-CRYPT}" + BCRYPT_VECTORS[0][1])
-    assert is_well_formed("{ARGON2I}" + ARGON2I_VECTOR)
-    assert not is_well_formed("{ARGON2ID}" + ARGON2I_VECTOR)
-    assert not is_well_formed("{SHA256-CRYPT}" + SHA512_VECTORS[0][1])
-    assert not is_well_formed("{PLAIN}")
-    assert not is_well_formed("{SCRAM-SHA-256}4096,x,y,z")
+LIMITS = dataclasses.asdict(ImportConfig())
+
+
+def test_parse_stored_checks_form() -> None:
+    for stored in (
+        "{SHA512-CRYPT}" + SHA512_VECTORS[1][1],
+        "{BLF-CRYPT}" + BCRYPT_VECTORS[0][1],
+        "{ARGON2I}" + ARGON2I_VECTOR,
+    ):
+        assert parse_stored(stored, LIMITS) == SecretsUpdate(password_hash=stored)
+    for stored, problem in (
+        ("{ARGON2ID}" + ARGON2I_VECTOR, "malformed ARGON2ID"),
+        ("{SHA256-CRYPT}" + SHA512_VECTORS[0][1], "malformed SHA256-CRYPT"),
+        ("{PLAIN}", "malformed PLAIN"),
+        ("{SCRAM-SHA-256}4096,x,y,z", "malformed SCRAM-SHA-256"),
+        ("{MD5}x", "unsupported scheme MD5"),
+        ("no-scheme", "no {SCHEME}"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(problem)):
+            parse_stored(stored, LIMITS)
+
+
+# One well-formed sample per scheme; between them they name every [import] limit.
+SAMPLES = {
+    "ARGON2ID": ARGON2ID_VECTOR,
+    "ARGON2I": ARGON2I_VECTOR,
+    "BLF-CRYPT": BCRYPT_VECTORS[0][1],
+    "SHA512-CRYPT": SHA512_VECTORS[1][1],
+    "SHA256-CRYPT": SHA256_VECTORS[1][1],
+    "PLAIN": "pw",
+    "SCRAM-SHA-256": "4096,c2FsdA==," + "A" * 43 + "=," + "A" * 43 + "=",
+    "SCRAM-SHA-1": "4096,c2FsdA==," + "A" * 27 + "=," + "A" * 27 + "=",
+    "CRAM-MD5": "0" * 64,
+}
+
+
+def test_one_table_of_schemes_and_their_costs() -> None:
+    assert set(passwords.SCHEMES) == set(SAMPLES)
+    named: dict[str, int] = {}
+    for name, data in SAMPLES.items():
+        parse_stored("{" + name + "}" + data, LIMITS)
+        named.update(passwords.SCHEMES[name].cost(data))
+    assert set(named) == set(LIMITS)  # every cost has its limit, every limit a cost
+    assert named["max_sha_crypt_rounds"] == 10000  # SHA256_VECTORS[1]: rounds=10000
+    assert named["max_scram_iterations"] == 4096
+    assert (named["max_argon2_memory_kib"], named["max_argon2_passes"]) == (65536, 2)
+
+
+def test_parse_stored_names_the_limit_not_the_hash() -> None:
+    stored = "{ARGON2I}" + ARGON2I_VECTOR  # m=65536 KiB
+    with pytest.raises(ValueError) as info:
+        parse_stored(stored, {**LIMITS, "max_argon2_memory_kib": 65535})
+    assert str(info.value) == (
+        "ARGON2I costs too much to verify: 65536 is over import.max_argon2_memory_kib = 65535"
+    )
+    assert parse_stored(stored, {**LIMITS, "max_argon2_memory_kib": 65536}).password_hash == stored
+
+
+@pytest.mark.parametrize("password", ["a\x00b", "\x00"])
+def test_nul_is_refused_for_storage_and_import(password: str) -> None:
+    with pytest.raises(ValueError, match=r"NUL.*RFC 4616"):
+        hash_password(password)
+    with pytest.raises(ValueError, match=r"NUL.*RFC 4616"):
+        parse_stored("{PLAIN}" + password, LIMITS)
 
 
 def test_dummy_hash_is_made_once_and_never_matches() -> None:
@@ -286,7 +345,7 @@ def test_secrets_from_password_everything(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_secrets_from_password_refuses_unpreparable() -> None:
     with pytest.raises(ValueError, match="SASLprep"):
-        secrets_from_password("a\x00b", cram_md5=True)
+        secrets_from_password("a\x07b", cram_md5=True)
 
 
 # ---------------------------------------------------------------- accounts

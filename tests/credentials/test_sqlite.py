@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import stat
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -156,12 +159,82 @@ async def test_closed_store_is_unavailable(db_path: Path) -> None:
 
 
 async def test_wal_and_private_permissions(store: SqliteStore, db_path: Path) -> None:
-    await store.open()
+    old = os.umask(0o002)  # a loose umask must not loosen what the store creates
+    try:
+        await store.add(FULL)  # a write: the -wal and -shm files exist while it is open
+    finally:
+        os.umask(old)
     with sqlite3.connect(db_path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert stat.S_IMODE(db_path.stat().st_mode) == 0o600
+    for suffix in ("", "-wal", "-shm"):
+        path = db_path.with_name(db_path.name + suffix)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     assert stat.S_IMODE(db_path.parent.stat().st_mode) == 0o700
     assert stat.S_IMODE(db_path.parent.parent.stat().st_mode) == 0o700
+
+
+# ---------------------------------------------------------------- the fake-secret key
+
+
+async def test_fake_secret_key_is_made_once_and_kept(db_path: Path, tmp_path: Path) -> None:
+    first = SqliteStore(db_path)
+    second = SqliteStore(db_path)  # another worker on the same file
+    key = await first.fake_secret_key()
+    assert len(key) == 32
+    assert await second.fake_secret_key() == key
+    await first.close()
+    await second.close()
+    reopened = SqliteStore(db_path)  # a restart
+    assert await reopened.fake_secret_key() == key
+    await reopened.close()
+    elsewhere = SqliteStore(tmp_path / "other.db")
+    assert await elsewhere.fake_secret_key() != key
+    await elsewhere.close()
+
+
+_OPEN_AND_PRINT_KEY = """
+import asyncio, sys, time
+from pathlib import Path
+from smtpgate.credentials.sqlite import SqliteStore
+start = float(sys.argv[2])
+time.sleep(max(0.0, start - time.time()))  # every process starts at the same instant
+async def main() -> None:
+    store = SqliteStore(Path(sys.argv[1]))
+    print((await store.fake_secret_key()).hex())
+    await store.close()
+asyncio.run(main())
+"""
+
+
+def test_fake_secret_key_race_between_processes(db_path: Path) -> None:
+    """Workers that start at once on a new file (schema and key both missing) agree."""
+    start = str(time.time() + 1.5)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _OPEN_AND_PRINT_KEY, str(db_path), start],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for _ in range(4)
+    ]
+    keys = set()
+    for proc in procs:
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        keys.add(out.strip())
+    assert len(keys) == 1 and len(keys.pop()) == 64
+
+
+async def test_migration_from_version_1_adds_the_key_table(db_path: Path) -> None:
+    store = SqliteStore(db_path)
+    await store.add(Account(name="old"))
+    await store.close()
+    with sqlite3.connect(db_path) as conn:  # as the first release left it
+        conn.execute("DROP TABLE server_keys")
+        conn.execute("UPDATE schema_version SET version = 1")
+    store = SqliteStore(db_path)
+    assert len(await store.fake_secret_key()) == 32
+    assert await store.names() == ["old"]
+    await store.close()
 
 
 async def test_migrations_are_idempotent(db_path: Path) -> None:
@@ -178,7 +251,7 @@ async def test_migrations_are_idempotent(db_path: Path) -> None:
 
 async def test_newer_schema_is_refused(db_path: Path) -> None:
     store = SqliteStore(db_path)
-    await store.open()
+    await store.names()
     await store.close()
     with sqlite3.connect(db_path) as conn:
         conn.execute("UPDATE schema_version SET version = 99")
@@ -264,10 +337,10 @@ async def test_unusable_path(tmp_path: Path) -> None:
 def test_open_store_relative_and_absolute(tmp_path: Path) -> None:
     relative = open_store("sqlite:///users.db", tmp_path)
     assert isinstance(relative, SqliteStore)
-    assert relative.path == tmp_path / "users.db"
+    assert repr(relative) == f"SqliteStore({str(tmp_path / 'users.db')!r})"
     absolute = open_store(f"sqlite:///{tmp_path}/abs/users.db", Path("/elsewhere"))
     assert isinstance(absolute, SqliteStore)
-    assert absolute.path == tmp_path / "abs" / "users.db"
+    assert repr(absolute) == f"SqliteStore({str(tmp_path / 'abs' / 'users.db')!r})"
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""Maildir delivery: names that cannot escape mail/, all-or-nothing commits."""
+"""Maildir delivery: names that cannot escape mail/ nor collide, refusals at RCPT,
+all-or-nothing commits, private modes (maildir(5); RFC 5321 section 4.5.3.1 limits)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import errno
 import json
 import os
 import stat
+import string
 import threading
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from smtpgate.config.load import build_config
 from smtpgate.delivery.base import DeliveryError, Envelope
 from smtpgate.delivery.discard import DiscardTarget
 from smtpgate.delivery.factory import make_target
-from smtpgate.delivery.maildir import MaildirTarget, maildir_name
+from smtpgate.delivery.maildir import NAME_MAX, MaildirTarget, maildir_name
 
 MESSAGE = b"Subject: hi\r\n\r\nbody line\r\n"
 
@@ -64,7 +66,7 @@ def all_files(root: Path) -> list[Path]:
         ("a b", "a%20b"),
         ('"quoted local"@x', "%22quoted%20local%22@x"),
         ("jörg@x", "j%c3%b6rg@x"),
-        ("ÄÖ@x", "%c3%a4%c3%b6@x"),
+        ("ÄÖ@x", "%c3%84%c3%96@x"),  # only ASCII is case-mapped
         ("a\r\nb", "a%0d%0ab"),
     ],
 )
@@ -89,10 +91,45 @@ def test_any_address_is_one_safe_path_component(address: str) -> None:
     assert Path(os.path.normpath(root / name)).parent == root
 
 
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
 @given(st.text(min_size=1), st.text(min_size=1))
-def test_names_are_distinct_after_lowercasing(a: str, b: str) -> None:
-    if a.lower() != b.lower():
-        assert maildir_name(a) != maildir_name(b)
+def test_names_collide_only_by_ascii_case(a: str, b: str) -> None:
+    same = a.translate(_ASCII_LOWER) == b.translate(_ASCII_LOWER)
+    assert (maildir_name(a) == maildir_name(b)) == same
+
+
+# Characters whose Unicode case mappings land in ASCII (UnicodeData / SpecialCasing).
+@pytest.mark.parametrize(
+    ("other", "ascii_twin"),
+    [
+        ("\u212aate@example.org", "kate@example.org"),  # KELVIN SIGN lowers to "k"
+        ("\u0130@example.org", "i\u0307@example.org"),  # I WITH DOT ABOVE lowers to i + U+0307
+        ("\u0130@example.org", "i@example.org"),
+        ("\u017fam@example.org", "sam@example.org"),  # LONG S upper/casefolds to "s"
+        ("\u0131@example.org", "i@example.org"),  # DOTLESS I uppercases to "I"
+        ("\u212bx@example.org", "\u00e5x@example.org"),  # ANGSTROM SIGN lowers to U+00E5
+        ("\ufb00@example.org", "ff@example.org"),  # LIGATURE FF casefolds to "ff"
+    ],
+)
+def test_non_ascii_case_mappings_get_their_own_maildir(
+    tmp_path: Path, other: str, ascii_twin: str
+) -> None:
+    assert maildir_name(other) != maildir_name(ascii_twin)
+    target = MaildirTarget(tmp_path, hostname="h")
+    for rcpt in (ascii_twin, other):
+        delivery = target.start(envelope(rcpt))
+        delivery.write(rcpt.encode())
+        delivery.commit()
+    for rcpt in (ascii_twin, other):
+        (name,) = files(target.maildir(rcpt) / "new")
+        assert (target.maildir(rcpt) / "new" / name).read_bytes() == rcpt.encode()
+
+
+def test_kelvin_name_is_its_utf8_octets() -> None:
+    assert maildir_name("\u212aate@example.org") == "%e2%84%aaate@example.org"
+    assert maildir_name("KATE@Example.ORG") == "kate@example.org"
 
 
 @pytest.mark.parametrize("address", ["..", "../x", "/etc", "\\..\\x", "a\0b", "%2f..", ".."])
@@ -131,11 +168,32 @@ def test_commit_puts_message_in_every_recipients_new(tmp_path: Path) -> None:
 def test_nothing_is_visible_before_commit(tmp_path: Path) -> None:
     root = tmp_path / "mail"
     delivery = MaildirTarget(root, hostname="h").start(envelope("bob@x"))
-    assert all_files(tmp_path) == []  # start does no I/O
+    assert files(root / "bob@x" / "tmp") == [delivery.unique_name]  # start opened it
     delivery.write(MESSAGE)
     assert files(root / "bob@x" / "new") == []
     delivery.commit()
     assert len(files(root / "bob@x" / "new")) == 1
+
+
+def test_start_creates_and_opens_so_write_only_appends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server runs start() off the event loop and write() on it."""
+    root = tmp_path / "new-root" / "mail"
+    delivery = MaildirTarget(root, hostname="h").start(envelope("bob@x"))
+    assert files(root / "bob@x" / "tmp") == [delivery.unique_name]
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise AssertionError("mkdir or open outside start()")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "mkdir", refused)
+        patch.setattr(os, "open", refused)
+        for _ in range(5):
+            delivery.write(MESSAGE * 10_000)  # several buffer flushes: real appends
+    delivery.commit()
+    (name,) = files(root / "bob@x" / "new")
+    assert (root / "bob@x" / "new" / name).read_bytes() == MESSAGE * 50_000
 
 
 def test_sidecar_holds_the_envelope_not_the_headers(tmp_path: Path) -> None:
@@ -226,6 +284,95 @@ def test_unusable_recipients_are_permanent_errors(
     assert info.value.temporary is False
 
 
+# --- refused at RCPT -----------------------------------------------------------------------------
+
+# RFC 5321 section 4.5.3.1: local part <= 64 octets, domain <= 255, path <= 256. Each "{"
+# is encoded as "%7b", so 64 of them take 192 octets of the name.
+LONG_LOCAL = "{" * 64
+LONG_BUT_VALID = f"{LONG_LOCAL}@{'d' * 58}.test"  # a 256-octet name for a 128-octet address
+
+
+def test_long_valid_address_is_refused_at_rcpt_with_553() -> None:
+    assert len(LONG_LOCAL) == 64 and len(LONG_BUT_VALID) <= 254
+    assert len(maildir_name(LONG_BUT_VALID)) == NAME_MAX + 1
+    reply = MaildirTarget(Path("/nonexistent"), hostname="h").check_recipient(
+        LONG_BUT_VALID, may_relay=False
+    )
+    assert reply is not None
+    assert (reply.code, reply.enhanced) == (553, "5.1.3")
+    assert "too long" in reply.text
+
+
+@pytest.mark.parametrize(
+    ("address", "accepted"),
+    [
+        (f"{LONG_LOCAL}@{'d' * 57}.test", True),  # exactly NAME_MAX octets
+        (LONG_BUT_VALID, False),
+        ("é" * 32 + "@" + "d" * 60 + ".test", False),  # 64-octet UTF-8 local part: 258
+        ("bob@example.org", True),
+        ("", False),
+    ],
+)
+def test_check_recipient_matches_what_start_can_store(
+    tmp_path: Path, address: str, accepted: bool
+) -> None:
+    """No I/O at RCPT, and exactly the addresses that start() refuses are refused."""
+    target = MaildirTarget(tmp_path / "mail", hostname="h")
+    refused = target.check_recipient(address, may_relay=False) is not None
+    try:
+        target.start(envelope(address)).abort()
+        stored = True
+    except DeliveryError:
+        stored = False
+    assert (not refused) == stored
+    assert files(tmp_path) == ([] if not stored else ["mail"])
+
+
+def test_one_unstorable_recipient_does_not_sink_the_others(tmp_path: Path) -> None:
+    """The host asks check_recipient at each RCPT and puts only accepted ones in the envelope."""
+    target = MaildirTarget(tmp_path, hostname="h")
+    rcpts = ("bob@example.org", LONG_BUT_VALID, "carol@example.org")
+    accepted = tuple(a for a in rcpts if target.check_recipient(a, may_relay=False) is None)
+    delivery = target.start(envelope(*accepted))
+    delivery.write(MESSAGE)
+    delivery.commit()
+    assert sorted(os.listdir(tmp_path)) == ["bob@example.org", "carol@example.org"]
+    for rcpt in ("bob@example.org", "carol@example.org"):
+        (name,) = files(tmp_path / rcpt / "new")
+        assert (tmp_path / rcpt / "new" / name).read_bytes() == MESSAGE
+
+
+# --- modes -------------------------------------------------------------------------------------
+
+
+def test_everything_created_is_private_whatever_the_umask(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Names under mail/ are addresses: directories 0700 (missing parents of the root
+    too), files 0600 (messages, hard links, copies, sidecars)."""
+    data = tmp_path / "data"
+    old_umask = os.umask(0)
+    try:
+        target = MaildirTarget(data / "mail", hostname="h")
+        delivery = target.start(envelope("a@x", "b@x"))
+        delivery.write(MESSAGE)
+        delivery.commit()
+        monkeypatch.setattr(os, "link", _no_link)  # the copy path
+        delivery = target.start(envelope("a@x", "c@x"))
+        delivery.commit()
+    finally:
+        os.umask(old_umask)
+    created = [data, *data.rglob("*")]
+    assert len([p for p in created if p.is_file()]) == 8  # 4 messages, 4 sidecars
+    for path in created:
+        mode = stat.S_IMODE(os.lstat(path).st_mode)
+        assert mode == (0o700 if path.is_dir() else 0o600), (path, oct(mode))
+
+
+def _no_link(src: object, dst: object) -> None:
+    raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+
 # --- abort and failures ------------------------------------------------------------------------
 
 
@@ -310,14 +457,22 @@ def test_unwritable_maildir(tmp_path: Path) -> None:
     root.mkdir()
     root.chmod(0o500)
     try:
-        delivery = MaildirTarget(root, hostname="h").start(envelope("bob@x"))
         with pytest.raises(DeliveryError) as info:
-            delivery.write(MESSAGE)
+            MaildirTarget(root, hostname="h").start(envelope("bob@x"))
         assert info.value.disk_full is False
-        delivery.abort()
     finally:
         root.chmod(0o700)
     assert all_files(root) == []
+
+
+def test_unwritable_first_maildir_fails_at_start_even_as_root(tmp_path: Path) -> None:
+    root = tmp_path / "mail"
+    root.mkdir()
+    (root / "bob@x").write_bytes(b"in the way")
+    with pytest.raises(DeliveryError) as info:
+        MaildirTarget(root, hostname="h").start(envelope("bob@x"))
+    assert info.value.temporary is True
+    assert all_files(root) == [root / "bob@x"]
 
 
 def test_unwritable_second_maildir_even_as_root(tmp_path: Path) -> None:

@@ -175,3 +175,12 @@ def test_any_input_gives_a_well_formed_header(
     text = header(envelope, show_user=True)
     if not smtputf8:
         assert text.isascii()
+
+
+@pytest.mark.parametrize("show_user", [False, True])
+def test_auth_param_is_never_in_the_header(show_user: bool) -> None:
+    """MAIL FROM AUTH= (RFC 4954 section 5) is the client's claim: sidecar only."""
+    envelope = dataclasses.replace(BASE, auth_param="origin+mark@elsewhere.example")
+    text = header(envelope, show_user=show_user)
+    assert "origin" not in text and "mark" not in text and "elsewhere" not in text
+    assert text == header(dataclasses.replace(BASE, auth_param=None), show_user=show_user)

@@ -7,6 +7,7 @@ import random
 import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from smtpgate.config.schema import Config
 from smtpgate.credentials.sqlite import open_store
 from smtpgate.credentials.users import add_user
 from smtpgate.server.app import Server
+from tests.e2e.cluster import Cluster
 
 PASSWORD = "correct horse battery staple"
 
@@ -35,7 +37,8 @@ def free_port() -> int:
     raise RuntimeError("no free port between 20000 and 32000")
 
 
-def make_config(tmp_path: Path, **sections: Any) -> Config:
+def config_data(tmp_path: Path, **sections: Any) -> dict[str, Any]:
+    """The test configuration as TOML would give it: three loopback listeners."""
     data: dict[str, Any] = {
         "data_dir": str(tmp_path / "data"),
         "hostname": "mx.test",
@@ -51,7 +54,11 @@ def make_config(tmp_path: Path, **sections: Any) -> Config:
             data[key] = {**data[key], **value}
         else:
             data[key] = value
-    return build_config(data, file="test.toml", base_dir=tmp_path)
+    return data
+
+
+def make_config(tmp_path: Path, **sections: Any) -> Config:
+    return build_config(config_data(tmp_path, **sections), file="test.toml", base_dir=tmp_path)
 
 
 async def create_user(config: Config, name: str = "alice", password: str = PASSWORD,
@@ -82,20 +89,36 @@ ServerFactory = Callable[..., Any]
 @pytest.fixture
 async def running(tmp_path: Path) -> AsyncIterator[ServerFactory]:
     """``await running(**config_sections)`` -> a started Server with user alice."""
-    servers: list[Server] = []
+    async with serving(tmp_path) as start:
+        yield start
 
-    async def start(user: bool = True, **sections: Any) -> Server:
-        config = make_config(tmp_path, **sections)
+
+@asynccontextmanager
+async def serving(tmp_path: Path, workers: int = 1) -> AsyncIterator[ServerFactory]:
+    """The factory of ``running``: an in-process Server, or with ``workers`` > 1 a
+    ``smtpgate serve`` process of that many workers (``tests/e2e/cluster.py``)."""
+    servers: list[Server | Cluster] = []
+
+    async def start(user: bool = True, **sections: Any) -> Server | Cluster:
+        server: Server | Cluster
+        if workers > 1:
+            server = Cluster(tmp_path, config_data(tmp_path, **sections), workers=workers)
+        else:
+            server = Server(make_config(tmp_path, **sections))
         if user:
-            await create_user(config)
-        server = Server(config)
-        await server.start()
+            await create_user(server.config)
+        if isinstance(server, Cluster):
+            await in_thread(server.start)
+        else:
+            await server.start()
         servers.append(server)
         return server
 
-    yield start
-    for server in servers:
-        await server.stop(grace=1.0)
+    try:
+        yield start
+    finally:
+        for server in servers:
+            await server.stop(grace=1.0)
 
 
 async def in_thread(fn: Callable[[], Any]) -> Any:

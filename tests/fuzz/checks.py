@@ -14,8 +14,11 @@ import base64
 from smtpgate.protocol import events as ev
 from smtpgate.protocol import replies as r
 from smtpgate.protocol.commands import (
+    MAIL_PARAMETERS,
     MAX_PATH,
     SyntaxProblem,
+    check_mail_params,
+    decode_base64,
     decode_xtext,
     parse_auth_command,
     parse_auth_param,
@@ -24,7 +27,7 @@ from smtpgate.protocol.commands import (
     split_command,
 )
 from smtpgate.protocol.framing import DataFramer
-from smtpgate.protocol.session import Session, SessionParams
+from smtpgate.protocol.session import Session
 from smtpgate.sasl import _scram_syntax as scram_syntax
 from smtpgate.sasl.base import (
     Challenge,
@@ -39,6 +42,7 @@ from smtpgate.sasl.login import Login
 from smtpgate.sasl.plain import parse_plain
 from smtpgate.sasl.saslprep import SaslPrepError, saslprep
 from smtpgate.sasl.scram import ScramSha256, ScramSha256Plus, fake_scram_secret
+from tests.protocol.host import session_params
 
 _CONTROL = frozenset(chr(c) for c in range(0x20)) | {"\x7f"}
 
@@ -53,7 +57,11 @@ def _split(data: bytes) -> tuple[int, bytes]:
 # -- protocol ---------------------------------------------------------------------------------
 
 def check_commands(data: bytes) -> None:
-    """Command line, path, parameter, AUTH and BDAT parsers."""
+    """Command line, path, parameter, AUTH, base64 and BDAT parsers.
+
+    Their one documented error is ``SyntaxProblem``: anything else (the
+    ValueError of ``int("\u00b2")``, say) is a crash.
+    """
     line = data.replace(b"\n", b"")[:600]
     try:
         cmd = split_command(line)
@@ -63,7 +71,7 @@ def check_commands(data: bytes) -> None:
     for prefix, allow_null in (("FROM:", True), ("TO:", False)):
         try:
             path = parse_path_argument(cmd.arg, prefix, allow_null=allow_null,
-                                       bad=r.BAD_SYNTAX)
+                                       bad=r.BAD_SYNTAX, recognised=MAIL_PARAMETERS)
         except SyntaxProblem:
             continue
         assert len(path.address) <= MAX_PATH
@@ -73,17 +81,38 @@ def check_commands(data: bytes) -> None:
         for key, value in path.params.items():
             assert key == key.upper() and key.isascii()
             assert value is None or not set(value) & _CONTROL
+        _check_mail_params(path.params)
     try:
         mech, initial = parse_auth_command(cmd.arg)
-        assert mech and mech == mech.upper() and len(mech) <= 20
+        assert mech and mech == mech.upper() and len(mech) <= 20 and mech.isascii()
         assert initial is None or " " not in initial
     except SyntaxProblem:
         pass
     try:
         size, _ = parse_bdat_argument(cmd.arg)
         assert size >= 0
+        assert cmd.arg.split()[0].isascii(), "a chunk size read from non-ASCII digits"
     except SyntaxProblem:
         pass
+    _check_base64(cmd.arg.encode())
+
+
+def _check_mail_params(params: dict[str, str | None]) -> None:
+    try:
+        checked = check_mail_params(params, max_size=10**30)
+    except SyntaxProblem:
+        return
+    size = checked.get("SIZE")
+    assert size is None or (size.isascii() and size.isdigit()), size
+    auth = checked.get("AUTH")
+    assert auth is None or not set(auth) & _CONTROL, auth
+
+
+def _check_base64(data: bytes) -> None:
+    """Only the canonical encoding of some bytes decodes (RFC 4648 section 3.5)."""
+    decoded = decode_base64(data)
+    if decoded is not None:
+        assert base64.b64encode(decoded) == data, data
 
 
 def encode_xtext(text: str) -> str:
@@ -131,7 +160,7 @@ def _frame(stream: bytes, cuts: list[int]) -> tuple[bytes, bool, bytes, bool]:
             rest += piece
             continue
         result = framer.feed(piece)
-        body += result.body
+        body += b"".join(result.pieces)
         if result.done:
             done, rest = True, result.rest
     return bytes(body), done, rest, framer.bare_line_ending
@@ -156,9 +185,9 @@ class _Host:
     """A minimal host: accepts everything, fails every AUTH, counts messages."""
 
     def __init__(self) -> None:
-        self.session = Session(SessionParams(starttls_offered=True, require_auth=False,
-                                             auth_mechanisms=("PLAIN",), max_message_size=4096,
-                                             max_recipients=5, max_errors=50))
+        self.session = Session(session_params(
+            starttls_offered=True, require_auth=False, auth_mechanisms=("PLAIN",),
+            max_message_size=4096, max_recipients=5, max_errors=50))
         self.data_starts = 0
         self.data_ends = 0
 
@@ -305,12 +334,16 @@ CHECKS = {
 SEEDS: dict[str, list[bytes]] = {
     "commands": [b"MAIL FROM:<a@b.example> SIZE=10 BODY=8BITMIME AUTH=<>",
                  b"RCPT TO:<@a,@b:u@c.example>", b"AUTH PLAIN AGFsaWNlAHB3",
-                 b"BDAT 100 LAST", b'RCPT TO:<"q x"@[127.0.0.1]>'],
+                 b"BDAT 100 LAST", b'RCPT TO:<"q x"@[127.0.0.1]>',
+                 # numbers that are not ASCII digits (str.isdigit() says they are)
+                 "BDAT \u00b2".encode(), "BDAT \uff11\uff12 LAST".encode(),
+                 "MAIL FROM:<a@b.example> SIZE=\u0663".encode(), b"AUTH PLAIN QR=="],
     "xtext": [b"alice+2Bbob", b"+0D+0A", b"<>", b"a=b"],
     "framer": [b"\x05Subject: x\r\n\r\nbody\r\n..dot\r\n.\r\nQUIT\r\n", b"\x40a\n.\nb\r\n.\r\n",
                b"\x00.\r\n", b"\x81\r.\r\r\n.\r\n"],
     "session": [b"\x03EHLO x\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\nhi\r\n.\r\n"
-                b"BDAT 5 LAST\r\nhello\r\nAUTH PLAIN\r\n*\r\nSTARTTLS\r\nNOOP\r\n"],
+                b"BDAT 5 LAST\r\nhello\r\nAUTH PLAIN\r\n*\r\nSTARTTLS\r\nNOOP\r\n",
+                "\x05BDAT \u00b2\r\nEHLO x\r\nMAIL FROM:<a@b.c> SIZE=\u2460\r\n".encode()],
     "plain": [b"\0alice\0pw", b"bob\0alice\0pw", b"\0\0"],
     "login": [b"ualice\0\0secret", b"x\0\0y"],
     "cram_md5": [b"alice 0123456789abcdef0123456789abcdef"],

@@ -14,6 +14,7 @@ could use. So:
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,8 @@ async def import_users(gate: Gate, lines: list[str]) -> None:
     passwd.write_text("\n".join(lines) + "\n")
     store = open_store(gate.config.store.url, gate.config.data_dir)
     try:
-        assert await import_passwd_file(store, passwd) == len(lines)
+        limits = dataclasses.asdict(gate.config.import_)
+        assert await import_passwd_file(store, passwd, limits=limits) == len(lines)
     finally:
         await store.close()
 

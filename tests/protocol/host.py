@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from smtpgate.config.schema import LimitsConfig
 from smtpgate.protocol import events as ev
 from smtpgate.protocol import replies as r
 from smtpgate.protocol.replies import Reply
@@ -104,8 +105,23 @@ class MemoryHost:
             self.session.auth_finish(r.AUTH_INVALID, None)
 
 
+def session_params(**overrides: object) -> SessionParams:
+    """SessionParams for tests: a require_auth listener without TLS, the default limits."""
+    limits = LimitsConfig()
+    values: dict[str, object] = {
+        "hostname": "mx.test", "tls_active": False, "starttls_offered": False,
+        "require_auth": True, "auth_mechanisms": (),
+        "max_message_size": limits.max_message_size, "max_recipients": limits.max_recipients,
+        "max_errors": limits.max_errors,
+    }
+    unknown = set(overrides) - set(values)
+    assert not unknown, f"not a SessionParams field: {unknown}"
+    values.update(overrides)
+    return SessionParams(**values)  # type: ignore[arg-type]
+
+
 def make_host(**params: object) -> MemoryHost:
-    session = Session(SessionParams(hostname="mx.test", **params))  # type: ignore[arg-type]
+    session = Session(session_params(**params))
     session.greet()
     host = MemoryHost(session)
     session.data_to_send()

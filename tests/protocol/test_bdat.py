@@ -171,11 +171,14 @@ def test_rset_between_chunks_drops_the_message() -> None:
 
 
 @pytest.mark.parametrize(
-    "arg", [b"BDAT", b"BDAT x", b"BDAT -1", b"BDAT 5 FIRST", b"BDAT 5 LAST more", b"BDAT 1.5"]
+    "arg", [b"BDAT", b"BDAT x", b"BDAT -1", b"BDAT +1", b"BDAT 5 FIRST", b"BDAT 5 LAST more",
+            b"BDAT 1.5", b"BDAT " + b"9" * 21]
 )
 def test_bdat_syntax(arg: bytes) -> None:
+    """RFC 3030 section 3: a malformed chunk size or end marker is 501 5.5.4 (RFC 3463:
+    invalid command arguments), and nothing of the line is read as a chunk."""
     host = ready()
-    assert codes(host.feed(arg + b"\r\n")) == ["501 5.5.2"]
+    assert codes(host.feed(arg + b"\r\n")) == ["501 5.5.4"]
     assert host.session.state is State.RCPT and host.session.mode is Mode.COMMAND
 
 

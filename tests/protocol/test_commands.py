@@ -6,7 +6,10 @@ import pytest
 
 from smtpgate.protocol import events as ev
 from smtpgate.protocol import replies as r
+from smtpgate.protocol.replies import Reply
+from smtpgate.protocol.session import Session
 from smtpgate.protocol.states import State
+from smtpgate.protocol.transaction import Transaction
 from tests.protocol.host import (
     SETUPS,
     codes,
@@ -14,6 +17,7 @@ from tests.protocol.host import (
     mode_or_state,
     of_type,
     open_host,
+    session_params,
     transcript,
 )
 
@@ -40,9 +44,7 @@ def ehlo_lines(out: bytes) -> list[str]:
 
 
 def test_greeting_is_220_without_enhanced_code() -> None:
-    from smtpgate.protocol.session import Session, SessionParams
-
-    s = Session(SessionParams(hostname="mx.test"))
+    s = Session(session_params())
     s.greet()
     assert s.data_to_send() == b"220 mx.test ESMTP smtpgate\r\n"
 
@@ -123,7 +125,7 @@ def test_ehlo_resets_a_transaction() -> None:
     assert host.session.state is State.RCPT
     host.feed(b"EHLO c\r\n")
     assert mode_or_state(host, "state") is State.READY
-    assert host.session.mail_from is None and host.session.recipients == []
+    assert host.session.transaction == Transaction()
     assert codes(host.feed(b"RCPT TO:<c@d.example>\r\n")) == ["503 5.5.1"]
 
 
@@ -221,7 +223,7 @@ def test_rcpt_source_route_stripped() -> None:
     host.feed(b"EHLO c\r\nMAIL FROM:<a@b.example>\r\n")
     assert codes(host.feed(b"RCPT TO:<@hop.example:c@d.example>\r\n")) == ["250 2.1.5"]
     assert [e.address for e in of_type(host, ev.RcptTo)] == ["c@d.example"]
-    assert host.session.recipients == ["c@d.example"]
+    assert host.session.transaction.recipients == ["c@d.example"]
 
 
 def test_rcpt_parameters_unknown() -> None:
@@ -230,7 +232,7 @@ def test_rcpt_parameters_unknown() -> None:
 
 def test_host_rejections_pass_through() -> None:
     host = open_host()
-    host.reject_mail = r.SENDER_NOT_ALLOWED
+    host.reject_mail = Reply(553, "5.1.7", "Sender address not allowed")
     host.feed(b"EHLO c\r\n")
     assert codes(host.feed(b"MAIL FROM:<a@b.example>\r\n")) == ["553 5.1.7"]
     assert host.session.state is State.READY
@@ -241,17 +243,23 @@ def test_host_rejections_pass_through() -> None:
     assert mode_or_state(host, "state") is State.MAIL
 
 
+# RFC 5321 section 4.1.1.11: 555 for a parameter not recognised, 501 for a
+# recognised one with a bad value or given twice.
 @pytest.mark.parametrize(
     ("params", "reply"),
     [
         ("FOO=1", "555 5.5.4"),
         ("FOO", "555 5.5.4"),
         ("RET=FULL", "555 5.5.4"),
-        ("SIZE=10 SIZE=10", "555 5.5.4"),
-        ("SIZE=", "555 5.5.4"),
-        ("SIZE=abc", "555 5.5.4"),
-        ("SIZE", "555 5.5.4"),
-        ("SIZE=-1", "555 5.5.4"),
+        ("X-EVIL=\x01", "555 5.5.4"),
+        ("SIZE=10 SIZE=10", "501 5.5.4"),
+        ("SIZE=10 size=11", "501 5.5.4"),
+        ("SIZE=", "501 5.5.4"),
+        ("SIZE=abc", "501 5.5.4"),
+        ("SIZE", "501 5.5.4"),
+        ("SIZE=-1", "501 5.5.4"),
+        ("SIZE=+1", "501 5.5.4"),
+        ("SIZE=1e3", "501 5.5.4"),
         ("SIZE=100", "250 2.1.0"),
         ("size=26214400", "250 2.1.0"),
         ("SIZE=26214401", "552 5.3.4"),
@@ -259,20 +267,24 @@ def test_host_rejections_pass_through() -> None:
         ("BODY=7BIT", "250 2.1.0"),
         ("BODY=8BITMIME", "250 2.1.0"),
         ("body=8bitmime", "250 2.1.0"),
-        ("BODY=BINARYMIME", "555 5.5.4"),
-        ("BODY", "555 5.5.4"),
-        ("BODY=", "555 5.5.4"),
+        ("BODY=BINARYMIME", "501 5.5.4"),
+        ("BODY", "501 5.5.4"),
+        ("BODY=", "501 5.5.4"),
+        ("BODY=7BIT BODY=7BIT", "501 5.5.4"),
         ("SMTPUTF8", "250 2.1.0"),
-        ("SMTPUTF8=yes", "555 5.5.4"),
+        ("SMTPUTF8=yes", "501 5.5.4"),
+        ("SMTPUTF8 SMTPUTF8", "501 5.5.4"),
         ("AUTH=<>", "250 2.1.0"),
         ("AUTH=joe", "250 2.1.0"),
-        ("AUTH", "555 5.5.4"),
-        ("AUTH=+2", "555 5.5.4"),
-        ("AUTH=a+", "555 5.5.4"),
-        ("AUTH=a+zz", "555 5.5.4"),
-        ("AUTH=a+2b", "555 5.5.4"),  # xtext hex digits are upper case (RFC 3461)
-        ("AUTH=a+0A", "555 5.5.4"),  # no control characters once decoded
-        ("AUTH=a+00", "555 5.5.4"),
+        ("AUTH", "501 5.5.4"),
+        ("AUTH=+2", "501 5.5.4"),
+        ("AUTH=a+", "501 5.5.4"),
+        ("AUTH=a+zz", "501 5.5.4"),
+        ("AUTH=a+2b", "501 5.5.4"),  # xtext hex digits are upper case (RFC 3461)
+        ("AUTH=a+0A", "501 5.5.4"),  # no control characters once decoded
+        ("AUTH=a+00", "501 5.5.4"),
+        ("AUTH=a=b", "501 5.5.4"),
+        ("AUTH=<> AUTH=<>", "501 5.5.4"),
         ("SIZE=10 BODY=8BITMIME SMTPUTF8 AUTH=<>", "250 2.1.0"),
     ],
 )
@@ -371,7 +383,7 @@ def test_max_recipients() -> None:
         b"RCPT TO:<r1@d.example>\r\nRCPT TO:<r2@d.example>\r\nRCPT TO:<r3@d.example>\r\n"
     )
     assert codes(out) == ["250 2.1.5", "250 2.1.5", "452 4.5.3"]
-    assert host.session.recipients == ["r1@d.example", "r2@d.example"]
+    assert host.session.transaction.recipients == ["r1@d.example", "r2@d.example"]
     assert len(of_type(host, ev.RcptTo)) == 2
     assert codes(host.feed(b"DATA\r\nx\r\n.\r\n")) == ["354", "250 2.0.0"]
     assert host.session.errors == 0  # 452 is not a protocol error
@@ -468,7 +480,7 @@ def test_rset() -> None:
     host.feed(b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\n")
     assert codes(host.feed(b"RSET\r\n")) == ["250 2.0.0"]
     assert host.session.state is State.READY
-    assert host.session.mail_from is None and host.session.recipients == []
+    assert host.session.transaction == Transaction()
     assert codes(host.feed(b"RSET now\r\n")) == ["501 5.5.4"]
 
 
@@ -558,7 +570,7 @@ def test_max_errors_counts_syntax_and_sequence_errors_not_530() -> None:
         b"EHLO\r\n"  # 501
         b"EHLO c\r\n"  # 250, not counted
         b"NOOP\r\n"  # 250
-        b"MAIL FROM:<a@b.example>\r\n"  # 530: policy, not counted (SPEC section 3)
+        b"MAIL FROM:<a@b.example>\r\n"  # 530: policy, not counted (README.md)
         b"EXPN x\r\n"  # 530
         b"FROB\r\n"  # 500
         b"STARTTLS\r\n"  # 502: the 4th error

@@ -6,7 +6,9 @@ import pytest
 
 from smtpgate.protocol import events as ev
 from smtpgate.protocol import replies as r
+from smtpgate.protocol.replies import Reply
 from smtpgate.protocol.states import Mode, State
+from smtpgate.protocol.transaction import Transaction
 from tests.protocol.host import MemoryHost, codes, of_type, open_host
 
 ENVELOPE = b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\n"
@@ -26,7 +28,7 @@ def test_simple_message() -> None:
     assert out == r.MESSAGE_ACCEPTED.to_bytes()
     assert host.messages == [b"Subject: hi\r\n\r\nbody\r\n"]
     assert host.session.state is State.READY and host.session.mode is Mode.COMMAND
-    assert host.session.mail_from is None and host.session.recipients == []
+    assert host.session.transaction == Transaction()
     assert of_type(host, ev.DataStart) == [ev.DataStart(bdat=False)]
     assert of_type(host, ev.DataEnd) == [ev.DataEnd(None)]
 
@@ -50,7 +52,7 @@ def test_data_with_argument_is_501() -> None:
 
 def test_data_rejected_by_host_reads_commands() -> None:
     host = open_host()
-    host.reject_data = r.NO_VALID_RECIPIENTS
+    host.reject_data = Reply(554, "5.5.1", "No valid recipients")
     host.feed(ENVELOPE)
     assert codes(host.feed(b"DATA\r\nNOOP\r\n")) == ["554 5.5.1", "250 2.0.0"]
     assert host.session.mode is Mode.COMMAND

@@ -1,26 +1,26 @@
 """Property tests: the session on random input, the DATA framer on random bodies.
 
-Buffer bound, read from ``session.py``
+Buffer bound, read from ``readers.py``
 --------------------------------------
-``receive_data`` appends the whole feed to ``_buf``, so right after it
-``buffered <= B + len(feed)`` where B is what was left before. ``next_event``
-then consumes input until it stops, and it stops (with a host that answers
-every event at once) only when:
+``receive_data`` appends the whole feed to the session's ``Input``, so right
+after it ``buffered <= B + len(feed)`` where B is what was left before.
+``next_event`` then lets the current reader consume input until it returns
+None, which (with a host that answers every event at once) happens only when:
 
-* COMMAND / AUTH_RESPONSE: ``_take_line`` found no LF in the first
-  ``AUTH_LINE_LIMIT + 1`` octets *and* the buffer is not longer than
-  ``AUTH_LINE_LIMIT`` (a longer one switches to DISCARD_LINE);
-* DATA / BDAT / DISCARD_LINE: the buffer is empty (DATA hands everything to
-  the framer, BDAT takes what the chunk still needs, DISCARD drops it);
-* CLOSED: ``_close`` cleared the buffer and ``receive_data`` ignores input.
+* ``LineReader`` (COMMAND / AUTH_RESPONSE): no LF in the first
+  ``AUTH_LINE_LIMIT + 1`` octets *and* the input is not longer than
+  ``AUTH_LINE_LIMIT`` (a longer one is ``Overlong`` and goes to DISCARD_LINE);
+* ``DataReader``, ``ChunkReader``, ``DiscardReader``: the input is empty
+  (DATA hands everything to the framer, BDAT takes what the chunk still
+  needs, DISCARD drops it);
+* CLOSED: the input was cleared and ``receive_data`` ignores more.
 
 So at rest ``buffered <= AUTH_LINE_LIMIT`` (12288), and within one call the
-buffer peaks at ``AUTH_LINE_LIMIT + len(feed)`` (the brief's "about 2x the
-AUTH limit plus the feed" is looser than the code). Separately the DATA
-framer holds a partial line of at most ``_MAX_PARTIAL`` (8192) octets.
-The bound assumes the host answers awaited events; a host that keeps feeding
-while ``awaiting_reply`` is true grows the buffer without limit, so the real
-host must stop reading meanwhile.
+input peaks at ``AUTH_LINE_LIMIT + len(feed)``. Separately the DATA framer
+holds a partial line of at most ``_MAX_PARTIAL`` (8192) octets. The bound
+assumes the host answers awaited events; a host that keeps feeding while
+``awaiting_reply`` is true grows the input without limit, so the real host
+must stop reading meanwhile.
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ from hypothesis import strategies as st
 
 from smtpgate.protocol import framing
 from smtpgate.protocol.framing import DataFramer
+from smtpgate.protocol.readers import ChunkReader, DataReader
 from smtpgate.protocol.states import AUTH_LINE_LIMIT, Mode, State
+from smtpgate.protocol.transaction import Transaction
 from tests.protocol.host import make_host
 
 # --- the session on random input ------------------------------------------------------
@@ -106,16 +108,15 @@ def test_random_input_never_raises_and_stays_bounded(
             assert s.buffered == 0
         if s.mode in (Mode.DATA, Mode.BDAT, Mode.DISCARD_LINE):
             assert s.buffered == 0
-        if s.mode is Mode.DATA:
-            framer = s._framer
-            assert framer is not None
-            assert len(framer._partial) <= framer_partial_limit()
-        if s.mode is Mode.BDAT:
-            assert s._bdat_remaining > 0
+        reader = s._reader
+        if isinstance(reader, DataReader):
+            assert len(reader.framer._partial) <= framer_partial_limit()
+        if isinstance(reader, ChunkReader):
+            assert reader.remaining > 0
         if s.state is State.CONNECTED:
-            assert s.mail_from is None and s.recipients == []
+            assert s.transaction == Transaction()
         if s.state is State.RCPT:
-            assert 1 <= len(s.recipients) <= int(str(p["max_recipients"]))
+            assert 1 <= len(s.transaction.recipients) <= int(str(p["max_recipients"]))
     assert s.errors <= int(str(p["max_errors"]))
 
 
@@ -163,7 +164,7 @@ def frame(wire: bytes, cuts: list[int]) -> tuple[bytes, bool, bytes, bool]:
         if not piece:
             continue
         result = framer.feed(piece)
-        body.append(result.body)
+        body.extend(result.pieces)
         assert len(framer._partial) <= framing._MAX_PARTIAL
         if result.done:
             done, rest = True, result.rest

@@ -74,11 +74,19 @@ def test_abort_leaves_nothing(target: RelayTarget, tmp_path: Path) -> None:
 def test_maildir_failure_undoes_the_queue_part(target: RelayTarget, tmp_path: Path) -> None:
     (tmp_path / "mail").mkdir()
     (tmp_path / "mail" / "bob@local.test").write_text("not a directory")
-    delivery = target.start(envelope("you@remote.test", "bob@local.test"))
     with pytest.raises(DeliveryError):
+        delivery = target.start(envelope("you@remote.test", "bob@local.test"))
         delivery.write(b"x")
         delivery.commit()
     assert QueueStore(tmp_path / "queue").ids() == []
+    assert not (tmp_path / "queue").exists()
+
+
+def test_queue_open_failure_aborts_the_maildir_part(target: RelayTarget, tmp_path: Path) -> None:
+    (tmp_path / "queue").write_text("not a directory")
+    with pytest.raises(DeliveryError):
+        target.start(envelope("you@remote.test", "bob@local.test"))
+    assert os.listdir(tmp_path / "mail" / "bob@local.test" / "tmp") == []
 
 
 def test_claim_is_exclusive_and_leftovers_are_cleaned(tmp_path: Path) -> None:
@@ -109,7 +117,7 @@ def test_records_that_are_not_ours_are_refused() -> None:
 def test_queue_ids() -> None:
     ids = [new_queue_id() for _ in range(200)]
     assert len(set(ids)) == 200 and all(valid_id(i) for i in ids)
-    stamps = [i[:10] for i in ids]
+    stamps = [i[:11] for i in ids]
     assert stamps == sorted(stamps)  # names sort in arrival order
     assert not valid_id("../x") and not valid_id("")
 

@@ -206,14 +206,14 @@ def test_plus_without_tls() -> None:
 def test_plus_without_p_flag(flag: str) -> None:
     client = ScramClient("SCRAM-SHA-256-PLUS", "user", "pw", gs2_flag=flag)
     ctx = MechanismContext(bindings=BINDINGS, plus_advertised=True)
-    assert _failure(_run(ScramSha256Plus, client, ctx)) is FailureKind.MALFORMED
+    assert _failure(_run(ScramSha256Plus, client, ctx)) is FailureKind.INVALID
 
 
 def test_p_flag_on_non_plus_mechanism() -> None:
     data = BINDINGS.tls_exporter or b""
     client = ScramClient("SCRAM-SHA-256", "user", "pw", cb_type="tls-exporter", cb_data=data)
     ctx = MechanismContext(bindings=BINDINGS, plus_advertised=True)
-    assert _failure(_run(ScramSha256, client, ctx)) is FailureKind.MALFORMED
+    assert _failure(_run(ScramSha256, client, ctx)) is FailureKind.INVALID
 
 
 def test_channel_binding_data_mismatch() -> None:

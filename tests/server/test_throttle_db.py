@@ -5,12 +5,13 @@ from __future__ import annotations
 import multiprocessing
 from pathlib import Path
 
-from smtpgate.policy.throttle import Throttle, ThrottleLimits
+from smtpgate.policy.throttle import Throttle
 from smtpgate.server.throttle_db import SqliteThrottleState
+from tests.auth.defaults import throttle_limits
 
 
 def _fail_from(path: Path, ip: str, times: int) -> None:
-    throttle = Throttle(ThrottleLimits(ip_failure_limit=4), SqliteThrottleState(path))
+    throttle = Throttle(throttle_limits(ip_failure_limit=4), SqliteThrottleState(path))
     for _ in range(times):
         throttle.record_failure(ip, "alice")
 
@@ -24,7 +25,7 @@ def test_failures_recorded_by_two_processes_add_up(tmp_path: Path) -> None:
     for w in workers:
         w.join(timeout=20)
         assert w.exitcode == 0
-    throttle = Throttle(ThrottleLimits(ip_failure_limit=4), SqliteThrottleState(path))
+    throttle = Throttle(throttle_limits(ip_failure_limit=4), SqliteThrottleState(path))
     assert throttle.ip_blocked("192.0.2.7")  # 2 + 2 failures from two processes
     assert not throttle.ip_blocked("192.0.2.8")
 
@@ -33,7 +34,7 @@ def test_windows_expire_and_known_good_ip_is_remembered(tmp_path: Path) -> None:
     now = [1_000_000.0]
     state = SqliteThrottleState(tmp_path / "throttle.db")
     throttle = Throttle(
-        ThrottleLimits(ip_failure_limit=2, ip_failure_window=60, user_failure_limit=2),
+        throttle_limits(ip_failure_limit=2, ip_failure_window=60, user_failure_limit=2),
         state,
         clock=lambda: now[0],
     )
@@ -50,6 +51,6 @@ def test_windows_expire_and_known_good_ip_is_remembered(tmp_path: Path) -> None:
 def test_unusable_file_fails_open(tmp_path: Path) -> None:
     path = tmp_path / "throttle.db"
     path.write_bytes(b"this is not a database" * 100)
-    throttle = Throttle(ThrottleLimits(ip_failure_limit=1), SqliteThrottleState(path))
+    throttle = Throttle(throttle_limits(ip_failure_limit=1), SqliteThrottleState(path))
     throttle.record_failure("192.0.2.1", None)
     assert not throttle.ip_blocked("192.0.2.1")

@@ -22,6 +22,7 @@ class Outcome(enum.Enum):
     TRANSITION_NEEDED = "transition-needed"
     STORE_UNAVAILABLE = "store-unavailable"
     BLOCKED = "blocked"
+    BUSY = "busy"  # no room in the hashing queue (auth.fair)
 
 
 REPLIES: dict[Outcome, Reply] = {
@@ -38,6 +39,7 @@ REPLIES: dict[Outcome, Reply] = {
     Outcome.TRANSITION_NEEDED: r.TRANSITION_NEEDED,
     Outcome.STORE_UNAVAILABLE: r.TEMPORARY_AUTH_FAILURE,
     Outcome.BLOCKED: r.AUTH_BLOCKED,
+    Outcome.BUSY: r.TEMPORARY_AUTH_FAILURE,
 }
 
 # Failed AUTHs for failure_delay, max_failures_per_connection and the IP/login

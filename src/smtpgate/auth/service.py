@@ -3,7 +3,8 @@
 Theory of operation
 -------------------
 One ``AuthService`` per server holds the store, the throttle, the verified-
-credentials cache and a per-process key for fake SCRAM secrets. Each
+credentials cache and the key for unknown users' fake secrets (read from the
+store on first use: one key for every worker and restart). Each
 connection opens a ``Conversation``, which drives one AUTH exchange at a time
 and counts the connection's failures. The connection feeds it what the
 session reported (``start``, ``respond``, ``abort``) and gets back a ``Turn``:
@@ -25,6 +26,11 @@ after ``failure_delay`` (plus the per-login slow-down), and the
 ``max_failures_per_connection``-th is answered 421 4.7.0 and closes.
 Unknown users walk the same path as wrong passwords: a dummy Argon2id verify
 for password mechanisms, a fake but stable SCRAM secret for SCRAM.
+
+Password hashing is shared fairly between client addresses and bounded
+(``auth.fair``); a verify that finds no room is answered 454 4.7.0 (BUSY)
+after ``failure_delay``, and not counted. A password verified recently is
+served from the cache without hashing, so known-good logins skip the queue.
 """
 
 from __future__ import annotations
@@ -33,15 +39,14 @@ import asyncio
 import functools
 import logging
 import os
-import secrets
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from smtpgate.auth.cache import VerifiedCache
+from smtpgate.auth.fair import FairHasher, HashingBusy
 from smtpgate.auth.outcomes import COUNTED_FAILURES, REPLIES, Outcome
+from smtpgate.auth.values import AuthSettings, Peer, Turn
 from smtpgate.credentials.base import (
     Account,
     CredentialStore,
@@ -58,14 +63,15 @@ from smtpgate.credentials.passwords import (
     verify_dummy,
 )
 from smtpgate.policy.mechanisms import Gate, gate, mechanism_allowed, usable_mechanisms
-from smtpgate.policy.throttle import Throttle
+from smtpgate.policy.throttle import Throttle, client_key
 from smtpgate.protocol import replies as r
 from smtpgate.protocol.events import AuthAbort
-from smtpgate.protocol.replies import Reply
 from smtpgate.sasl import base as sasl
-from smtpgate.sasl.cram_md5 import cram_md5_secret
-from smtpgate.sasl.registry import REGISTRY
+from smtpgate.sasl.cram_md5 import fake_cram_md5_secret
+from smtpgate.sasl.registry import CHANNEL_BOUND_MECHANISMS, REGISTRY
 from smtpgate.sasl.scram_secrets import fake_scram_secret
+
+__all__ = ["AuthService", "AuthSettings", "Conversation", "Peer", "Turn"]
 
 log = logging.getLogger("smtpgate.auth")
 T = TypeVar("T")
@@ -81,40 +87,6 @@ _FAILURES = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class AuthSettings:
-    mechanisms: tuple[str, ...]
-    plaintext_requires_tls: bool = True
-    failure_delay: float = 2.0
-    max_failures_per_connection: int = 3
-    hostname: str = "localhost"
-
-    @property
-    def cram_md5_enabled(self) -> bool:
-        return "CRAM-MD5" in self.mechanisms
-
-
-@dataclass(frozen=True, slots=True)
-class Peer:
-    ip: str
-    tls_active: bool = False
-    bindings: sasl.ChannelBindings | None = None
-    session_id: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Turn:
-    """What to send: ``challenge`` as 334, or ``reply`` (and ``user`` on success)."""
-
-    challenge: bytes | None = None
-    reply: Reply | None = None
-    user: str | None = None
-
-    @property
-    def closes(self) -> bool:
-        return self.reply is not None and self.reply.code == 421
-
-
 class AuthService:
     def __init__(
         self,
@@ -124,38 +96,40 @@ class AuthService:
         *,
         cache: VerifiedCache | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        hasher: FairHasher | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
+        self.rules = settings.rules
         self.throttle = throttle
         self.cache = cache if cache is not None else VerifiedCache()
         self.sleep = sleep
-        self.fake_key = secrets.token_bytes(32)
-        # Argon2id takes 64 MiB and a core per verify: at most one per core at a
-        # time, so a login storm queues instead of exhausting memory.
-        self._hasher = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="hash")
+        self._fake_key: bytes | None = None  # from the store, on first use
+        # Argon2id takes 64 MiB and a core per verify: one thread per core.
+        self.hasher = hasher if hasher is not None else FairHasher(os.cpu_count() or 1)
         self._inflight: dict[tuple[tuple[str, bytes], str], asyncio.Future[bool]] = {}
-        self._fake_cram = cram_md5_secret(secrets.token_urlsafe(24))
 
-    async def hashing(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a password hash or verify on the bounded hashing threads."""
-        return await asyncio.get_running_loop().run_in_executor(self._hasher, fn, *args)
+    async def hashing(self, ip: str, login: str | None, fn: Callable[..., T], *args: Any) -> T:
+        """Run a password hash or verify in ``ip``'s turn (``auth.fair``); HashingBusy if full."""
+        suspect = self.throttle.suspect(ip, login)
+        return await self.hasher.run(client_key(ip), suspect, fn, *args)
 
-    async def verify_password(self, account: Account, password: str) -> bool:
+    async def verify_password(self, account: Account, password: str, ip: str) -> bool:
         """Verify through the cache; identical checks already running are shared.
 
         Without the sharing, a device that opens 20 connections at once with the
         same credentials would cost 20 Argon2 verifies instead of one.
         """
         stored = account.password_hash
+        check = functools.partial(self.hashing, ip, account.name, verify_account_password)
         if stored is None:  # only SCRAM/CRAM secrets: nothing to cache against
-            return await self.hashing(verify_account_password, account, password)
+            return await check(account, password)
         if self.cache.hit(account.name, password, stored):
             return True
         key = (self.cache.fingerprint(account.name, password), stored)
         task = self._inflight.get(key)
         if task is None:
-            task = asyncio.ensure_future(self.hashing(verify_account_password, account, password))
+            task = asyncio.ensure_future(check(account, password))
             self._inflight[key] = task
 
             def settle(done: asyncio.Future[bool]) -> None:
@@ -167,22 +141,22 @@ class AuthService:
         return await asyncio.shield(task)
 
     def close(self) -> None:
-        self._hasher.shutdown(wait=False)
+        self.hasher.close()
 
     def advertised(self, tls_active: bool) -> tuple[str, ...]:
-        s = self.settings
-        return usable_mechanisms(
-            s.mechanisms, tls_active=tls_active, plaintext_requires_tls=s.plaintext_requires_tls
-        )
+        return usable_mechanisms(self.rules, tls_active=tls_active)
 
     def conversation(self, peer: Peer) -> Conversation:
         return Conversation(self, peer)
 
-    def fake_secret(self, scheme: str, name: str) -> sasl.Secret:
-        if scheme == "CRAM-MD5":
-            return self._fake_cram
+    async def fake_secret(self, scheme: sasl.SecretScheme, name: str) -> sasl.Secret:
+        """A stable secret for an unknown ``name``; StoreUnavailable if the key can't be read."""
+        if self._fake_key is None:
+            self._fake_key = await self.store.fake_secret_key()
+        if scheme is sasl.SecretScheme.CRAM_MD5:
+            return fake_cram_md5_secret(name, self._fake_key)
         # Same iteration count as real accounts, or "i=" would tell them apart.
-        return fake_scram_secret(scheme, name, self.fake_key, DEFAULT_SCRAM_ITERATIONS)
+        return fake_scram_secret(scheme, name, self._fake_key, DEFAULT_SCRAM_ITERATIONS)
 
 
 class Conversation:
@@ -204,12 +178,7 @@ class Conversation:
         svc = self.service
         if svc.throttle.ip_blocked(self.peer.ip):
             return await self._finish(Outcome.BLOCKED)
-        opened = gate(
-            mechanism,
-            svc.settings.mechanisms,
-            tls_active=self.peer.tls_active,
-            plaintext_requires_tls=svc.settings.plaintext_requires_tls,
-        )
+        opened = gate(svc.rules, mechanism, tls_active=self.peer.tls_active)
         if opened is Gate.UNKNOWN:
             return await self._finish(Outcome.UNKNOWN_MECHANISM)
         if opened is Gate.NEEDS_TLS:
@@ -258,11 +227,11 @@ class Conversation:
             return Outcome.BLOCKED
         try:
             account = await self.service.store.get(need.authcid)
+            if account is None:
+                return await self.service.fake_secret(need.scheme, need.authcid)
         except StoreUnavailable:
             return Outcome.STORE_UNAVAILABLE
         self._account = account
-        if account is None:
-            return self.service.fake_secret(need.scheme, need.authcid)
         secret = account.secret_for(need.scheme)
         return Outcome.TRANSITION_NEEDED if secret is None else secret
 
@@ -276,8 +245,11 @@ class Conversation:
         except StoreUnavailable:
             return await self._finish(Outcome.STORE_UNAVAILABLE)
         self._account = account
-        if not await self._password_ok(account, step.password):
-            return await self._finish(Outcome.INVALID)
+        try:
+            if not await self._password_ok(account, step.authcid, step.password):
+                return await self._finish(Outcome.INVALID)
+        except HashingBusy:
+            return await self._finish(Outcome.BUSY)
         assert account is not None
         outcome = self._authorize(account, step.authzid)
         if outcome is Outcome.OK and self.peer.tls_active:
@@ -286,11 +258,12 @@ class Conversation:
             return await self._finish(outcome)
         return await self._succeed(step.authcid, step.authzid)
 
-    async def _password_ok(self, account: Account | None, password: str) -> bool:
+    async def _password_ok(self, account: Account | None, login: str, password: str) -> bool:
+        ip = self.peer.ip
         if account is None:
-            await self.service.hashing(verify_dummy, password)
+            await self.service.hashing(ip, login, verify_dummy, password)
             return False
-        return await self.service.verify_password(account, password)
+        return await self.service.verify_password(account, password, ip)
 
     async def _mechanism_success(self, step: sasl.Success) -> Turn:
         account = self._account
@@ -325,7 +298,8 @@ class Conversation:
             return
         try:
             fresh = await self.service.hashing(
-                functools.partial(secrets_from_password, cram_md5=cram), password
+                self.peer.ip, account.name,
+                functools.partial(secrets_from_password, cram_md5=cram), password,
             )
             update = SecretsUpdate(
                 password_hash=fresh.password_hash if rehash else None,
@@ -336,7 +310,7 @@ class Conversation:
             await self.service.store.update_secrets(
                 account.name, update, if_hash=account.password_hash
             )
-        except (StoreUnavailable, UnknownUser, StaleAccount, ValueError) as exc:
+        except (StoreUnavailable, UnknownUser, StaleAccount, ValueError, HashingBusy) as exc:
             log.warning("password transition for an account failed: %s", type(exc).__name__)
             return
         log.info("password transition: stored new secrets for %s", account.name)
@@ -360,6 +334,8 @@ class Conversation:
             "session=%s auth failed mechanism=%s outcome=%s ip=%s",
             self.peer.session_id, self._mech_name or "-", outcome.value, self.peer.ip,
         )
+        if outcome is Outcome.BUSY and svc.settings.failure_delay > 0:
+            await svc.sleep(svc.settings.failure_delay)  # no busy loop of instant refusals
         if outcome not in COUNTED_FAILURES:
             return Turn(reply=REPLIES[outcome])
         self.failures += 1
@@ -385,7 +361,7 @@ class Conversation:
             hostname=self.service.settings.hostname,
             timestamp=lambda: int(time.time()),
             bindings=self.peer.bindings,
-            plus_advertised=any(m.endswith("-PLUS") for m in self.service.advertised(
-                self.peer.tls_active
-            )),
+            plus_advertised=any(
+                m in CHANNEL_BOUND_MECHANISMS for m in self.service.advertised(self.peer.tls_active)
+            ),
         )

@@ -1,4 +1,4 @@
-"""The ``smtpgate`` command (SPEC section 2).
+"""The ``smtpgate`` command (README.md, "Managing users" and "Configuration").
 
 Theory of operation
 -------------------
@@ -15,10 +15,12 @@ fix; ``main`` prints it as one line on stderr. Exit codes:
 
 User commands open the credential store named by ``[store] url`` and call
 ``smtpgate.credentials.users``; each of those validates everything before it
-writes, so a refused command changes nothing. Passwords come from a twice-
-asked ``getpass`` prompt on a terminal, or from exactly one line of standard
-input with ``--password-stdin`` (the line ending, LF or CRLF, is removed;
-nothing else). No password, hash or secret is ever printed.
+writes, so a refused command changes nothing: new names must be ones every
+mechanism can carry, and ``user import`` checks every line (hash work factors
+against the ``[import]`` limits too) before it stores any. Passwords come from
+a twice-asked ``getpass`` prompt on a terminal, or from exactly one line of
+standard input with ``--password-stdin`` (the line ending, LF or CRLF, is
+removed; nothing else). No password, hash or secret is ever printed.
 
 ``serve`` imports the server lazily, so every other command works without it.
 """
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import getpass
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -35,6 +38,7 @@ from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from smtpgate.config.load import BUILTIN, ConfigError, find_config_path, load_config
 from smtpgate.config.schema import KNOWN_MECHANISMS, Config
+from smtpgate.sasl.base import SecretScheme
 
 if TYPE_CHECKING:
     from smtpgate.credentials.base import Account, CredentialStore
@@ -53,7 +57,7 @@ class CliError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    """Usage errors as one line (SPEC section 2), exit status 2."""
+    """Usage errors as one line, exit status 2 (README.md, "Managing users")."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_CONFIG_ERROR, f"{self.prog}: {message} (try --help)\n")
@@ -130,14 +134,22 @@ def _fail(message: str, status: int) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, config: Config) -> int:
-    # Imported here so that the user commands and check-config never load the server
-    # (sockets, TLS, OpenSSL).
+    # Imported here so that the user commands never load the server (sockets, TLS,
+    # OpenSSL).
     from smtpgate.server.run import serve
 
     return serve(config)
 
 
 def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
+    """The config parses, and serve's start-up checks pass (paths, TLS pair): nothing
+    is created, no port is bound (a running server holds them)."""
+    from smtpgate.server.preflight import StartupError, check
+
+    try:
+        check(config)
+    except StartupError as exc:
+        raise CliError(str(exc)) from None
     print(f"{args.source if args.source is not None else BUILTIN}: OK")
     for listener in config.listeners:
         auth = "true" if listener.require_auth else "false"
@@ -153,7 +165,7 @@ def cmd_user_add(args: argparse.Namespace, config: Config) -> int:
 
     _warn_disabled(args.allow_mechanisms, config)
     password = read_password(args.password_stdin)
-    _with_store(
+    account = _with_store(
         config,
         lambda store: add_user(
             store,
@@ -162,10 +174,9 @@ def cmd_user_add(args: argparse.Namespace, config: Config) -> int:
             allow_mechanisms=args.allow_mechanisms,
             may_act_as=args.may_act_as,
             cram_md5=_cram_md5(config),
-            known_mechanisms=frozenset(KNOWN_MECHANISMS),
         ),
     )
-    print(f"added user {args.name}")
+    print(f"added user {account.name}")
     return EXIT_OK
 
 
@@ -201,7 +212,8 @@ def cmd_user_list(args: argparse.Namespace, config: Config) -> int:
 def cmd_user_import(args: argparse.Namespace, config: Config) -> int:
     from smtpgate.credentials.users import import_passwd_file
 
-    count = _with_store(config, lambda store: import_passwd_file(store, args.file))
+    limits = dataclasses.asdict(config.import_)
+    count = _with_store(config, lambda store: import_passwd_file(store, args.file, limits=limits))
     print(f"imported {count} user{'' if count == 1 else 's'} from {args.file}")
     return EXIT_OK
 
@@ -216,7 +228,7 @@ def describe_account(account: Account) -> str:
     held: list[str] = []
     if account.password_hash is not None:
         held.append(account.password_hash[1:].partition("}")[0] or "password")
-    held += [s for s in ("SCRAM-SHA-1", "SCRAM-SHA-256", "CRAM-MD5") if account.secret_for(s)]
+    held += [s for s in SecretScheme if account.secret_for(s)]
     return (
         f"{account.name}\tmechanisms={mechanisms}\tmay-act-as={acts}"
         f"\tcredentials={','.join(held) or '-'}"

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import keyword
 import math
 import os
 import socket
@@ -39,6 +40,7 @@ from smtpgate.config.schema import (
     AuthConfig,
     Config,
     DeliveryConfig,
+    ImportConfig,
     LimitsConfig,
     ListenerConfig,
     ServerConfig,
@@ -59,6 +61,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "limits": LimitsConfig,
     "store": StoreConfig,
     "delivery": DeliveryConfig,
+    "import": ImportConfig,
 }
 _TOP_KEYS = ("data_dir", "hostname", "listener", "relay", *_SECTIONS)
 _LISTENER_DERIVED = frozenset({"host", "port"})
@@ -144,7 +147,8 @@ class _Builder:
     def config(self, data: Mapping[str, Any], base_dir: Path) -> Config:
         self.reject_unknown(data, _TOP_KEYS, "")
         top = {k: v for k, v in data.items() if k in ("data_dir", "hostname")}
-        values = self.table(Config, top, "", skip=frozenset(_SECTIONS) | {"listeners"})
+        skip = frozenset(map(_attribute, _SECTIONS)) | {"listeners"}
+        values = self.table(Config, top, "", skip=skip)
         defaults = Config()
         data_dir = Path(os.path.abspath(base_dir / values.get("data_dir", defaults.data_dir)))
         sections = {name: self.section(name, data.get(name, {})) for name in _SECTIONS}
@@ -161,6 +165,7 @@ class _Builder:
             limits=sections["limits"],
             store=sections["store"],
             delivery=sections["delivery"],
+            import_=sections["import"],
             relay=build_relay(self, data.get("relay", {}), data_dir),
         )
         self.check_auth_usable(config)
@@ -292,6 +297,11 @@ class _Builder:
     def check_auth_usable(self, config: Config) -> None:
         if not config.auth.mechanisms and any(lst.require_auth for lst in config.listeners):
             self.fail("auth.mechanisms", "empty, but a listener has require_auth = true")
+
+
+def _attribute(section: str) -> str:
+    """The ``Config`` field of a TOML table: ``[import]`` is ``import_`` (a Python keyword)."""
+    return section + "_" if keyword.iskeyword(section) else section
 
 
 def _join(prefix: str, key: str) -> str:

@@ -25,14 +25,21 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, NoReturn, Protocol
 from urllib.parse import urlsplit
 
 from smtpgate.config.durations import parse_duration, parse_schedule
 from smtpgate.config.schema import RelayAccount, RelayConfig, is_hostname
 
-if TYPE_CHECKING:
-    from smtpgate.config.load import _Builder
+
+class _Builder(Protocol):
+    """What this module uses of ``config.load``'s builder (no import: no cycle)."""
+
+    def fail(self, key: str | None, reason: str) -> NoReturn: ...
+
+    def table(
+        self, cls: type[Any], table: object, prefix: str, skip: frozenset[str] = ...
+    ) -> dict[str, Any]: ...
 
 DURATION_KEYS = ("retry", "max_queue_lifetime", "delay_warning")
 FILE_KEYS = ("password_file", "client_secret_file", "refresh_token_file")

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from smtpgate.sasl.base import CramMd5Secret, ScramSecret
+from smtpgate.sasl.base import CramMd5Secret, ScramSecret, SecretScheme
 
 
 class StoreUnavailable(Exception):
@@ -42,12 +42,12 @@ class Account:
     allowed_mechanisms: frozenset[str] | None = None  # None: every enabled mechanism
     may_act_as: frozenset[str] = frozenset()
 
-    def secret_for(self, scheme: str) -> ScramSecret | CramMd5Secret | None:
+    def secret_for(self, scheme: SecretScheme) -> ScramSecret | CramMd5Secret | None:
         return {
-            "SCRAM-SHA-1": self.scram_sha1,
-            "SCRAM-SHA-256": self.scram_sha256,
-            "CRAM-MD5": self.cram_md5,
-        }.get(scheme)
+            SecretScheme.SCRAM_SHA_1: self.scram_sha1,
+            SecretScheme.SCRAM_SHA_256: self.scram_sha256,
+            SecretScheme.CRAM_MD5: self.cram_md5,
+        }[scheme]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,5 +83,13 @@ class CredentialStore(Protocol):
     async def delete(self, name: str) -> None: ...  # raises UnknownUser
 
     async def names(self) -> list[str]: ...
+
+    async def fake_secret_key(self) -> bytes:
+        """The random key behind unknown users' fake secrets: made once, then shared.
+
+        Stored with the credentials, so every worker, every restart and every
+        instance on this store derives the same fake salt for a name (RFC 5802
+        section 9: an unknown user must look like a real one). Never logged.
+        """
 
     async def close(self) -> None: ...

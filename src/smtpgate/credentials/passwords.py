@@ -1,30 +1,37 @@
-"""Password hashes: make, verify, and decide when to rehash.
+"""Password hashes and imported secrets: make, verify, parse, and price them.
 
 Theory of operation
 -------------------
 Stored hashes are Dovecot-style strings, ``{SCHEME}data``. We only ever
 *write* one scheme, Argon2id with RFC 9106 section 4's second recommended
 parameter set (t=3, m=64 MiB, p=4, 16-byte salt, 32-byte tag). We *read* the
-schemes a Dovecot passwd-file may hold, so that imported users can log in:
+schemes a Dovecot passwd-file may hold, so that imported users can log in.
+``SCHEMES`` is the one table of them: how each is parsed into an account's
+secret, what verifying it costs (work factors, named by the ``[import]`` limit
+that bounds them) and, for password hashes, how a password is checked:
 
-=============  =========================================  ===============
-scheme         data                                        library
-=============  =========================================  ===============
-ARGON2ID       ``$argon2id$v=19$m=...``                    argon2-cffi
-ARGON2I        ``$argon2i$v=19$m=...``                     argon2-cffi
-BLF-CRYPT      ``$2a$`` / ``$2b$`` / ``$2y$`` bcrypt       bcrypt
-SHA512-CRYPT   ``$6$[rounds=N$]salt$hash``                 libpass
-SHA256-CRYPT   ``$5$[rounds=N$]salt$hash``                 libpass
-PLAIN          the password itself                         hmac.compare_digest
-=============  =========================================  ===============
+=============  =========================================  =================  =====================
+scheme         data                                        verified by        cost bounded
+=============  =========================================  =================  =====================
+ARGON2ID       ``$argon2id$v=19$m=...``                    argon2-cffi        memory, passes, lanes
+ARGON2I        ``$argon2i$v=19$m=...``                     argon2-cffi        memory, passes, lanes
+BLF-CRYPT      ``$2a$`` / ``$2b$`` / ``$2y$`` bcrypt       bcrypt             cost
+SHA512-CRYPT   ``$6$[rounds=N$]salt$hash``                 libpass            rounds
+SHA256-CRYPT   ``$5$[rounds=N$]salt$hash``                 libpass            rounds
+PLAIN          the password itself                         hmac.compare       -
+SCRAM-SHA-256  ``iterations,salt,StoredKey,ServerKey``     the mechanism      iterations
+SCRAM-SHA-1    ``iterations,salt,StoredKey,ServerKey``     the mechanism      iterations
+CRAM-MD5       64 hex digits (the HMAC-MD5 contexts)       the mechanism      -
+=============  =========================================  =================  =====================
 
 Any hash that is not Argon2id with our parameters ``needs_rehash``: after the
 next successful plaintext login the auth service stores a fresh hash.
 
 Passwords are prepared with SASLprep (RFC 4013) before they are hashed or
 derived from, so that the same password typed in different Unicode forms
-works with every mechanism. A password SASLprep refuses cannot be stored
-(``ValueError``) and never verifies (``False``).
+works with every mechanism. A password SASLprep refuses, or one with a NUL
+(which SASL PLAIN, RFC 4616, cannot carry), cannot be stored (``ValueError``)
+and never verifies (``False``).
 
 An unknown user must cost what a wrong password costs: ``verify_dummy`` runs
 one Argon2id verification against a hash made once, on first use.
@@ -39,7 +46,10 @@ import functools
 import hmac
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
 
 import argon2
 import bcrypt
@@ -49,17 +59,22 @@ from argon2.profiles import RFC_9106_LOW_MEMORY
 from passlib.hash import sha256_crypt, sha512_crypt
 
 from smtpgate.credentials.base import Account, SecretsUpdate
-from smtpgate.sasl.base import CramMd5Secret, ScramSecret
-from smtpgate.sasl.cram_md5 import cram_md5_secret
+from smtpgate.sasl.base import CramMd5Secret, ScramSecret, SecretScheme
+from smtpgate.sasl.cram_md5 import cram_md5_secret, parse_cram_md5
 from smtpgate.sasl.saslprep import SaslPrepError, saslprep
-from smtpgate.sasl.scram import derive_scram_secret, verify_password_with_scram
+from smtpgate.sasl.scram import (
+    derive_scram_secret,
+    parse_dovecot_scram,
+    verify_password_with_scram,
+)
 
 __all__ = [
-    "HASH_SCHEMES",
+    "SCHEMES",
+    "Scheme",
     "dummy_hash",
     "hash_password",
-    "is_well_formed",
     "needs_rehash",
+    "parse_stored",
     "secrets_from_password",
     "split_scheme",
     "verify_account_password",
@@ -75,6 +90,7 @@ _SCRAM_SALT_BYTES = 16
 _BCRYPT_MAX_BYTES = 72  # crypt_blowfish (Dovecot) ignores the bytes after the 72nd
 _SCHEME_RE = re.compile(r"\{([A-Za-z0-9._-]+)\}")
 _BCRYPT_RE = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
+_CRAM_RE = re.compile(r"[0-9A-Fa-f]{64}")  # the two HMAC-MD5 contexts, Dovecot's form
 
 
 def split_scheme(stored: str) -> tuple[str, str] | None:
@@ -89,6 +105,8 @@ def _prepare_stored(password: str) -> str:
     """SASLprep for a password about to be stored: refuse what it refuses."""
     if not password:
         raise ValueError("the password is empty")
+    if "\0" in password:
+        raise ValueError("the password contains NUL, which SASL PLAIN (RFC 4616) cannot carry")
     try:
         prepared = saslprep(password)
     except SaslPrepError:
@@ -118,19 +136,70 @@ def _argon2id(prepared: str) -> str:
     return "{ARGON2ID}" + _HASHER.hash(prepared)
 
 
-# ---------------------------------------------------------------- verification
+# ---------------------------------------------------------------- the schemes
+
+Cost = tuple[tuple[str, int], ...]  # (``[import]`` limit key, amount) pairs
 
 
-def _verify_argon2(argon_type: Type, prefix: str) -> Callable[[str, str], bool]:
-    def verify(data: str, password: str) -> bool:
-        if not data.startswith(prefix):
-            return False
+@dataclass(frozen=True, slots=True)
+class Scheme:
+    """One ``{SCHEME}`` we read: what its data becomes, how it is checked, what it costs.
+
+    ``parse`` turns well-formed data into the secret an account stores (ValueError
+    otherwise, never quoting the data); ``cost`` reads the work factors of
+    well-formed data; ``verify`` (hash schemes only) checks data against a
+    SASLprepped password and never raises.
+    """
+
+    parse: Callable[[str], SecretsUpdate]
+    cost: Callable[[str], Cost]
+    verify: Callable[[str, str], bool] | None = None
+
+
+def _free(data: str) -> Cost:
+    return ()
+
+
+def _hash_scheme(
+    name: str,
+    well_formed: Callable[[str], bool],
+    verify: Callable[[str, str], bool],
+    cost: Callable[[str], Cost] = _free,
+) -> Scheme:
+    def parse(data: str) -> SecretsUpdate:
+        if not well_formed(data):
+            raise ValueError(f"malformed {name} hash")
+        return SecretsUpdate(password_hash="{" + name + "}" + data)
+
+    return Scheme(parse, cost, verify)
+
+
+def _argon2_scheme(argon_type: Type) -> Scheme:
+    prefix = f"$argon2{argon_type.name.lower()}$"
+
+    def well_formed(data: str) -> bool:
         try:
-            return verify_secret(data.encode("ascii"), password.encode("utf-8"), argon_type)
+            return argon2.extract_parameters(data).type is argon_type
+        except (InvalidHashError, ValueError):
+            return False
+
+    def verify(data: str, password: str) -> bool:
+        try:
+            return data.startswith(prefix) and verify_secret(
+                data.encode("ascii"), password.encode("utf-8"), argon_type
+            )
         except (VerificationError, InvalidHashError, ValueError):
             return False
 
-    return verify
+    def cost(data: str) -> Cost:
+        found = argon2.extract_parameters(data)
+        return (  # each lane is a thread in argon2's reference code: lanes cost too
+            ("max_argon2_memory_kib", found.memory_cost),
+            ("max_argon2_passes", found.time_cost),
+            ("max_argon2_parallelism", found.parallelism),
+        )
+
+    return _hash_scheme(f"ARGON2{argon_type.name}", well_formed, verify, cost)
 
 
 def _verify_bcrypt(data: str, password: str) -> bool:
@@ -144,14 +213,35 @@ def _verify_bcrypt(data: str, password: str) -> bool:
         return False
 
 
-def _verify_passlib(handler: object) -> Callable[[str, str], bool]:
-    def verify(data: str, password: str) -> bool:
-        try:
-            return bool(handler.verify(password, data))  # type: ignore[attr-defined]
+def _bcrypt_cost(data: str) -> Cost:
+    return (("max_bcrypt_cost", int(data[4:6])),)  # "$2b$12$...": log2 of the rounds
+
+
+def _sha_crypt_scheme(name: str, handler: Any) -> Scheme:
+    def well_formed(data: str) -> bool:
+        try:  # a bare "$6$salt" is a config string, not a hash
+            return bool(handler.from_string(data).checksum)
         except (ValueError, TypeError):
             return False
 
-    return verify
+    def verify(data: str, password: str) -> bool:
+        try:
+            return bool(handler.verify(password, data))
+        except (ValueError, TypeError):
+            return False
+
+    def cost(data: str) -> Cost:  # 5000 rounds when the hash does not say
+        return (("max_sha_crypt_rounds", int(handler.from_string(data).rounds)),)
+
+    return _hash_scheme(name, well_formed, verify, cost)
+
+
+def _parse_plain(data: str) -> SecretsUpdate:
+    if "\0" in data:
+        raise ValueError("the PLAIN password has a NUL, which SASL PLAIN (RFC 4616) cannot carry")
+    if _prepare_query(data) is None:  # it could never log in
+        raise ValueError("malformed PLAIN hash (empty, or characters SASLprep prohibits)")
+    return SecretsUpdate(password_hash="{PLAIN}" + data)
 
 
 def _verify_plain(data: str, password: str) -> bool:
@@ -161,15 +251,57 @@ def _verify_plain(data: str, password: str) -> bool:
     return hmac.compare_digest(stored.encode("utf-8"), password.encode("utf-8"))
 
 
-_VERIFIERS: dict[str, Callable[[str, str], bool]] = {
-    "ARGON2ID": _verify_argon2(Type.ID, "$argon2id$"),
-    "ARGON2I": _verify_argon2(Type.I, "$argon2i$"),
-    "BLF-CRYPT": _verify_bcrypt,
-    "SHA512-CRYPT": _verify_passlib(sha512_crypt),
-    "SHA256-CRYPT": _verify_passlib(sha256_crypt),
-    "PLAIN": _verify_plain,
-}
-HASH_SCHEMES = frozenset(_VERIFIERS)
+def _scram_scheme(
+    name: str, key_bytes: int, store: Callable[[ScramSecret], SecretsUpdate]
+) -> Scheme:
+    """Dovecot's SCRAM form; no ``verify``: the mechanisms (and PLAIN via them) check it."""
+
+    def parse(data: str) -> SecretsUpdate:
+        problem = f"malformed {name} secret"
+        try:
+            secret = parse_dovecot_scram(data)
+        except ValueError:
+            raise ValueError(f"{problem} (expected iterations,salt,StoredKey,ServerKey)") from None
+        if len(secret.stored_key) != key_bytes or len(secret.server_key) != key_bytes:
+            raise ValueError(f"{problem} (keys must be {key_bytes} bytes)")
+        if secret.iterations < 1 or not secret.salt:
+            raise ValueError(f"{problem} (bad iteration count or empty salt)")
+        return store(secret)
+
+    def cost(data: str) -> Cost:
+        return (("max_scram_iterations", parse_dovecot_scram(data).iterations),)
+
+    return Scheme(parse, cost)
+
+
+def _parse_cram(data: str) -> SecretsUpdate:
+    if _CRAM_RE.fullmatch(data) is None:
+        raise ValueError("malformed CRAM-MD5 secret (expected 64 hex digits)")
+    return SecretsUpdate(cram_md5=parse_cram_md5(data))
+
+
+SCHEMES: Mapping[str, Scheme] = MappingProxyType(
+    {
+        "ARGON2ID": _argon2_scheme(Type.ID),
+        "ARGON2I": _argon2_scheme(Type.I),
+        "BLF-CRYPT": _hash_scheme(
+            "BLF-CRYPT", lambda d: _BCRYPT_RE.fullmatch(d) is not None, _verify_bcrypt, _bcrypt_cost
+        ),
+        "SHA512-CRYPT": _sha_crypt_scheme("SHA512-CRYPT", sha512_crypt),
+        "SHA256-CRYPT": _sha_crypt_scheme("SHA256-CRYPT", sha256_crypt),
+        "PLAIN": Scheme(_parse_plain, _free, _verify_plain),
+        SecretScheme.SCRAM_SHA_256: _scram_scheme(
+            SecretScheme.SCRAM_SHA_256, 32, lambda secret: SecretsUpdate(scram_sha256=secret)
+        ),
+        SecretScheme.SCRAM_SHA_1: _scram_scheme(
+            SecretScheme.SCRAM_SHA_1, 20, lambda secret: SecretsUpdate(scram_sha1=secret)
+        ),
+        SecretScheme.CRAM_MD5: Scheme(_parse_cram, _free),
+    }
+)
+
+
+# ---------------------------------------------------------------- verification
 
 
 def verify_password(stored: str, password: str) -> bool:
@@ -178,10 +310,10 @@ def verify_password(stored: str, password: str) -> bool:
     prepared = _prepare_query(password)
     if parts is None or prepared is None:
         return False
-    verifier = _VERIFIERS.get(parts[0])
-    if verifier is None:
+    scheme = SCHEMES.get(parts[0])
+    if scheme is None or scheme.verify is None:
         return False
-    return verifier(parts[1], prepared)
+    return scheme.verify(parts[1], prepared)
 
 
 def needs_rehash(stored: str) -> bool:
@@ -195,36 +327,26 @@ def needs_rehash(stored: str) -> bool:
         return True
 
 
-def is_well_formed(stored: str) -> bool:
-    """Does ``stored`` parse as a hash of a scheme we verify? (Checks form, not password.)"""
+def parse_stored(stored: str, limits: Mapping[str, int]) -> SecretsUpdate:
+    """``{SCHEME}data`` from a passwd-file -> the secret an account stores.
+
+    ValueError, naming the scheme but never the data, if the scheme is unknown, the
+    data malformed, or a work factor above its ``limits`` entry (``[import]`` keys).
+    """
     parts = split_scheme(stored)
-    if parts is None or parts[0] not in HASH_SCHEMES:
-        return False
-    scheme, data = parts
-    if scheme in ("ARGON2ID", "ARGON2I"):
-        return _argon2_well_formed(data, Type.ID if scheme == "ARGON2ID" else Type.I)
-    if scheme == "BLF-CRYPT":
-        return _BCRYPT_RE.fullmatch(data) is not None
-    if scheme == "SHA512-CRYPT":
-        return _passlib_well_formed(sha512_crypt, data)
-    if scheme == "SHA256-CRYPT":
-        return _passlib_well_formed(sha256_crypt, data)
-    return bool(data)  # PLAIN
-
-
-def _argon2_well_formed(data: str, argon_type: Type) -> bool:
-    try:
-        return argon2.extract_parameters(data).type is argon_type
-    except (InvalidHashError, ValueError):
-        return False
-
-
-def _passlib_well_formed(handler: object, data: str) -> bool:
-    try:
-        parsed = handler.from_string(data)  # type: ignore[attr-defined]
-    except (ValueError, TypeError):
-        return False
-    return bool(parsed.checksum)  # a bare "$6$salt" is a config string, not a hash
+    if parts is None:
+        raise ValueError("the password field has no {SCHEME} prefix")
+    name, data = parts
+    scheme = SCHEMES.get(name)
+    if scheme is None:
+        raise ValueError(f"unsupported scheme {name}")
+    value = scheme.parse(data)
+    for key, amount in scheme.cost(data):
+        if amount > limits[key]:
+            raise ValueError(
+                f"{name} costs too much to verify: {amount} is over import.{key} = {limits[key]}"
+            )
+    return value
 
 
 # ---------------------------------------------------------------- unknown users
@@ -255,10 +377,10 @@ def secrets_from_password(
     return SecretsUpdate(
         password_hash=_argon2id(prepared),
         scram_sha1=derive_scram_secret(
-            "SCRAM-SHA-1", prepared, secrets.token_bytes(_SCRAM_SALT_BYTES), iterations
+            SecretScheme.SCRAM_SHA_1, prepared, secrets.token_bytes(_SCRAM_SALT_BYTES), iterations
         ),
         scram_sha256=derive_scram_secret(
-            "SCRAM-SHA-256", prepared, secrets.token_bytes(_SCRAM_SALT_BYTES), iterations
+            SecretScheme.SCRAM_SHA_256, prepared, secrets.token_bytes(_SCRAM_SALT_BYTES), iterations
         ),
         cram_md5=cram_md5_secret(prepared) if cram_md5 else None,
     )
@@ -276,9 +398,9 @@ def verify_account_password(account: Account, password: str) -> bool:
     if prepared is None:
         return False
     if account.scram_sha256 is not None:
-        return _scram_ok("SCRAM-SHA-256", account.scram_sha256, prepared)
+        return _scram_ok(SecretScheme.SCRAM_SHA_256, account.scram_sha256, prepared)
     if account.scram_sha1 is not None:
-        return _scram_ok("SCRAM-SHA-1", account.scram_sha1, prepared)
+        return _scram_ok(SecretScheme.SCRAM_SHA_1, account.scram_sha1, prepared)
     if account.cram_md5 is not None:
         return _cram_ok(account.cram_md5, prepared)
     return False

@@ -21,6 +21,10 @@ closes the connection; the next request opens it afresh, so the store heals
 when the file does. The server answers such failures 454 4.7.0. Error texts
 name the file and SQLite's complaint, never a value from a row.
 
+The key behind unknown users' fake secrets is one row of ``server_keys``,
+made by the first process that needs it: ``INSERT OR IGNORE`` then
+``SELECT``, so two workers starting at once still agree on one key.
+
 Rows hold secrets as text: SCRAM secrets in RFC 5803 form, the CRAM-MD5
 contexts as hex, the password hash as Dovecot ``{SCHEME}...``. Mechanism
 lists and authorization identities are comma-separated.
@@ -31,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -47,7 +52,7 @@ from smtpgate.credentials.base import (
     UnknownUser,
     UserExists,
 )
-from smtpgate.sasl.base import ScramSecret
+from smtpgate.sasl.base import ScramSecret, SecretScheme
 from smtpgate.sasl.cram_md5 import format_cram_md5, parse_cram_md5
 from smtpgate.sasl.scram import format_rfc5803, parse_rfc5803
 
@@ -70,11 +75,21 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             updated TEXT NOT NULL
         )""",
     ),
+    (
+        """CREATE TABLE server_keys (
+            purpose TEXT PRIMARY KEY NOT NULL,
+            key BLOB NOT NULL,
+            created TEXT NOT NULL
+        )""",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 _COLUMNS = "name, password_hash, scram_sha1, scram_sha256, cram_md5, allowed_mechanisms, may_act_as"
 _SECRET_COLUMNS = ("password_hash", "scram_sha1", "scram_sha256", "cram_md5")
+_FAKE_SECRETS = "fake-secrets"  # the server_keys row behind unknown users' fake secrets
+_KEY_BYTES = 32
+_SHA1, _SHA256 = SecretScheme.SCRAM_SHA_1, SecretScheme.SCRAM_SHA_256
 
 
 class SqliteStore:
@@ -90,15 +105,7 @@ class SqliteStore:
     def __repr__(self) -> str:
         return f"SqliteStore({str(self._path)!r})"
 
-    @property
-    def path(self) -> Path:
-        return self._path
-
     # ------------------------------------------------------------ public API
-
-    async def open(self) -> None:
-        """Open the file and migrate it now (else the first request does it)."""
-        await self._run(lambda conn: None)
 
     async def get(self, name: str) -> Account | None:
         return await self._run(lambda conn: _get(conn, name))
@@ -122,6 +129,9 @@ class SqliteStore:
 
     async def names(self) -> list[str]:
         return await self._run(_names)
+
+    async def fake_secret_key(self) -> bytes:
+        return await self._run(lambda conn: _server_key(conn, _FAKE_SECRETS))
 
     async def close(self) -> None:
         if self._closed:
@@ -195,7 +205,11 @@ def open_store(url: str, data_dir: Path) -> CredentialStore:
 
 
 def _create_private(path: Path) -> None:
-    """Missing parent folders get mode 0700, a missing database file 0600."""
+    """Missing parent folders get mode 0700, a missing database file 0600.
+
+    Modes are set explicitly, whatever the umask. SQLite gives the -wal and
+    -shm files the database file's mode, so they are 0600 too.
+    """
     missing: list[Path] = []
     parent = path.parent
     while not parent.exists():
@@ -203,8 +217,15 @@ def _create_private(path: Path) -> None:
         parent = parent.parent
     for folder in reversed(missing):
         folder.mkdir(mode=0o700, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    os.close(fd)
+        os.chmod(folder, 0o700)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return  # an existing file keeps the mode its owner chose
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
 
 
 def _configure(conn: sqlite3.Connection, timeout: float) -> None:
@@ -330,6 +351,23 @@ def _names(conn: sqlite3.Connection) -> list[str]:
     return [str(row[0]) for row in conn.execute("SELECT name FROM users ORDER BY name")]
 
 
+def _server_key(conn: sqlite3.Connection, purpose: str) -> bytes:
+    """The key stored for ``purpose``, made on first use; the first writer wins a race."""
+    select = "SELECT key FROM server_keys WHERE purpose = ?"
+    row = conn.execute(select, (purpose,)).fetchone()
+    if row is None:
+        with _transaction(conn):
+            conn.execute(
+                "INSERT OR IGNORE INTO server_keys (purpose, key, created) VALUES (?, ?, ?)",
+                (purpose, secrets.token_bytes(_KEY_BYTES), _now()),
+            )
+        row = conn.execute(select, (purpose,)).fetchone()
+    key = bytes(row[0])
+    if len(key) < _KEY_BYTES:
+        raise StoreUnavailable("the stored server key is malformed")
+    return key
+
+
 # ---------------------------------------------------------------- rows
 
 
@@ -338,10 +376,8 @@ def _secrets_to_text(
 ) -> tuple[str | None, str | None, str | None, str | None]:
     return (
         secrets.password_hash,
-        None if secrets.scram_sha1 is None else format_rfc5803("SCRAM-SHA-1", secrets.scram_sha1),
-        None
-        if secrets.scram_sha256 is None
-        else format_rfc5803("SCRAM-SHA-256", secrets.scram_sha256),
+        None if secrets.scram_sha1 is None else format_rfc5803(_SHA1, secrets.scram_sha1),
+        None if secrets.scram_sha256 is None else format_rfc5803(_SHA256, secrets.scram_sha256),
         None if secrets.cram_md5 is None else format_cram_md5(secrets.cram_md5),
     )
 
@@ -360,7 +396,7 @@ def _split(text: str) -> frozenset[str]:
     return frozenset(item for item in text.split(",") if item)
 
 
-def _scram(text: str, mechanism: str) -> ScramSecret:
+def _scram(text: str, mechanism: SecretScheme) -> ScramSecret:
     found, secret = parse_rfc5803(text)
     if found != mechanism:
         raise ValueError("SCRAM secret of the wrong mechanism")
@@ -373,8 +409,8 @@ def _from_row(row: tuple[Any, ...]) -> Account:
         return Account(
             name=name,
             password_hash=password_hash,
-            scram_sha1=None if sha1 is None else _scram(sha1, "SCRAM-SHA-1"),
-            scram_sha256=None if sha256 is None else _scram(sha256, "SCRAM-SHA-256"),
+            scram_sha1=None if sha1 is None else _scram(sha1, _SHA1),
+            scram_sha256=None if sha256 is None else _scram(sha256, _SHA256),
             cram_md5=None if cram is None else parse_cram_md5(cram),
             allowed_mechanisms=None if allowed is None else _split(allowed),
             may_act_as=_split(may_act_as or ""),

@@ -7,6 +7,10 @@ refused command leaves the store untouched:
 
 - user names are SASLprepped (RFC 4013, as stored strings) before any
   lookup or write, the same preparation the mechanisms apply at AUTH time;
+  a *new* name must also be one every mechanism and the passwd-file format
+  can carry (``passwd_file.prepare_new_name``: no control characters, not
+  only white space, no ``:``, at most 255 octets); lookups accept any
+  preparable name, so that ``del`` still removes one stored before the rule;
 - ``--allow-mechanisms`` names are upper-cased and must be known;
 - ``--may-act-as`` identities are kept as given, but may not be empty or
   contain a comma (the store keeps them as a comma-separated list).
@@ -17,8 +21,9 @@ secret when asked. ``set_password`` replaces *all* secrets, so nothing
 derived from the old password survives. Hashing runs in a worker thread.
 
 ``import_passwd_file`` is all-or-nothing: the whole file is parsed and
-checked, then every account is inserted in one transaction (``add_many``);
-a name that already exists aborts the import with ``UserExists``.
+checked (hash work factors against the ``[import]`` limits too), then every
+account is inserted in one transaction (``add_many``); a name that already
+exists aborts the import with ``UserExists``.
 
 Errors: ``ValueError`` for bad input (the text says which argument),
 ``UserExists``/``UnknownUser`` from the store, ``PasswdFileError`` for a
@@ -29,16 +34,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
 
 from smtpgate.credentials.base import Account, CredentialStore, UnknownUser
-from smtpgate.credentials.passwd_file import parse_passwd_file
+from smtpgate.credentials.passwd_file import parse_passwd_file, prepare_name, prepare_new_name
 from smtpgate.credentials.passwords import secrets_from_password
 from smtpgate.sasl.registry import REGISTRY
-from smtpgate.sasl.saslprep import SaslPrepError, saslprep
 
 __all__ = [
-    "KNOWN_MECHANISMS",
     "add_user",
     "delete_user",
     "import_passwd_file",
@@ -47,28 +51,16 @@ __all__ = [
     "set_password",
 ]
 
-KNOWN_MECHANISMS = frozenset(REGISTRY)
 
-
-def prepare_name(name: str) -> str:
-    """The stored form of a user name (SASLprep); ValueError if it has none."""
-    try:
-        prepared = saslprep(name)
-    except SaslPrepError:
-        raise ValueError("the user name contains characters SASLprep prohibits") from None
-    if not prepared:
-        raise ValueError("the user name is empty")
-    return prepared
-
-
-def _mechanisms(names: list[str] | None, known: frozenset[str]) -> frozenset[str] | None:
+def _mechanisms(names: list[str] | None) -> frozenset[str] | None:
+    """``--allow-mechanisms``, upper-cased; each must be in the sasl registry."""
     if names is None:
         return None
     wanted = frozenset(name.strip().upper() for name in names)
-    unknown = sorted(wanted - known)
+    unknown = sorted(wanted - REGISTRY.keys())
     if unknown:
         raise ValueError(
-            f"unknown mechanism(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+            f"unknown mechanism(s) {', '.join(unknown)} (known: {', '.join(sorted(REGISTRY))})"
         )
     if not wanted:
         raise ValueError("--allow-mechanisms needs at least one mechanism")
@@ -90,11 +82,10 @@ async def add_user(
     allow_mechanisms: list[str] | None,
     may_act_as: list[str],
     cram_md5: bool,
-    known_mechanisms: frozenset[str] = KNOWN_MECHANISMS,
 ) -> Account:
     """Create a user with every secret its password gives; UserExists if taken."""
-    prepared = prepare_name(name)
-    allowed = _mechanisms(allow_mechanisms, known_mechanisms)
+    prepared = prepare_new_name(name)
+    allowed = _mechanisms(allow_mechanisms)
     identities = _identities(may_act_as)
     update = await asyncio.to_thread(secrets_from_password, password, cram_md5=cram_md5)
     account = Account(
@@ -143,9 +134,14 @@ async def list_users(store: CredentialStore) -> list[Account]:
     return accounts
 
 
-async def import_passwd_file(store: CredentialStore, path: Path) -> int:
-    """Import a Dovecot passwd-file, all or nothing; the number of users added."""
-    accounts = await asyncio.to_thread(parse_passwd_file, path)
+async def import_passwd_file(
+    store: CredentialStore, path: Path, *, limits: Mapping[str, int]
+) -> int:
+    """Import a Dovecot passwd-file, all or nothing; the number of users added.
+
+    ``limits``: the ``[import]`` keys and values that bound each hash's cost.
+    """
+    accounts = await asyncio.to_thread(parse_passwd_file, path, limits)
     if accounts:
         await store.add_many(accounts)
     return len(accounts)

@@ -6,9 +6,12 @@
     # or delivery.abort()              # leaves nothing behind
 
 Where each call runs: a target whose ``blocking`` is True may wait on a disk or
-the network in ``start`` and ``commit``, so the server calls those two in a
-worker thread; ``write`` always runs on the event loop and must only buffer
-or append. With ``blocking = False`` every call runs inline. A failure raises
+the network in ``start`` and ``commit`` (Maildir creates directories and opens
+its file in ``start``), so the server calls ``start`` together with the first
+``write`` (the Received header), and later ``commit``, in a worker thread; the
+body's ``write`` calls run on the event loop and must only buffer or append.
+``abort`` may run on either. With ``blocking = False`` every call runs inline.
+Calls on one delivery never overlap. A failure raises
 ``DeliveryError``; ``temporary`` selects 451 4.3.0 (retry later) or a
 permanent 554/552 reply. ``check_recipient`` runs at each RCPT, on the event
 loop and without I/O: a recipient that can never be delivered is refused

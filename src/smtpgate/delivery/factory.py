@@ -11,10 +11,13 @@ MAIL_DIR = "mail"  # <data_dir>/mail/<recipient>/{tmp,new,cur}
 
 
 def make_target(config: Config) -> DeliveryTarget:
-    """``maildir``: Maildirs under ``<data_dir>/mail``; ``discard``: drop everything."""
+    """``maildir``: Maildirs under ``<data_dir>/mail``, crash leftovers removed first
+    (each worker process calls this at start); ``discard``: drop everything."""
     match config.delivery.mode:
         case "maildir":
-            return MaildirTarget(config.data_dir / MAIL_DIR, hostname=config.hostname)
+            target = MaildirTarget(config.data_dir / MAIL_DIR, hostname=config.hostname)
+            target.recover()
+            return target
         case "discard":
             return DiscardTarget()
         case "relay":  # needs its deliverer running: smtpgate.relay.service.Relay builds both

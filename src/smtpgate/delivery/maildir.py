@@ -1,26 +1,32 @@
-"""Maildir delivery: one Maildir per recipient under ``<data_dir>/mail/`` (SPEC section 5).
+"""Maildir delivery: one Maildir per recipient under ``<data_dir>/mail/`` (maildir(5)).
 
 Theory of operation
 -------------------
 Mailbox names. ``maildir_name`` turns the recipient address (as written
-between ``<`` and ``>``) into one directory name: lower-cased, every character
-outside ``[a-z0-9._+@-]`` replaced by ``%xx`` for each byte of its UTF-8 form
-(lower-case hex, like the spec's ``%2e``), and a leading ``.`` written
-``%2e``. ``%`` itself is encoded, so the mapping is one-to-one (after lower-
-casing); the result never contains ``/``, ``\\`` or NUL and is never ``.``,
-``..`` or hidden, so no address can name a path outside ``mail/``. Recipients
-that map to the same name (``A@x`` and ``a@x``) get the message once.
+between ``<`` and ``>``) into one directory name: ASCII letters lower-cased,
+every character outside ``[a-z0-9._+@-]`` replaced by ``%xx`` for each byte of
+its UTF-8 form (lower-case hex, like ``%2e``), and a leading ``.`` written
+``%2e``. Only ASCII is case-mapped: ``str.lower()`` would turn U+212A KELVIN
+SIGN into ASCII ``k`` (and U+0130 into ``i`` plus a combining dot), so a
+different address would share a Maildir. ``%`` itself is encoded, so two
+addresses share a name only when they differ in the case of ASCII letters
+(``A@x`` and ``a@x``: the message is stored once). The result never contains
+``/``, ``\\`` or NUL and is never ``.``, ``..`` or hidden, so no address can
+name a path outside ``mail/``. A name longer than NAME_MAX (255 octets) can
+never be created: ``check_recipient`` refuses such an address at its RCPT
+(``553 5.1.3``), so the transaction's other recipients still get the message.
 
-Writing. ``start`` does no I/O. The first ``write`` creates the first
-recipient's Maildir (``tmp``, ``new``, ``cur``, mode 0700, on demand) and opens
-one file ``tmp/<unique>`` (mode 0600, ``O_EXCL``); data is appended through a
-64 KiB buffer as it arrives. ``commit`` then, in this order:
+Writing. ``start`` does the blocking part of opening (the server calls it off
+the event loop): it creates the first recipient's Maildir (``tmp``, ``new``,
+``cur``, mode 0700, on demand) and opens one file ``tmp/<unique>`` (mode
+0600, ``O_EXCL``). ``write`` only appends to that file through a 64 KiB
+buffer. ``commit`` then, in this order:
 
 1. flushes, fsyncs and closes the tmp file;
 2. for every other recipient, hard-links it into that recipient's ``tmp/``
    (copies and fsyncs when linking fails, e.g. across file systems);
 3. writes the envelope sidecar ``smtpgate-envelope/<unique>.json`` beside each
-   Maildir (``O_EXCL``, fsynced, its directory fsynced);
+   Maildir (``O_EXCL``, 0600, fsynced, its directory fsynced);
 4. renames every ``tmp/<unique>`` to ``new/<unique>`` -- the only step that
    makes a message visible, and the last one that changes names;
 5. fsyncs every ``new/`` directory, and only then returns.
@@ -29,6 +35,11 @@ Any ``OSError`` on the way unlinks everything this delivery created (tmp
 files, sidecars, and messages already renamed into ``new/``) and raises
 ``DeliveryError`` (``disk_full`` for ENOSPC/EDQUOT): a message is in every
 recipient's ``new/`` or in none. ``abort`` removes whatever exists so far.
+A crash leaves its tmp files (and maybe sidecars): ``recover`` removes them at
+the next start (see ``recovery``).
+
+Every directory created under the root (the root and its missing parents
+included) is 0700 and every file 0600: their names are addresses.
 
 The unique name is ``<sec>.M<usec>P<pid>Q<seq>R<random>.<host>`` (the modern
 Maildir form; ``/`` and ``:`` in the host name written as ``\\057``/``\\072``),
@@ -36,8 +47,10 @@ unique across processes, threads and many deliveries per second.
 
 The envelope (session id, peer, HELO, TLS, authenticated user, MAIL FROM,
 AUTH= parameter, the recipients of *this* Maildir, time) is kept in the JSON
-sidecar, not in the message headers; a sidecar never lists the other
-recipients of the message, so Bcc recipients stay private.
+sidecar, not in the message: no header ever carries the AUTH= value (it is
+the client's claim, kept only so that a relay can pass it on as RFC 4954
+section 5 asks). A sidecar never lists the other recipients of the message,
+so Bcc recipients stay private.
 """
 
 from __future__ import annotations
@@ -47,26 +60,36 @@ import enum
 import errno
 import itertools
 import json
+import logging
 import os
 import secrets
 import shutil
 import socket
+import string
 import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, NoReturn
 
+from smtpgate.delivery import recovery
 from smtpgate.delivery.base import DeliveryError, Envelope
-from smtpgate.protocol.replies import Reply
+from smtpgate.delivery.recovery import SIDECAR_DIR
+from smtpgate.protocol.replies import MAILBOX_NOT_ALLOWED, Reply
 
-SIDECAR_DIR = "smtpgate-envelope"
+__all__ = [
+    "NAME_MAX", "SIDECAR_DIR", "MaildirDelivery", "MaildirTarget",
+    "maildir_name", "sidecar_json",
+]
+
 NAME_MAX = 255  # bytes in one directory entry (Linux NAME_MAX)
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 _SAFE = frozenset("abcdefghijklmnopqrstuvwxyz0123456789._+@-")
 _SAFE_HOST = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_")
 _DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 _BUFFER = 64 * 1024
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+log = logging.getLogger("smtpgate.delivery")
 
 
 def maildir_name(recipient: str) -> str:
@@ -74,7 +97,8 @@ def maildir_name(recipient: str) -> str:
     if not recipient:
         raise ValueError("empty recipient address")
     out: list[str] = []
-    for index, char in enumerate(recipient.lower()):
+    # ASCII only: str.lower() maps U+212A KELVIN SIGN to "k", sharing kate@'s Maildir.
+    for index, char in enumerate(recipient.translate(_ASCII_LOWER)):
         if char in _SAFE and not (index == 0 and char == "."):
             out.append(char)
         else:
@@ -91,7 +115,7 @@ class _UniqueNames:
     """``<sec>.M<usec>P<pid>Q<seq>R<random>.<host>``, thread-safe."""
 
     def __init__(self, hostname: str) -> None:
-        self._host = _maildir_host(hostname)
+        self.host = _maildir_host(hostname)
         self._seq = itertools.count(1)
         self._lock = threading.Lock()
 
@@ -99,7 +123,7 @@ class _UniqueNames:
         with self._lock:
             seq = next(self._seq)
         sec, usec = divmod(time.time_ns() // 1000, 1_000_000)
-        return f"{sec}.M{usec}P{os.getpid()}Q{seq}R{secrets.token_hex(4)}.{self._host}"
+        return f"{sec}.M{usec}P{os.getpid()}Q{seq}R{secrets.token_hex(4)}.{self.host}"
 
 
 class MaildirTarget:
@@ -112,14 +136,44 @@ class MaildirTarget:
         self._names = _UniqueNames(hostname or socket.gethostname())
 
     def check_recipient(self, address: str, *, may_relay: bool) -> Reply | None:
+        """553 5.1.3 for an address whose Maildir name cannot exist (empty, or > NAME_MAX)."""
+        try:
+            _mailbox_name(address)
+        except DeliveryError as exc:
+            return MAILBOX_NOT_ALLOWED.with_text(f"Mailbox name not allowed: {exc}")
         return None
 
     def start(self, envelope: Envelope) -> MaildirDelivery:
-        return MaildirDelivery(self.root, envelope, _group(envelope.recipients), self._names.next())
+        """Create the first Maildir and open the tmp file: blocking, so off the event loop."""
+        delivery = MaildirDelivery(
+            self.root, envelope, _group(envelope.recipients), self._names.next()
+        )
+        delivery.open()
+        return delivery
+
+    def recover(self) -> int:
+        """Remove what crashed deliveries left in tmp/ (see ``recovery``); the count."""
+        removed = recovery.recover(self.root, self._names.host)
+        log.info("maildir recovery: removed %d partial files under %s", removed, self.root)
+        return removed
 
     def maildir(self, recipient: str) -> Path:
         """The Maildir of ``recipient`` (it may not exist yet)."""
         return self.root / maildir_name(recipient)
+
+
+def _mailbox_name(recipient: str) -> str:
+    """``maildir_name``, or a permanent DeliveryError when no such directory can exist."""
+    try:
+        name = maildir_name(recipient)
+    except ValueError:
+        raise DeliveryError("empty address", temporary=False) from None
+    if len(name.encode()) > NAME_MAX:
+        raise DeliveryError(
+            f"address too long to store (its mailbox name exceeds {NAME_MAX} octets)",
+            temporary=False,
+        )
+    return name
 
 
 def _group(recipients: tuple[str, ...]) -> dict[str, list[str]]:
@@ -128,13 +182,7 @@ def _group(recipients: tuple[str, ...]) -> dict[str, list[str]]:
         raise DeliveryError("no recipients", temporary=False)
     groups: dict[str, list[str]] = {}
     for recipient in recipients:
-        try:
-            name = maildir_name(recipient)
-        except ValueError:
-            raise DeliveryError("empty recipient address", temporary=False) from None
-        if len(name.encode()) > NAME_MAX:
-            raise DeliveryError("recipient address too long for a mailbox name", temporary=False)
-        groups.setdefault(name, []).append(recipient)
+        groups.setdefault(_mailbox_name(recipient), []).append(recipient)
     return groups
 
 
@@ -165,17 +213,30 @@ class MaildirDelivery:
     def unique_name(self) -> str:
         return self._unique
 
-    def write(self, data: bytes) -> None:
+    def open(self) -> None:
+        """Create the first Maildir and its ``tmp/<unique>`` (``start`` calls this)."""
         self._require_open()
         try:
-            self._open_file().write(data)
+            _ensure_maildir(self._root, self._maildirs[0])
+            path = self._tmp(self._maildirs[0])
+            fd = os.open(path, _CREATE, 0o600)
+            self._created.append(path)
+            self._file = os.fdopen(fd, "wb", buffering=_BUFFER)
+        except OSError as exc:
+            self._fail(exc, "creating the message file")
+
+    def write(self, data: bytes) -> None:
+        """Append only: this runs on the event loop (no mkdir, no open)."""
+        handle = self._handle()
+        try:
+            handle.write(data)
         except OSError as exc:
             self._fail(exc, "writing the message")
 
     def commit(self) -> None:
-        self._require_open()
+        handle = self._handle()
         try:
-            self._close_file()
+            self._close_file(handle)
             for maildir in self._maildirs[1:]:
                 self._link(self._tmp(self._maildirs[0]), maildir)
             for maildir, recipients in zip(self._maildirs, self._groups.values(), strict=True):
@@ -204,17 +265,13 @@ class MaildirDelivery:
     def _tmp(self, maildir: Path) -> Path:
         return maildir / "tmp" / self._unique
 
-    def _open_file(self) -> BinaryIO:
+    def _handle(self) -> BinaryIO:
+        self._require_open()
         if self._file is None:
-            _ensure_maildir(self._root, self._maildirs[0])
-            path = self._tmp(self._maildirs[0])
-            fd = os.open(path, _CREATE, 0o600)
-            self._created.append(path)
-            self._file = os.fdopen(fd, "wb", buffering=_BUFFER)
+            raise DeliveryError("delivery was not opened")
         return self._file
 
-    def _close_file(self) -> None:
-        handle = self._open_file()  # an empty message still gets its file
+    def _close_file(self, handle: BinaryIO) -> None:
         handle.flush()
         os.fsync(handle.fileno())
         self._file = None
@@ -260,7 +317,8 @@ class MaildirDelivery:
             handle, self._file = self._file, None
             with contextlib.suppress(OSError):  # the data is being thrown away anyway
                 handle.close()
-        for path in [*self._renamed, *self._created]:
+        # Newest first: a sidecar goes before its tmp file, which recovery keys on.
+        for path in [*self._renamed, *reversed(self._created)]:
             # Gone already (renamed away), or a dying disk: best effort either way.
             with contextlib.suppress(OSError):
                 path.unlink()
@@ -298,8 +356,19 @@ def _mkdir(path: Path) -> None:
         os.mkdir(path, 0o700)
 
 
+def _mkdirs(path: Path) -> None:
+    """``mkdir -p`` with 0700 for every level (pathlib gives parents the umask's mode)."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        return
+    except FileNotFoundError:
+        _mkdirs(path.parent)
+        _mkdir(path)
+
+
 def _ensure_maildir(root: Path, maildir: Path) -> None:
-    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _mkdirs(root)
     _mkdir(maildir)
     for sub in ("tmp", "new", "cur"):
         _mkdir(maildir / sub)

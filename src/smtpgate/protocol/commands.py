@@ -1,18 +1,30 @@
-"""Parsing of command lines, paths, ESMTP parameters and xtext.
+"""Parsing of command lines, paths, ESMTP parameters, xtext and AUTH base64.
 
 Pure functions; each returns a value or raises ``SyntaxProblem`` carrying the
 reply to send. Grammar: RFC 5321 section 4.1.2 (paths, Mailbox, Local-part,
 Domain, address-literal), RFC 6531 (UTF-8 in addresses with SMTPUTF8),
-RFC 3461 section 4 (xtext, used by MAIL FROM AUTH=, RFC 4954 section 5).
+RFC 3461 section 4 (xtext, used by MAIL FROM AUTH=, RFC 4954 section 5),
+RFC 4648 section 4 (base64 in AUTH, RFC 4954 section 4).
+
+Keywords, numbers and mechanism names are ASCII: text is matched against
+ASCII-only patterns *before* any case mapping, since ``str.isdigit`` accepts
+"\u00b2" and ``str.upper`` maps "\u017f" (long s) to "S" and "\u0131" (dotless i) to "I".
 """
 
 from __future__ import annotations
 
+import binascii
 import re
 from dataclasses import dataclass
 
 from smtpgate.protocol import replies as r
+from smtpgate.protocol.events import AuthAbort
 from smtpgate.protocol.replies import Reply
+
+
+def helo_name(arg: str) -> str:
+    """The EHLO/HELO name with only printable characters (it lands in Received headers)."""
+    return "".join(c for c in arg if c.isprintable())[:255]
 
 
 class SyntaxProblem(Exception):
@@ -64,9 +76,12 @@ class PathArgument:
     params: dict[str, str | None]
 
 
-def parse_path_argument(arg: str, prefix: str, *, allow_null: bool, bad: Reply) -> PathArgument:
-    """Parse ``FROM:<path> params`` or ``TO:<path> params``."""
-    if arg[: len(prefix)].upper() != prefix:
+def parse_path_argument(
+    arg: str, prefix: str, *, allow_null: bool, bad: Reply, recognised: frozenset[str]
+) -> PathArgument:
+    """Parse ``FROM:<path> params`` or ``TO:<path> params``; see ``parse_params``."""
+    head = arg[: len(prefix)]
+    if not head.isascii() or head.upper() != prefix:
         raise SyntaxProblem(bad)
     rest = arg[len(prefix) :].lstrip(" ")  # some clients send "FROM: <a@b>"
     if not rest.startswith("<"):
@@ -75,7 +90,7 @@ def parse_path_argument(arg: str, prefix: str, *, allow_null: bool, bad: Reply) 
     if close < 0:
         raise SyntaxProblem(bad)
     address = _parse_path(rest[1:close], allow_null=allow_null, bad=bad)
-    return PathArgument(address, parse_params(rest[close + 1 :]))
+    return PathArgument(address, parse_params(rest[close + 1 :], recognised))
 
 
 def _parse_path(inner: str, *, allow_null: bool, bad: Reply) -> str:
@@ -90,21 +105,26 @@ def _parse_path(inner: str, *, allow_null: bool, bad: Reply) -> str:
         inner = inner[route.end() :]
     if _MAILBOX.fullmatch(inner):
         return inner
-    if inner.lower() == "postmaster":  # RFC 5321 section 4.5.1
+    if inner.isascii() and inner.lower() == "postmaster":  # RFC 5321 section 4.5.1
         return inner
     raise SyntaxProblem(bad)
 
 
-def parse_params(text: str) -> dict[str, str | None]:
-    """ESMTP parameters ``KEY[=VALUE]`` separated by spaces (RFC 5321 section 4.1.2)."""
+def parse_params(text: str, recognised: frozenset[str]) -> dict[str, str | None]:
+    """ESMTP parameters ``KEY[=VALUE]`` separated by spaces (RFC 5321 section 4.1.2).
+
+    RFC 5321 section 4.1.1.11: a keyword not in ``recognised`` is 555; a
+    recognised one given twice or with a value outside the grammar is 501.
+    """
     params: dict[str, str | None] = {}
     for item in text.split():
         key, eq, value = item.partition("=")
-        if not _ESMTP_KEYWORD.fullmatch(key) or (eq and not _ESMTP_VALUE.fullmatch(value)):
+        if not _ESMTP_KEYWORD.fullmatch(key) or key.upper() not in recognised:
+            raise SyntaxProblem(r.UNKNOWN_PARAMETER)
+        key = key.upper()
+        if key in params or (eq and not _ESMTP_VALUE.fullmatch(value)):
             raise SyntaxProblem(r.BAD_PARAMETER)
-        if key.upper() in params:
-            raise SyntaxProblem(r.BAD_PARAMETER)
-        params[key.upper()] = value if eq else None
+        params[key] = value if eq else None
     return params
 
 
@@ -141,13 +161,14 @@ def parse_auth_param(value: str | None) -> str:
 
 
 _BODY_VALUES = frozenset({"7BIT", "8BITMIME"})
+MAIL_PARAMETERS = frozenset({"SIZE", "BODY", "SMTPUTF8", "AUTH"})
 
 
 def check_mail_params(params: dict[str, str | None], *, max_size: int) -> dict[str, str | None]:
-    """The MAIL FROM parameters we advertise; AUTH= comes back decoded.
+    """The values of the MAIL FROM parameters we advertise; AUTH= comes back decoded.
 
     SIZE (RFC 1870: 552 5.3.4 when over the limit), BODY (RFC 6152), SMTPUTF8
-    (RFC 6531), AUTH (RFC 4954 section 5); anything else is 555 5.5.4.
+    (RFC 6531), AUTH (RFC 4954 section 5); a bad value is 501 5.5.4.
     """
     checked = dict(params)
     for key, value in params.items():
@@ -155,7 +176,7 @@ def check_mail_params(params: dict[str, str | None], *, max_size: int) -> dict[s
             if parse_size(value) > max_size:
                 raise SyntaxProblem(r.MESSAGE_TOO_BIG)
         elif key == "BODY":
-            if value is None or value.upper() not in _BODY_VALUES:
+            if value is None or not value.isascii() or value.upper() not in _BODY_VALUES:
                 raise SyntaxProblem(r.BAD_PARAMETER)
         elif key == "SMTPUTF8":
             if value is not None:
@@ -167,31 +188,71 @@ def check_mail_params(params: dict[str, str | None], *, max_size: int) -> dict[s
     return checked
 
 
+_NUMBER = re.compile(r"[0-9]{1,20}")  # ASCII digits only; 20 digits hold any 64-bit size
+
+
+def parse_number(text: str | None) -> int | None:
+    """A decimal number of ASCII digits, or None (``int`` would take "²" or "٣")."""
+    if text is None or not _NUMBER.fullmatch(text):
+        return None
+    return int(text)
+
+
 def parse_size(value: str | None) -> int:
-    if value is None or not value.isdigit() or len(value) > 20:
+    number = parse_number(value)
+    if number is None:
         raise SyntaxProblem(r.BAD_PARAMETER)
-    return int(value)
+    return number
 
 
 def parse_bdat_argument(arg: str) -> tuple[int, bool]:
-    """``BDAT chunk-size [LAST]`` (RFC 3030 section 3)."""
+    """``BDAT chunk-size [LAST]`` (RFC 3030 section 3); 501 5.5.4 when malformed."""
     parts = arg.split()
-    if not parts or len(parts) > 2 or not parts[0].isdigit() or len(parts[0]) > 20:
-        raise SyntaxProblem(r.BAD_SYNTAX)
-    if len(parts) == 2 and parts[1].upper() != "LAST":
-        raise SyntaxProblem(r.BAD_SYNTAX)
-    return int(parts[0]), len(parts) == 2
+    size = parse_number(parts[0]) if parts else None
+    if size is None or len(parts) > 2:
+        raise SyntaxProblem(r.BAD_ARGUMENT)
+    if len(parts) == 2 and not (parts[1].isascii() and parts[1].upper() == "LAST"):
+        raise SyntaxProblem(r.BAD_ARGUMENT)
+    return size, len(parts) == 2
+
+
+_MECHANISM = re.compile(r"[A-Za-z0-9\-_]{1,20}")  # RFC 4422 section 3.1, any case
 
 
 def parse_auth_command(arg: str) -> tuple[str, str | None]:
     """``AUTH mechanism [initial-response]`` (RFC 4954 section 4)."""
-    parts = arg.split(" ")
-    parts = [p for p in parts if p]
+    parts = [p for p in arg.split(" ") if p]
     if not parts:
         raise SyntaxProblem(r.AUTH_MISSING_MECHANISM)
-    if len(parts) > 2:
+    if len(parts) > 2 or not _MECHANISM.fullmatch(parts[0]):
         raise SyntaxProblem(r.BAD_SYNTAX)
-    mechanism = parts[0].upper()
-    if not re.fullmatch(r"[A-Z0-9\-_]{1,20}", mechanism):
-        raise SyntaxProblem(r.BAD_SYNTAX)
-    return mechanism, parts[1] if len(parts) == 2 else None
+    return parts[0].upper(), parts[1] if len(parts) == 2 else None
+
+
+def parse_initial_response(text: str | None) -> tuple[bytes | None, AuthAbort | None]:
+    """RFC 4954 section 4: none, "*" (cancel), "=" (empty), or canonical base64."""
+    if text is None:
+        return None, None
+    if text == "*":
+        return None, AuthAbort.CANCELLED
+    if text == "=":
+        return b"", None
+    data = decode_base64(text.encode("ascii", "replace"))
+    return (data, None) if data is not None else (None, AuthAbort.BAD_BASE64)
+
+
+def decode_base64(data: bytes) -> bytes | None:
+    """Canonical base64 (RFC 4648 section 4) or None: AUTH data (RFC 4954 section 4).
+
+    ``strict_mode`` refuses characters outside the alphabet, missing, leading
+    or excess padding and data after padding; re-encoding also refuses what it
+    lets through: pad bits that are not zero ("QR==", RFC 4648 section 3.5).
+    "=" for an empty initial response is the caller's business.
+    """
+    try:
+        decoded = binascii.a2b_base64(data, strict_mode=True)
+    except binascii.Error:
+        return None
+    if binascii.b2a_base64(decoded, newline=False) != data:
+        return None
+    return decoded

@@ -10,6 +10,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from smtpgate.protocol.replies import Reply
+
 
 @dataclass(frozen=True, slots=True)
 class MailFrom:
@@ -52,7 +54,7 @@ class DataEnd:
     refused (too big, bare CR/LF): the host aborts delivery and replies with it.
     """
 
-    rejection: object | None = None  # a Reply; typed loosely to keep events dependency-free
+    rejection: Reply | None = None
 
 
 class AuthAbort(enum.Enum):

@@ -37,10 +37,6 @@ class FrameResult:
     done: bool  # the end-of-data line was seen
     rest: bytes  # bytes after the end-of-data line (the next commands)
 
-    @property
-    def body(self) -> bytes:
-        return b"".join(self.pieces)
-
 
 class DataFramer:
     __slots__ = ("_at_line_start", "_partial", "bare_line_ending")

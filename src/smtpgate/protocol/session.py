@@ -8,122 +8,93 @@ NOOP, RSET, syntax and sequence errors...) are answered by the session itself;
 the rest become events that *await a reply* (see ``events``). While an event
 awaits its reply the session reads no further input, so pipelined commands
 (RFC 2920) are answered strictly in order; all replies queue in one output
-buffer that the host drains with ``data_to_send`` — one write per batch.
+buffer that the host drains with ``data_to_send``: one write per batch.
+
+The session only dispatches. The reader of the current mode (``readers``)
+turns input into items: a command line goes through the state table
+(``states.refusal``) to its command handler; an AUTH response line becomes an
+event; body pieces count towards the size limit and become ``DataChunk``
+events. The mail transaction is one ``Transaction``, replaced on reset, and
+``state`` is derived from it. Every reply leaves through ``_send``, which is
+also where protocol errors are counted for ``max_errors`` and where a 421
+ends the session.
 
 The session never touches sockets, TLS, clocks or files. STARTTLS ends it
 (state CLOSED, event StartTls): the host starts a *new* Session on the TLS
 channel, so anything pipelined after STARTTLS dies with this object (RFC 3207
 section 4.2, CVE-2011-0411).
-
-Input is read in an explicit ``Mode`` with its own limit: command lines (512
-octets, AUTH lines 12288), AUTH responses (12288), DATA (``DataFramer``), BDAT
-(counted octets), and DISCARD_LINE for the rest of an overlong line.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
-import enum
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Callable
 
+from smtpgate.protocol import commands as c
 from smtpgate.protocol import events as ev
 from smtpgate.protocol import replies as r
-from smtpgate.protocol.commands import (
-    SyntaxProblem,
-    check_mail_params,
-    parse_auth_command,
-    parse_bdat_argument,
-    parse_path_argument,
-    split_command,
+from smtpgate.protocol.params import SessionParams, ehlo_keywords
+from smtpgate.protocol.readers import (
+    AUTH_RESPONSE_LINES,
+    COMMAND_LINES,
+    Body,
+    ChunkReader,
+    DataReader,
+    DiscardReader,
+    Input,
+    LineKind,
+    Overlong,
+    Reader,
 )
-from smtpgate.protocol.framing import DataFramer
 from smtpgate.protocol.replies import Reply, multiline
-from smtpgate.protocol.states import (
-    ALLOWED,
-    AUTH_LINE_LIMIT,
-    COMMAND_LINE_LIMIT,
-    KNOWN_COMMANDS,
-    NEEDS_AUTH,
-    Mode,
-    State,
-    sequence_error,
-)
+from smtpgate.protocol.states import KNOWN_COMMANDS, Mode, State, refusal
+from smtpgate.protocol.transaction import Transaction
 
-# Replies that count towards max_errors: protocol errors (SPEC section 3).
-# Not 530: policy, not syntax, and no more a flood than NOOP is.
+__all__ = ["Session", "SessionParams"]
+
+# Replies that count towards max_errors: protocol errors (RFC 5321 section 4.2.4:
+# 500-504; 555 of RFC 5321 section 4.1.1.11). Not 530: policy, not syntax.
 _COUNTED_ERRORS = frozenset({500, 501, 502, 503, 504, 555})
-
-
-@dataclass(frozen=True, slots=True)
-class SessionParams:
-    hostname: str = "localhost"
-    tls_active: bool = False
-    starttls_offered: bool = False  # the listener offers STARTTLS and TLS is not active
-    require_auth: bool = True
-    auth_mechanisms: tuple[str, ...] = ()  # usable on this connection now, in EHLO order
-    max_message_size: int = 26214400
-    max_recipients: int = 100
-    max_errors: int = 10
+_MAX_REFUSALS = 100  # bounded: the host drains ``refusals`` after each batch
+_NO_PARAMETERS: frozenset[str] = frozenset()
 
 
 class Session:
-    # The mail transaction, reset by _reset_transaction.
-    mail_from: str | None
-    mail_params: dict[str, str | None]
-    recipients: list[str]
-    _pending_mail: tuple[str, dict[str, str | None]]
-    _pending_rcpt: str
-    _framer: DataFramer | None
-    _data_size: int
-    _rejection: Reply | None
-    _bdat_pending: tuple[int, bool] | None
-    _bdat_remaining: int
-    _bdat_last: bool
-    _bdat_rejected: bool
+    """One SMTP session, from the greeting to QUIT, a 421 or STARTTLS."""
 
     def __init__(self, params: SessionParams) -> None:
         self.params = params
-        self.state = State.CONNECTED
-        self.mode = Mode.COMMAND
+        self.transaction = Transaction()
         self.helo = ""
         self.esmtp = False
         self.user: str | None = None
         self.errors = 0
         self.verb = ""  # the command being answered, for the host's log
         self.refusals: list[tuple[str, int]] = []  # (verb, code) of 4xx/5xx replies, for logs
-        self._buf = bytearray()
-        self._data_in: bytes | None = None  # DATA input not yet framed (instead of _buf)
+        self._greeted = False
+        self._closed = False
+        self._input = Input()
+        self._reader: Reader = COMMAND_LINES
         self._out: list[bytes] = []
         self._events: deque[ev.Event] = deque()
-        self._awaiting: type | None = None  # the event class whose reply the host owes
-        self._discarding = _Line.COMMAND  # DISCARD_LINE: what the overlong line was
-        self._reset_transaction()
+        self._awaiting: ev.Event | None = None  # the event whose answer the host owes
+        self._first_chunk: ChunkReader | None = None  # the chunk a BDAT DataStart opens
 
     # -- host API: input and output --------------------------------------
     def greet(self) -> None:
         self._send(Reply(220, None, f"{self.params.hostname} ESMTP smtpgate"))
 
     def receive_data(self, data: bytes) -> None:
-        if self.state is State.CLOSED:
-            return
-        if self.mode is Mode.DATA and not self._buf and self._data_in is None:
-            self._data_in = data  # the body's fast path: framed as it is, never copied
-            return
-        if self._data_in is not None:
-            self._buf += self._data_in
-            self._data_in = None
-        self._buf += data
+        if not self._closed:
+            self._input.feed(data, keep_whole=self._reader.reads_body)
 
     def next_event(self) -> ev.Event | None:
         """The next event, or None when more input or a host reply is needed."""
         while True:
             if self._events:
                 return self._events.popleft()
-            if self._awaiting is not None or self.state is State.CLOSED:
-                return None
-            if not self._advance():
+            if self._awaiting is not None or self._closed or not self._advance():
                 return None
 
     def data_to_send(self) -> bytes:
@@ -132,8 +103,25 @@ class Session:
         return out
 
     @property
+    def state(self) -> State:
+        if self._closed:
+            return State.CLOSED
+        if not self._greeted:
+            return State.CONNECTED
+        t = self.transaction
+        if t.sender is None:
+            return State.READY
+        if t.chunked:
+            return State.BDAT
+        return State.RCPT if t.recipients else State.MAIL
+
+    @property
+    def mode(self) -> Mode:
+        return self._reader.mode
+
+    @property
     def closed(self) -> bool:
-        return self.state is State.CLOSED
+        return self._closed
 
     @property
     def awaiting_reply(self) -> bool:
@@ -141,68 +129,61 @@ class Session:
 
     @property
     def in_data(self) -> bool:
-        return self.mode in (Mode.DATA, Mode.BDAT)
+        return self._reader.reads_body
 
     @property
     def buffered(self) -> int:
-        return len(self._buf) + (len(self._data_in) if self._data_in is not None else 0)
+        return len(self._input)
 
     # -- host API: answers to events --------------------------------------
     def accept(self) -> None:
         """Accept the pending MailFrom, RcptTo or DataStart."""
-        pending = self._take_pending((ev.MailFrom, ev.RcptTo, ev.DataStart))
-        if pending is ev.MailFrom:
-            self.mail_from = self._pending_mail[0]
-            self.mail_params = self._pending_mail[1]
-            self.state = State.MAIL
+        event = self._take_pending(ev.MailFrom, ev.RcptTo, ev.DataStart)
+        t = self.transaction
+        if isinstance(event, ev.MailFrom):
+            t.sender, t.params = event.address, event.params
             self._send(r.SENDER_OK)
-        elif pending is ev.RcptTo:
-            self.recipients.append(self._pending_rcpt)
-            self.state = State.RCPT
+        elif isinstance(event, ev.RcptTo):
+            t.recipients.append(event.address)
             self._send(r.RECIPIENT_OK)
-        elif self._bdat_pending is not None:
-            self.state = State.BDAT
-            self._begin_bdat_chunk(*self._bdat_pending, rejected=False)
+        elif self._first_chunk is not None:
+            t.chunked = True
+            self._reader, self._first_chunk = self._first_chunk, None
         else:
             self._send(r.START_MAIL_INPUT)
-            self.mode = Mode.DATA
-            self._framer = DataFramer()
+            self._reader = DataReader()
 
     def reject(self, reply: Reply) -> None:
         """Refuse the pending MailFrom, RcptTo or DataStart with ``reply``."""
-        pending = self._take_pending((ev.MailFrom, ev.RcptTo, ev.DataStart))
+        self._take_pending(ev.MailFrom, ev.RcptTo, ev.DataStart)
         self._send(reply)
-        if pending is ev.DataStart and self._bdat_pending is not None:
-            # Reset before reading the chunk: the reset zeroes the octet count,
-            # and the chunk's octets must be read and dropped, never parsed as
-            # commands (smuggling).
-            size, last = self._bdat_pending
-            self._reset_transaction()
-            self._begin_bdat_chunk(size, last, rejected=True)
-        self._close_if_421(reply)
+        chunk, self._first_chunk = self._first_chunk, None
+        if chunk is not None and not self._closed:
+            # The refused chunk's octets are still read and dropped, never parsed
+            # as commands (smuggling); the transaction ends here.
+            self.transaction = Transaction()
+            chunk.discard = True
+            self._reader = chunk
 
     def reply(self, reply: Reply) -> None:
         """Answer the pending DataEnd (250 once the message is durable)."""
-        self._take_pending((ev.DataEnd,))
+        self._take_pending(ev.DataEnd)
         self._send(reply)
-        self._reset_transaction()
-        self.state = State.READY
-        self._close_if_421(reply)
+        self.transaction = Transaction()
 
     def auth_challenge(self, data: bytes) -> None:
         """Send ``334 base64(data)`` and read the client's answer."""
-        self._take_pending((ev.AuthStart, ev.AuthResponse))
-        self._out.append(b"334 " + base64.b64encode(data) + b"\r\n")
-        self.mode = Mode.AUTH_RESPONSE
+        self._take_pending(ev.AuthStart, ev.AuthResponse)
+        self._reader = AUTH_RESPONSE_LINES
+        self._send(Reply(334, None, base64.b64encode(data).decode("ascii")))
 
     def auth_finish(self, reply: Reply, user: str | None) -> None:
         """End the AUTH exchange with ``reply``; ``user`` is set on success."""
-        self._take_pending((ev.AuthStart, ev.AuthResponse, ev.AuthAborted))
-        self.mode = Mode.COMMAND
+        self._take_pending(ev.AuthStart, ev.AuthResponse, ev.AuthAborted)
+        self._reader = COMMAND_LINES
         if user is not None:
             self.user = user
         self._send(reply)
-        self._close_if_421(reply)
 
     def timeout(self) -> None:
         self.close_with(r.TIMEOUT)
@@ -212,390 +193,238 @@ class Session:
 
     def close_with(self, reply: Reply) -> None:
         """Send ``reply`` (a 421 or 221) and end the session."""
-        if self.state is State.CLOSED:
+        if self._closed:
             return
         self._send(reply)
-        self._close(notify=True)
+        if not self._closed:
+            self._close()
 
-    # -- input modes -------------------------------------------------------
+    # -- dispatch of what the readers return -------------------------------
     def _advance(self) -> bool:
-        """Consume some input in the current mode; False when nothing could be done."""
-        mode = self.mode
-        if mode is Mode.COMMAND:
-            return self._read_command()
-        if mode is Mode.DATA:
-            return self._read_data()
-        if mode is Mode.BDAT:
-            return self._read_bdat()
-        if mode is Mode.AUTH_RESPONSE:
-            return self._read_auth_response()
-        return self._discard_line()
-
-    def _take_line(self) -> bytes | None:
-        """One line without its line ending, or None; overlong lines switch to DISCARD_LINE."""
-        buf = self._buf
-        idx = buf.find(b"\n", 0, AUTH_LINE_LIMIT + 1)
-        if idx < 0:
-            if len(buf) > AUTH_LINE_LIMIT:  # drop the rest of it in DISCARD_LINE
-                self._discarding = self._line_kind(buf)
-                self.mode = Mode.DISCARD_LINE
-            return None
-        line = bytes(buf[:idx])
-        del buf[: idx + 1]
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        kind = self._line_kind(line)
-        if len(line) + 2 > (COMMAND_LINE_LIMIT if kind is _Line.COMMAND else AUTH_LINE_LIMIT):
-            self._line_too_long(kind)
-            return None
-        return line
-
-    def _line_kind(self, line: bytes | bytearray) -> _Line:
-        if self.mode is Mode.AUTH_RESPONSE:
-            return _Line.AUTH_RESPONSE
-        return _Line.AUTH_COMMAND if line[:5].upper() == b"AUTH " else _Line.COMMAND
-
-    def _read_command(self) -> bool:
-        before = len(self._buf)
-        line = self._take_line()
-        if line is None:
-            return len(self._buf) != before or self.mode is not Mode.COMMAND
-        self._handle_command(line)
-        return True
-
-    def _discard_line(self) -> bool:
-        idx = self._buf.find(b"\n")
-        if idx < 0:
-            self._buf.clear()
+        """Read one item in the current mode and handle it; False when input ran out."""
+        item = self._reader.read(self._input)
+        if item is None:
             return False
-        del self._buf[: idx + 1]
-        self._line_too_long(self._discarding)
-        return True
-
-    def _line_too_long(self, kind: _Line) -> None:
-        """500 5.5.2 for commands; 500 5.5.6 for AUTH (RFC 4954 section 4)."""
-        self.mode = Mode.COMMAND
-        if kind is _Line.AUTH_RESPONSE:
-            self._emit_awaiting(ev.AuthAborted(ev.AuthAbort.TOO_LONG))
+        if isinstance(item, Body):
+            self._on_body(item)
+        elif isinstance(item, Overlong):
+            self._on_overlong(item)
+        elif self._reader is COMMAND_LINES:
+            self._on_command(item)
         else:
-            self._error(r.AUTH_LINE_TOO_LONG if kind is _Line.AUTH_COMMAND else r.LINE_TOO_LONG)
-
-    def _read_auth_response(self) -> bool:
-        before = len(self._buf)
-        line = self._take_line()
-        if line is None:
-            return len(self._buf) != before or self.mode is not Mode.AUTH_RESPONSE
-        self.mode = Mode.COMMAND
-        if line == b"*":
-            self._emit_awaiting(ev.AuthAborted(ev.AuthAbort.CANCELLED))
-            return True
-        data = _decode_base64(line)
-        if data is None:
-            self._emit_awaiting(ev.AuthAborted(ev.AuthAbort.BAD_BASE64))
-        else:
-            self._emit_awaiting(ev.AuthResponse(data))
+            self._on_auth_response(item)
         return True
 
-    def _read_data(self) -> bool:
-        if self._framer is None:
-            return False
-        if self._data_in is not None:
-            data, self._data_in = self._data_in, None
-        elif self._buf:
-            data = bytes(self._buf)
-            self._buf.clear()
-        else:
-            return False
-        result = self._framer.feed(data)
-        if self._framer.bare_line_ending and self._rejection is None:
-            self._rejection = r.BARE_LINE_ENDING
-        for piece in result.pieces:
-            self._take_body(piece)
-        if result.done:
-            self._buf += result.rest
-            self.mode = Mode.COMMAND
-            self._framer = None
-            self._emit_awaiting(ev.DataEnd(self._rejection))
-        return True
-
-    def _read_bdat(self) -> bool:
-        if not self._buf and self._bdat_remaining:
-            return False
-        take = min(self._bdat_remaining, len(self._buf))
-        chunk = bytes(self._buf[:take])
-        del self._buf[:take]
-        self._bdat_remaining -= take
-        if not self._bdat_rejected:
-            self._take_body(chunk)
-        if self._bdat_remaining == 0:
-            self._end_bdat_chunk()
-        return True
-
-    def _take_body(self, body: bytes) -> None:
-        if not body or self._rejection is not None:
-            return
-        self._data_size += len(body)
-        if self._data_size > self.params.max_message_size:
-            self._rejection = r.MESSAGE_TOO_BIG  # read on to the end, keep nothing
-            return
-        self._events.append(ev.DataChunk(body))
-
-    # -- commands ----------------------------------------------------------
-    def _handle_command(self, line: bytes) -> None:
+    def _on_command(self, line: bytes) -> None:
         self.verb = "?"
         try:
-            cmd = split_command(line)
-        except SyntaxProblem as problem:
-            self._error(problem.reply)
+            cmd = c.split_command(line)
+        except c.SyntaxProblem as problem:
+            self._send(problem.reply)
             return
-        verb = self.verb = cmd.verb if cmd.verb in KNOWN_COMMANDS else "?"
-        if verb not in KNOWN_COMMANDS:
-            self._error(r.UNKNOWN_COMMAND)
+        if cmd.verb not in KNOWN_COMMANDS:
+            self._send(r.UNKNOWN_COMMAND)
             return
-        allowed = verb in ALLOWED[self.state]
-        refusal: Reply | None = None
-        if not allowed and self.state is State.CONNECTED:
-            refusal = sequence_error(self.state, verb)
-        elif self.params.require_auth and self.user is None and verb in NEEDS_AUTH:
-            refusal = r.AUTH_REQUIRED
-        elif not allowed:
-            refusal = sequence_error(self.state, verb)
-        if refusal is not None:
-            if verb == "BDAT":
-                self._skip_bdat_chunk(cmd.arg)
-            self._error(refusal)
+        self.verb = verb = cmd.verb
+        refused = refusal(
+            self.state, verb, esmtp=self.esmtp, authenticated=self.user is not None,
+            auth_required=self.params.require_auth,
+        )
+        if refused is not None:
+            self._send(refused)
+            if verb == "BDAT" and not self._closed:
+                self._skip_chunk(cmd.arg)
             return
         try:
             _HANDLERS[verb](self, cmd.arg)
-        except SyntaxProblem as problem:
-            self._error(problem.reply)
+        except c.SyntaxProblem as problem:
+            self._send(problem.reply)
 
+    def _on_auth_response(self, line: bytes) -> None:
+        """RFC 4954 section 4: "*" cancels; anything else is base64 ("=" is not)."""
+        self._reader = COMMAND_LINES
+        if line == b"*":
+            self._await(ev.AuthAborted(ev.AuthAbort.CANCELLED))
+            return
+        data = c.decode_base64(line)
+        if data is None:
+            self._await(ev.AuthAborted(ev.AuthAbort.BAD_BASE64))
+        else:
+            self._await(ev.AuthResponse(data))
+
+    def _on_overlong(self, item: Overlong) -> None:
+        """500 5.5.2 for commands; 500 5.5.6 for AUTH lines (RFC 4954 section 4)."""
+        if not item.complete:
+            self._reader = DiscardReader(item.kind)
+            return
+        self._reader = COMMAND_LINES
+        if item.kind is LineKind.AUTH_RESPONSE:
+            self._await(ev.AuthAborted(ev.AuthAbort.TOO_LONG))
+        elif item.kind is LineKind.AUTH_COMMAND:
+            self._send(r.AUTH_LINE_TOO_LONG)
+        else:
+            self._send(r.LINE_TOO_LONG)
+
+    def _on_body(self, body: Body) -> None:
+        t = self.transaction
+        if body.bare_line_ending and t.rejection is None:
+            t.rejection = r.BARE_LINE_ENDING
+        for piece in body.pieces:
+            if t.rejection is not None:
+                break
+            t.size += len(piece)
+            if t.size > self.params.max_message_size:
+                t.rejection = r.MESSAGE_TOO_BIG  # read on to the end, keep nothing
+            else:
+                self._events.append(ev.DataChunk(piece))
+        if body.end:
+            reader, self._reader = self._reader, COMMAND_LINES
+            if isinstance(reader, ChunkReader):
+                self._end_chunk(reader)
+            else:
+                self._await(ev.DataEnd(t.rejection))
+
+    def _end_chunk(self, chunk: ChunkReader) -> None:
+        if chunk.discard:
+            return  # already answered
+        t = self.transaction
+        if chunk.last:
+            self._await(ev.DataEnd(t.rejection))
+        elif t.rejection is not None:
+            self._send(t.rejection)
+            self.transaction = Transaction()
+        else:
+            self._send(r.CHUNK_ACCEPTED)
+
+    def _skip_chunk(self, arg: str) -> None:
+        """A refused BDAT still carries its octets: read and drop them (no smuggling)."""
+        try:
+            size, _ = c.parse_bdat_argument(arg)
+        except c.SyntaxProblem:
+            return
+        self._reader = ChunkReader(size, last=False, discard=True)
+
+    # -- commands (run once the state table allowed them) -------------------
     def _ehlo(self, arg: str, *, esmtp: bool) -> None:
         if not arg:
-            raise SyntaxProblem(r.MISSING_ARGUMENT)
-        self._reset_transaction()
-        self.state = State.READY
-        self.helo = _printable(arg)
+            raise c.SyntaxProblem(r.MISSING_ARGUMENT)
+        self.transaction = Transaction()
+        self._greeted = True
+        self.helo = c.helo_name(arg)
         self.esmtp = esmtp
-        if not esmtp:
-            self._send(Reply(250, None, self.params.hostname))
-            return
-        self._out.append(multiline(250, [self.params.hostname, *self._ehlo_keywords()]))
-
-    def _ehlo_keywords(self) -> list[str]:
-        p = self.params
-        words = ["PIPELINING", f"SIZE {p.max_message_size}", "8BITMIME", "SMTPUTF8",
-                 "ENHANCEDSTATUSCODES", "CHUNKING"]
-        if p.starttls_offered and not p.tls_active:
-            words.append("STARTTLS")
-        if p.auth_mechanisms:
-            words.append("AUTH " + " ".join(p.auth_mechanisms))
-        return words
+        hostname = self.params.hostname
+        if esmtp:
+            lines = [hostname, *ehlo_keywords(self.params)]
+            self._send(Reply(250, None, hostname), multiline(250, lines))
+        else:
+            self._send(Reply(250, None, hostname))
 
     def _mail(self, arg: str) -> None:
-        path = parse_path_argument(arg, "FROM:", allow_null=True, bad=r.BAD_SENDER_SYNTAX)
-        if path.params and not self.esmtp:
-            raise SyntaxProblem(r.UNKNOWN_PARAMETER)
-        params = check_mail_params(path.params, max_size=self.params.max_message_size)
+        path = c.parse_path_argument(
+            arg, "FROM:", allow_null=True, bad=r.BAD_SENDER_SYNTAX,
+            recognised=c.MAIL_PARAMETERS if self.esmtp else _NO_PARAMETERS,
+        )
+        params = c.check_mail_params(path.params, max_size=self.params.max_message_size)
         if not path.address.isascii() and "SMTPUTF8" not in params:
-            raise SyntaxProblem(r.EIGHT_BIT_WITHOUT_SMTPUTF8)
-        self._pending_mail = (path.address, params)
-        self._emit_awaiting(ev.MailFrom(path.address, params))
+            raise c.SyntaxProblem(r.EIGHT_BIT_WITHOUT_SMTPUTF8)
+        self._await(ev.MailFrom(path.address, params))
 
     def _rcpt(self, arg: str) -> None:
-        path = parse_path_argument(arg, "TO:", allow_null=False, bad=r.BAD_RECIPIENT_SYNTAX)
-        if path.params:
-            raise SyntaxProblem(r.UNKNOWN_PARAMETER)
-        if not path.address.isascii() and "SMTPUTF8" not in self.mail_params:
+        path = c.parse_path_argument(
+            arg, "TO:", allow_null=False, bad=r.BAD_RECIPIENT_SYNTAX, recognised=_NO_PARAMETERS
+        )
+        if not path.address.isascii() and "SMTPUTF8" not in self.transaction.params:
             self._send(r.EIGHT_BIT_WITHOUT_SMTPUTF8)
-            return
-        if len(self.recipients) >= self.params.max_recipients:
+        elif len(self.transaction.recipients) >= self.params.max_recipients:
             self._send(r.TOO_MANY_RECIPIENTS)  # RFC 5321 section 4.5.3.1.10
-            return
-        self._pending_rcpt = path.address
-        self._emit_awaiting(ev.RcptTo(path.address, path.params))
+        else:
+            self._await(ev.RcptTo(path.address, path.params))
 
     def _data(self, arg: str) -> None:
         if arg:
-            raise SyntaxProblem(r.UNEXPECTED_ARGUMENT)
-        self._bdat_pending = None
-        self._emit_awaiting(ev.DataStart(bdat=False))
+            raise c.SyntaxProblem(r.UNEXPECTED_ARGUMENT)
+        self._await(ev.DataStart(bdat=False))
 
     def _bdat(self, arg: str) -> None:
-        size, last = parse_bdat_argument(arg)
-        if self.state is State.RCPT:  # the first chunk opens the message
-            self._bdat_pending = (size, last)
-            self._emit_awaiting(ev.DataStart(bdat=True))
-            return
-        self._begin_bdat_chunk(size, last, rejected=False)
+        size, last = c.parse_bdat_argument(arg)
+        chunk = ChunkReader(size, last=last, discard=False)
+        if self.transaction.chunked:
+            self._reader = chunk
+        else:  # the first chunk opens the message: the host decides
+            self._first_chunk = chunk
+            self._await(ev.DataStart(bdat=True))
 
     def _rset(self, arg: str) -> None:
         if arg:
-            raise SyntaxProblem(r.UNEXPECTED_ARGUMENT)
-        self._reset_transaction()
-        if self.state is not State.CONNECTED:
-            self.state = State.READY
+            raise c.SyntaxProblem(r.UNEXPECTED_ARGUMENT)
+        self.transaction = Transaction()
         self._send(r.RESET_OK)
-
-    def _noop(self, arg: str) -> None:
-        self._send(r.OK)
 
     def _quit(self, arg: str) -> None:
         self.close_with(r.CLOSING)
 
     def _vrfy(self, arg: str) -> None:
         if not arg:
-            raise SyntaxProblem(r.MISSING_ARGUMENT)
+            raise c.SyntaxProblem(r.MISSING_ARGUMENT)
         self._send(r.CANNOT_VRFY)
-
-    def _expn(self, arg: str) -> None:
-        self._error(r.NOT_IMPLEMENTED)
-
-    def _help(self, arg: str) -> None:
-        self._send(r.HELP)
 
     def _starttls(self, arg: str) -> None:
         if arg:
-            raise SyntaxProblem(r.UNEXPECTED_ARGUMENT)
+            raise c.SyntaxProblem(r.UNEXPECTED_ARGUMENT)
         if self.params.tls_active:
-            self._error(r.TLS_ALREADY_ACTIVE)
+            self._send(r.TLS_ALREADY_ACTIVE)
             return
         if not self.params.starttls_offered:
-            self._error(r.NOT_IMPLEMENTED)
+            self._send(r.NOT_IMPLEMENTED)
             return
         self._send(r.READY_FOR_TLS)
-        self.state = State.CLOSED
-        self._buf.clear()
-        self._data_in = None  # RFC 3207 section 4.2: nothing sent before TLS survives
+        self._closed = True
+        self._input.clear()  # RFC 3207 section 4.2: nothing sent before TLS survives
         self._events.append(ev.StartTls())
 
     def _auth(self, arg: str) -> None:
-        if not self.esmtp:
-            self._error(r.BAD_SEQUENCE)  # AUTH is an ESMTP extension: EHLO first
-            return
-        if self.user is not None:
-            self._error(r.AUTH_ALREADY_DONE)
-            return
-        mechanism, initial_text = parse_auth_command(arg)
-        initial: bytes | None = None
-        problem: ev.AuthAbort | None = None
-        if initial_text == "*":
-            problem = ev.AuthAbort.CANCELLED
-        elif initial_text is not None:
-            initial = _decode_base64(initial_text.encode("ascii", "replace"))
-            if initial is None:
-                problem = ev.AuthAbort.BAD_BASE64
-        self._emit_awaiting(ev.AuthStart(mechanism, initial, problem))
+        mechanism, initial_text = c.parse_auth_command(arg)
+        initial, problem = c.parse_initial_response(initial_text)
+        self._await(ev.AuthStart(mechanism, initial, problem))
 
-    # -- BDAT chunks -------------------------------------------------------
-    def _begin_bdat_chunk(self, size: int, last: bool, *, rejected: bool) -> None:
-        self._bdat_pending = None
-        self._bdat_remaining = size
-        self._bdat_last = last
-        self._bdat_rejected = rejected
-        self.mode = Mode.BDAT
-        if size == 0:
-            self._end_bdat_chunk()
+    # -- the one way out, and the bookkeeping of pending answers -------------
+    def _send(self, reply: Reply, wire: bytes | None = None) -> None:
+        """Queue ``reply`` (``wire`` when it is not one line): every reply goes here.
 
-    def _skip_bdat_chunk(self, arg: str) -> None:
-        """A refused BDAT still carries its octets: read and drop them (no smuggling)."""
-        try:
-            size, _ = parse_bdat_argument(arg)
-        except SyntaxProblem:
-            return
-        self._bdat_remaining, self._bdat_last, self._bdat_rejected = size, False, True
-        self.mode = Mode.BDAT if size else Mode.COMMAND
+        The max_errors-th protocol error is replaced by 421 4.7.0; a 421 ends
+        the session (RFC 5321 section 3.8).
+        """
+        code = reply.code
+        if code >= 400:
+            if code in _COUNTED_ERRORS:
+                self.errors += 1
+                if self.errors >= self.params.max_errors:
+                    reply, wire, code = r.TOO_MANY_ERRORS, None, r.TOO_MANY_ERRORS.code
+            if len(self.refusals) < _MAX_REFUSALS:
+                self.refusals.append((self.verb, code))
+        self._out.append(reply.to_bytes() if wire is None else wire)
+        if code == 421:
+            self._close()
 
-    def _end_bdat_chunk(self) -> None:
-        self.mode = Mode.COMMAND
-        if self._bdat_rejected:
-            return  # already answered
-        if self._bdat_last:
-            self._emit_awaiting(ev.DataEnd(self._rejection))
-        elif self._rejection is not None:
-            self._send(self._rejection)
-            self._reset_transaction()
-            self.state = State.READY
-        else:
-            self._send(r.CHUNK_ACCEPTED)
-
-    # -- helpers -----------------------------------------------------------
-    def _reset_transaction(self) -> None:
-        self.mail_from = None
-        self.mail_params = {}
-        self.recipients = []
-        self._pending_mail = ("", {})
-        self._pending_rcpt = ""
-        self._framer = None
-        self._data_size = 0
-        self._rejection = None
-        self._bdat_pending = None
-        self._bdat_remaining = 0
-        self._bdat_last = False
-        self._bdat_rejected = False
-        if self.state in (State.MAIL, State.RCPT, State.BDAT):
-            self.state = State.READY
-
-    def _emit_awaiting(self, event: ev.Event) -> None:
+    def _await(self, event: ev.Event) -> None:
         self._events.append(event)
-        self._awaiting = type(event)
+        self._awaiting = event
 
-    def _take_pending(self, expected: tuple[type, ...]) -> type:
+    def _take_pending(self, *expected: type[ev.Event]) -> ev.Event:
         pending = self._awaiting
-        if pending is None or pending not in expected:
+        if pending is None or not isinstance(pending, expected):
             raise RuntimeError(f"no {', '.join(t.__name__ for t in expected)} awaits a reply")
         self._awaiting = None
         return pending
 
-    def _send(self, reply: Reply) -> None:
-        if reply.code >= 400 and len(self.refusals) < 100:  # bounded; the host drains it
-            self.refusals.append((self.verb, reply.code))
-        self._out.append(reply.to_bytes())
-
-    def _error(self, reply: Reply) -> None:
-        """Send a protocol error; the max_errors-th is answered 421 and closes."""
-        if reply.code in _COUNTED_ERRORS:
-            self.errors += 1
-            if self.errors >= self.params.max_errors:
-                self.close_with(r.TOO_MANY_ERRORS)
-                return
-        self._send(reply)
-
-    def _close_if_421(self, reply: Reply) -> None:
-        if reply.code == 421:
-            self._close(notify=True)
-
-    def _close(self, *, notify: bool) -> None:
-        self.state = State.CLOSED
-        self._buf.clear()
-        self._data_in = None
+    def _close(self) -> None:
+        self._closed = True
+        self._input.clear()
         self._awaiting = None
-        if notify:
-            self._events.append(ev.Closed())
+        self._events.append(ev.Closed())
 
 
-def _decode_base64(data: bytes) -> bytes | None:
-    """Strict base64 (RFC 4954 section 4): "=" is an empty response; None if invalid."""
-    if data == b"=":
-        return b""
-    try:
-        return base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-
-
-class _Line(enum.Enum):
-    COMMAND = "command"
-    AUTH_COMMAND = "auth-command"
-    AUTH_RESPONSE = "auth-response"
-
-
-def _printable(text: str) -> str:
-    """Keep only printable characters (the EHLO name lands in Received headers)."""
-    return "".join(c for c in text if c.isprintable())[:255]
-
-
-_HANDLERS = {
+_HANDLERS: dict[str, Callable[[Session, str], None]] = {
     "HELO": lambda s, a: s._ehlo(a, esmtp=False),
     "EHLO": lambda s, a: s._ehlo(a, esmtp=True),
     "MAIL": Session._mail,
@@ -603,11 +432,11 @@ _HANDLERS = {
     "DATA": Session._data,
     "BDAT": Session._bdat,
     "RSET": Session._rset,
-    "NOOP": Session._noop,
+    "NOOP": lambda s, a: s._send(r.OK),
     "QUIT": Session._quit,
     "VRFY": Session._vrfy,
-    "EXPN": Session._expn,
-    "HELP": Session._help,
+    "EXPN": lambda s, a: s._send(r.NOT_IMPLEMENTED),  # RFC 5321 section 3.5.3: may be off
+    "HELP": lambda s, a: s._send(r.HELP),
     "STARTTLS": Session._starttls,
     "AUTH": Session._auth,
 }

@@ -3,17 +3,29 @@
 Theory of operation
 -------------------
 ``State`` is where the session is in the dialogue; ``Mode`` is how it reads
-its input (Stalwart's idea): each mode has its own line limit. ``ALLOWED``
-says which commands a state accepts; a known command outside the table gets
-the reply from ``sequence_error`` (503 5.5.1, RFC 5321 section 4.3.2), in one
-place. Whether a command also needs authentication (530 5.7.0, RFC 4954
-section 6) is ``NEEDS_AUTH``; the 503 of the table takes precedence over it
-(SPEC section 4).
+its input (each mode has its own line limit, see ``readers``). Whether a
+command may run now is decided here and nowhere else, by ``refusal``, which
+checks in this order and returns the first reply that applies:
+
+1. ``SEQUENCE`` of ``State.CONNECTED``: before EHLO/HELO, MAIL, RCPT, DATA,
+   BDAT and AUTH get ``503 5.5.1`` (RFC 5321 section 4.1.4), *even* where a
+   listener requires authentication: the client must greet first.
+2. ``NEEDS_AUTH``: on a listener that requires authentication, these commands
+   get ``530 5.7.0`` until AUTH succeeds (RFC 4954 section 6), whatever the
+   state, so an unauthenticated client learns nothing about a transaction.
+3. ``SEQUENCE`` of the other states: the ``503 5.5.1`` a known command gets
+   out of order (RFC 5321 sections 3.3 and 4.1.4; RFC 3030 section 2 for
+   BDAT; RFC 4954 section 4 for AUTH inside a transaction).
+4. ``AUTH_PRECONDITIONS``: AUTH is an ESMTP extension (EHLO, not HELO), and
+   is refused once a client has authenticated (RFC 4954 section 4).
+
+A command ``refusal`` lets through goes to its handler in the session.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 
 from smtpgate.protocol import replies as r
 from smtpgate.protocol.replies import Reply
@@ -46,31 +58,60 @@ KNOWN_COMMANDS = frozenset(
      "EXPN", "HELP", "STARTTLS", "AUTH"}
 )
 
-_ANYWHERE = frozenset({"HELO", "EHLO", "RSET", "NOOP", "QUIT", "VRFY", "EXPN", "HELP", "STARTTLS"})
+# For each state, the known commands it refuses and the 503 each gets; a known
+# command not listed is allowed. HELO, EHLO, RSET, NOOP, QUIT, VRFY, EXPN, HELP
+# and STARTTLS run in every live state.
+SEQUENCE: Mapping[State, Mapping[str, Reply]] = {
+    State.CONNECTED: {
+        "MAIL": r.NEED_EHLO, "RCPT": r.NEED_EHLO, "DATA": r.NEED_EHLO, "BDAT": r.NEED_EHLO,
+        "AUTH": r.NEED_EHLO,
+    },
+    State.READY: {"RCPT": r.NEED_MAIL, "DATA": r.NEED_MAIL, "BDAT": r.NEED_MAIL},
+    State.MAIL: {
+        "MAIL": r.NESTED_MAIL, "DATA": r.NEED_RCPT, "BDAT": r.NEED_RCPT,
+        "AUTH": r.AUTH_IN_TRANSACTION,
+    },
+    State.RCPT: {"MAIL": r.NESTED_MAIL, "AUTH": r.AUTH_IN_TRANSACTION},
+    State.BDAT: {
+        "MAIL": r.NESTED_MAIL, "RCPT": r.RCPT_AFTER_BDAT, "DATA": r.DATA_AFTER_BDAT,
+        "AUTH": r.AUTH_IN_TRANSACTION,
+    },
+}  # State.CLOSED reads no input, so no command reaches the table there
 
-ALLOWED: dict[State, frozenset[str]] = {
-    State.CONNECTED: _ANYWHERE,
-    State.READY: _ANYWHERE | {"MAIL", "AUTH"},
-    State.MAIL: _ANYWHERE | {"RCPT"},
-    State.RCPT: _ANYWHERE | {"RCPT", "DATA", "BDAT"},
-    State.BDAT: _ANYWHERE | {"BDAT"},
-    State.CLOSED: frozenset(),
-}
-
-# Commands a require_auth listener answers 530 until AUTH succeeds (SPEC section 4).
+# Commands a require_auth listener answers 530 until AUTH succeeds (RFC 4954
+# section 6): all but AUTH, EHLO, HELO, NOOP, RSET, QUIT and STARTTLS.
 NEEDS_AUTH = frozenset({"MAIL", "RCPT", "DATA", "BDAT", "VRFY", "EXPN", "HELP"})
 
+# Where the table's 503 takes precedence over 530 (step 1 above).
+SEQUENCE_BEFORE_AUTH = frozenset({State.CONNECTED})
 
-def sequence_error(state: State, verb: str) -> Reply:
-    """The 503 reply for a known command the table does not allow in ``state``."""
-    if state is State.CONNECTED:
-        return r.NEED_EHLO
+
+class Precondition(enum.Enum):
+    EHLO = "ehlo"  # the client greeted with EHLO, not HELO
+    NOT_AUTHENTICATED = "not-authenticated"  # no AUTH has succeeded on this session
+
+
+# RFC 4954 section 4: checked in this order once the table allows AUTH.
+AUTH_PRECONDITIONS: tuple[tuple[Precondition, Reply], ...] = (
+    (Precondition.EHLO, r.AUTH_NEEDS_EHLO),
+    (Precondition.NOT_AUTHENTICATED, r.AUTH_ALREADY_DONE),
+)
+
+
+def refusal(
+    state: State, verb: str, *, esmtp: bool, authenticated: bool, auth_required: bool
+) -> Reply | None:
+    """The reply refusing the known command ``verb`` now, or None when it may run."""
+    sequence = SEQUENCE[state].get(verb)
+    if sequence is not None and state in SEQUENCE_BEFORE_AUTH:
+        return sequence
+    if auth_required and not authenticated and verb in NEEDS_AUTH:
+        return r.AUTH_REQUIRED
+    if sequence is not None:
+        return sequence
     if verb == "AUTH":
-        return r.AUTH_IN_TRANSACTION
-    if verb == "MAIL":
-        return r.NESTED_MAIL
-    if verb == "RCPT":
-        return r.NEED_MAIL
-    if verb in ("DATA", "BDAT"):
-        return r.NEED_MAIL if state is State.READY else r.NEED_RCPT
-    return r.BAD_SEQUENCE
+        met = {Precondition.EHLO: esmtp, Precondition.NOT_AUTHENTICATED: not authenticated}
+        for precondition, reply in AUTH_PRECONDITIONS:
+            if not met[precondition]:
+                return reply
+    return None

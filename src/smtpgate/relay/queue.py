@@ -66,13 +66,14 @@ class Missing(Exception):
 
 
 def new_queue_id() -> str:
-    """Letters and digits, sortable by time: 10 base-36 digits of microseconds, 6 random."""
+    """An id for a message the relay itself queues (a DSN): letters and digits, 11 base-36
+    digits of microseconds (like the server's ids, so names sort by time), 6 random."""
     micros = time.time_ns() // 1000
     digits = ""
     while micros:
         micros, rest = divmod(micros, 36)
         digits = _ID_CHARS[rest] + digits
-    return digits.rjust(10, "0") + "".join(secrets.choice(_ID_CHARS) for _ in range(6))
+    return digits.rjust(11, "0") + "".join(secrets.choice(_ID_CHARS) for _ in range(6))
 
 
 def valid_id(queue_id: str) -> bool:
@@ -102,8 +103,11 @@ class QueueStore:
 
     def ids(self) -> list[str]:
         """The ids of every queued entry (those with a record), oldest id first."""
-        with os.scandir(self.root) as entries:
-            names = [e.name[:-5] for e in entries if e.name.endswith(".json")]
+        try:
+            with os.scandir(self.root) as entries:
+                names = [e.name[:-5] for e in entries if e.name.endswith(".json")]
+        except FileNotFoundError:
+            return []  # nothing was ever queued
         return sorted(n for n in names if valid_id(n))
 
     def load(self, queue_id: str) -> QueueEntry:

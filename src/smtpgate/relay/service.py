@@ -13,6 +13,7 @@ one entry is handled by one process at a time.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -32,6 +33,7 @@ class Relay:
         self.deliverer = Deliverer(config, self.store, self.target, clock=clock)
 
     async def start(self) -> None:
+        await asyncio.to_thread(self.target.maildir.recover)  # the local part's leftovers
         await self.deliverer.start()
 
     async def stop(self) -> None:

@@ -3,9 +3,9 @@
 Theory of operation
 -------------------
 ``check_recipient`` (at each RCPT, no I/O): a recipient in ``[delivery]
-local_domains`` is always accepted; any other only when the session may
-relay (authenticated), else ``554 5.7.1 Relay access denied``, so smtpgate
-is never an open relay.
+local_domains`` is accepted when the Maildir target accepts it; any other
+only when the session may relay (authenticated), else ``554 5.7.1 Relay
+access denied``, so smtpgate is never an open relay.
 
 ``start`` splits the envelope per recipient: local ones into a
 ``MaildirDelivery`` (the existing Maildir target), the others into a
@@ -53,15 +53,20 @@ class RelayTarget:
         return "@" in address and domain_of(address) in self.local_domains
 
     def check_recipient(self, address: str, *, may_relay: bool) -> Reply | None:
-        if self.is_local(address) or may_relay:
-            return None
-        return RELAY_DENIED
+        if self.is_local(address):
+            return self.maildir.check_recipient(address, may_relay=may_relay)
+        return None if may_relay else RELAY_DENIED
 
     def start(self, envelope: Envelope) -> RelayDelivery:
         local = tuple(r for r in envelope.recipients if self.is_local(r))
         remote = [r for r in envelope.recipients if not self.is_local(r)]
         mailbox = self.maildir.start(replace(envelope, recipients=local)) if local else None
-        queued = self._writer(envelope, remote) if remote else None
+        try:
+            queued = self._writer(envelope, remote) if remote else None
+        except DeliveryError:
+            if mailbox is not None:
+                mailbox.abort()
+            raise
         return RelayDelivery(mailbox, queued, self._queued)
 
     def _writer(self, envelope: Envelope, remote: list[str]) -> QueueWriter:

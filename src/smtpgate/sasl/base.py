@@ -18,9 +18,9 @@ knows nothing of SMTP, base64, sockets, clocks or storage. The host drives it:
 Two families, as in Dovecot's auth: password mechanisms (PLAIN, LOGIN) end in
 ``VerifyPassword`` and the host checks the password against the store;
 secret mechanisms (SCRAM, CRAM-MD5) ask for stored secrets with
-``NeedSecret`` and verify proofs themselves. ``Mechanism.needs`` says which,
-so the host can tell an account that cannot use a mechanism yet (the 432
-password transition) before doing any work.
+``NeedSecret`` and verify proofs themselves. ``Mechanism.secret_scheme`` says
+which (None: a password mechanism), and the registry derives from it which
+mechanisms put the password itself on the wire.
 
 For an unknown user the host passes a *fake* secret (stable per name) to
 ``resume`` so that the exchange looks the same as for a wrong password.
@@ -34,11 +34,12 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
 
-class Need(enum.Enum):
-    """What a mechanism needs from the credential store."""
+class SecretScheme(enum.StrEnum):
+    """The stored secrets a mechanism verifies with (RFC 5803 and Dovecot's names)."""
 
-    PASSWORD = "password"  # a plaintext password the host verifies (PLAIN, LOGIN)
-    SECRET = "secret"  # stored secrets the mechanism verifies with (SCRAM, CRAM-MD5)
+    SCRAM_SHA_1 = "SCRAM-SHA-1"
+    SCRAM_SHA_256 = "SCRAM-SHA-256"
+    CRAM_MD5 = "CRAM-MD5"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +64,7 @@ class NeedSecret:
 
     authcid: str
     authzid: str
-    scheme: str  # "SCRAM-SHA-1", "SCRAM-SHA-256", "CRAM-MD5"
+    scheme: SecretScheme
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,16 +146,18 @@ class MechanismContext:
 
 
 class Mechanism(Protocol):
-    name: ClassVar[str]
-    needs: ClassVar[Need]
+    """One server mechanism; its class attributes are the facts the registry lists."""
+
+    name: ClassVar[str]  # the IANA SASL name, the registry's key
+    # The secret ``resume`` wants; None: ends in VerifyPassword (the password is on the wire).
+    secret_scheme: ClassVar[SecretScheme | None]
+    channel_binding: ClassVar[bool]  # -PLUS: binds to the TLS channel, needs TLS
     server_first: ClassVar[bool]  # an initial response is a protocol error (CRAM-MD5)
-    secret_scheme: ClassVar[str | None]  # for Need.SECRET: which secret ``resume`` wants
+
+    def __init__(self, context: MechanismContext) -> None: ...
 
     def start(self, initial: bytes | None) -> Step: ...
 
     def step(self, response: bytes) -> Step: ...
 
     def resume(self, secret: Secret) -> Step: ...
-
-
-MechanismFactory = Callable[[MechanismContext], Mechanism]

@@ -36,9 +36,9 @@ from smtpgate.sasl.base import (
     Challenge,
     CramMd5Secret,
     MechanismContext,
-    Need,
     NeedSecret,
     Secret,
+    SecretScheme,
     Step,
     Success,
 )
@@ -48,11 +48,11 @@ __all__ = [
     "CramMd5",
     "cram_md5_digest",
     "cram_md5_secret",
+    "fake_cram_md5_secret",
     "format_cram_md5",
     "parse_cram_md5",
 ]
 
-SCHEME = "CRAM-MD5"
 _BLOCK = 64  # MD5 block size, RFC 1321 section 3.1
 _CONTEXT_LEN = 32  # Dovecot CRAM_MD5_CONTEXTLEN
 _DIGEST_HEX_LEN = 32  # RFC 2195 section 2: 16 octets as hex
@@ -120,6 +120,12 @@ def cram_md5_secret(password: str) -> CramMd5Secret:
     return CramMd5Secret(contexts=struct.pack("<8I", *outer, *inner))
 
 
+def fake_cram_md5_secret(username: str, key: bytes) -> CramMd5Secret:
+    """A stable per-name secret for unknown users: the secret of a password nobody knows."""
+    message = f"smtpgate fake CRAM-MD5\x00{username}".encode("utf-8", "surrogatepass")
+    return cram_md5_secret(hmac.new(key, message, "sha256").hexdigest())
+
+
 def cram_md5_digest(secret: CramMd5Secret, challenge: bytes) -> bytes:
     """HMAC-MD5(password, challenge), computed from the stored contexts."""
     words = struct.unpack("<8I", secret.contexts)
@@ -173,9 +179,9 @@ class CramMd5:
     """Server side of CRAM-MD5."""
 
     name: ClassVar[str] = "CRAM-MD5"
-    needs: ClassVar[Need] = Need.SECRET
+    secret_scheme: ClassVar[SecretScheme | None] = SecretScheme.CRAM_MD5
+    channel_binding: ClassVar[bool] = False
     server_first: ClassVar[bool] = True
-    secret_scheme: ClassVar[str | None] = SCHEME
 
     def __init__(self, context: MechanismContext) -> None:
         self._context = context
@@ -202,7 +208,7 @@ class CramMd5:
             return self._finish(malformed("CRAM-MD5 response is not 'user SP hex-digest'"))
         self._username, self._digest = parsed
         self._state = _State.AWAIT_SECRET
-        return NeedSecret(authcid=self._username, authzid="", scheme=SCHEME)
+        return NeedSecret(authcid=self._username, authzid="", scheme=SecretScheme.CRAM_MD5)
 
     def resume(self, secret: Secret) -> Step:
         if self._state is not _State.AWAIT_SECRET:

@@ -26,8 +26,8 @@ from smtpgate.sasl._common import OUT_OF_SEQUENCE, decode_utf8, malformed
 from smtpgate.sasl.base import (
     Challenge,
     MechanismContext,
-    Need,
     Secret,
+    SecretScheme,
     Step,
     VerifyPassword,
 )
@@ -61,9 +61,9 @@ class Login:
     """Server side of LOGIN."""
 
     name: ClassVar[str] = "LOGIN"
-    needs: ClassVar[Need] = Need.PASSWORD
+    secret_scheme: ClassVar[SecretScheme | None] = None
+    channel_binding: ClassVar[bool] = False
     server_first: ClassVar[bool] = False
-    secret_scheme: ClassVar[str | None] = None
 
     def __init__(self, context: MechanismContext) -> None:
         self._context = context

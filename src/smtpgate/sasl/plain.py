@@ -30,8 +30,8 @@ from smtpgate.sasl._common import OUT_OF_SEQUENCE, decode_utf8, invalid, malform
 from smtpgate.sasl.base import (
     Challenge,
     MechanismContext,
-    Need,
     Secret,
+    SecretScheme,
     Step,
     VerifyPassword,
 )
@@ -75,9 +75,9 @@ class Plain:
     """Server side of PLAIN."""
 
     name: ClassVar[str] = "PLAIN"
-    needs: ClassVar[Need] = Need.PASSWORD
+    secret_scheme: ClassVar[SecretScheme | None] = None
+    channel_binding: ClassVar[bool] = False
     server_first: ClassVar[bool] = False
-    secret_scheme: ClassVar[str | None] = None
 
     def __init__(self, context: MechanismContext) -> None:
         self._context = context

@@ -1,42 +1,51 @@
-"""The explicit table of server mechanisms, by their IANA SASL names."""
+"""The explicit table of server mechanisms and the facts derived from it.
+
+Each fact about a mechanism is declared once, on its class (``sasl.base.
+Mechanism``): its name, the secret scheme it verifies with, whether it binds
+to the channel. Everything else (the config's list of known names, which
+mechanisms need TLS for the password, which secrets the enabled mechanisms
+need stored) is derived here.
+"""
 
 from __future__ import annotations
 
-from smtpgate.sasl.base import MechanismFactory, Need
+from collections.abc import Iterable
+
+from smtpgate.sasl.base import Mechanism, SecretScheme
 from smtpgate.sasl.cram_md5 import CramMd5
 from smtpgate.sasl.login import Login
 from smtpgate.sasl.plain import Plain
 from smtpgate.sasl.scram import ScramSha1, ScramSha1Plus, ScramSha256, ScramSha256Plus
 
-__all__ = ["PLUS_MECHANISMS", "REGISTRY", "mechanism_needs"]
+__all__ = [
+    "CHANNEL_BOUND_MECHANISMS",
+    "KNOWN_MECHANISMS",
+    "PLAINTEXT_MECHANISMS",
+    "REGISTRY",
+    "secret_schemes",
+]
 
-REGISTRY: dict[str, MechanismFactory] = {
-    "PLAIN": Plain,
-    "LOGIN": Login,
-    "CRAM-MD5": CramMd5,
-    "SCRAM-SHA-1": ScramSha1,
-    "SCRAM-SHA-1-PLUS": ScramSha1Plus,
-    "SCRAM-SHA-256": ScramSha256,
-    "SCRAM-SHA-256-PLUS": ScramSha256Plus,
-}
+_MECHANISMS: tuple[type[Mechanism], ...] = (
+    Plain, Login, CramMd5, ScramSha1, ScramSha1Plus, ScramSha256, ScramSha256Plus,
+)
+REGISTRY: dict[str, type[Mechanism]] = {mech.name: mech for mech in _MECHANISMS}
 
-# Channel-bound mechanisms: advertised only on TLS (SPEC section 4, RFC 5802 section 6).
-PLUS_MECHANISMS: frozenset[str] = frozenset(name for name in REGISTRY if name.endswith("-PLUS"))
+# Every mechanism smtpgate implements, in this order (config errors, ``user list``).
+KNOWN_MECHANISMS: tuple[str, ...] = tuple(REGISTRY)
 
-_NEEDS: dict[str, Need] = {
-    "PLAIN": Plain.needs,
-    "LOGIN": Login.needs,
-    "CRAM-MD5": CramMd5.needs,
-    "SCRAM-SHA-1": ScramSha1.needs,
-    "SCRAM-SHA-1-PLUS": ScramSha1Plus.needs,
-    "SCRAM-SHA-256": ScramSha256.needs,
-    "SCRAM-SHA-256-PLUS": ScramSha256Plus.needs,
-}
+# The password itself crosses the wire: only over TLS unless configured otherwise
+# (RFC 4954 section 4, RFC 4616 section 6).
+PLAINTEXT_MECHANISMS: frozenset[str] = frozenset(
+    name for name, mech in REGISTRY.items() if mech.secret_scheme is None
+)
+
+# -PLUS: bound to the TLS channel, so usable and advertised only on TLS (RFC 5802 section 6).
+CHANNEL_BOUND_MECHANISMS: frozenset[str] = frozenset(
+    name for name, mech in REGISTRY.items() if mech.channel_binding
+)
 
 
-def mechanism_needs(name: str) -> Need:
-    """What ``name`` (case-insensitive, RFC 4422 section 3.1) needs from the store.
-
-    KeyError for a mechanism not in REGISTRY.
-    """
-    return _NEEDS[name.upper()]
+def secret_schemes(mechanisms: Iterable[str]) -> frozenset[SecretScheme]:
+    """The stored secrets the given (known) mechanisms verify with."""
+    schemes = (REGISTRY[name.upper()].secret_scheme for name in mechanisms)
+    return frozenset(scheme for scheme in schemes if scheme is not None)

@@ -30,8 +30,11 @@ refuses ``p=``; ``y`` ("I could bind, but I think you cannot") fails when a
 -PLUS mechanism was advertised, which is how a stripped -PLUS offer is
 detected. ``c=`` must equal base64(gs2-header + cbind-data) exactly.
 
-Broken syntax is ``Failure(MALFORMED)``; a wrong proof, nonce, binding or
-downgrade is ``Failure(INVALID)``. After the exchange ends every call fails.
+Broken syntax is ``Failure(MALFORMED)``. A well-formed flag that contradicts
+the mechanism or the connection is ``Failure(INVALID)``: RFC 5802 section 6
+says the server MUST fail the authentication, so it is answered and counted
+as a failed login, like a wrong proof, nonce or binding. After the exchange
+ends every call fails.
 """
 
 from __future__ import annotations
@@ -43,15 +46,15 @@ import hmac
 from typing import ClassVar
 
 from smtpgate.sasl import _scram_syntax as syntax
-from smtpgate.sasl._common import OUT_OF_SEQUENCE, invalid, make_nonce, malformed
+from smtpgate.sasl._common import OUT_OF_SEQUENCE, invalid, make_nonce
 from smtpgate.sasl.base import (
     Challenge,
     Failure,
     MechanismContext,
-    Need,
     NeedSecret,
     ScramSecret,
     Secret,
+    SecretScheme,
     Step,
     Success,
 )
@@ -100,10 +103,9 @@ class _Scram:
     """Server side of one SCRAM variant; subclasses fix the hash and -PLUS."""
 
     name: ClassVar[str]
-    needs: ClassVar[Need] = Need.SECRET
+    secret_scheme: ClassVar[SecretScheme | None]
+    channel_binding: ClassVar[bool]
     server_first: ClassVar[bool] = False
-    secret_scheme: ClassVar[str | None]
-    plus: ClassVar[bool]
 
     def __init__(self, context: MechanismContext) -> None:
         self._context = context
@@ -116,7 +118,7 @@ class _Scram:
         self._secret: ScramSecret | None = None
 
     @classmethod
-    def _scheme(cls) -> str:
+    def _scheme(cls) -> SecretScheme:
         assert cls.secret_scheme is not None
         return cls.secret_scheme
 
@@ -167,8 +169,8 @@ class _Scram:
     def _channel_binding(self, first: syntax.ClientFirst) -> bytes | Failure:
         """The cbind-data for ``c=`` or a Failure (RFC 5802 section 6)."""
         if first.cbind_flag == "p":
-            if not self.plus:
-                return malformed("channel binding requested on a non-PLUS mechanism")
+            if not self.channel_binding:
+                return invalid("channel binding requested on a non-PLUS mechanism")
             bindings = self._context.bindings
             data = None
             if bindings is not None and first.cb_name in CHANNEL_BINDING_TYPES:
@@ -176,8 +178,8 @@ class _Scram:
             if not data:
                 return invalid("channel binding type not available on this connection")
             return data
-        if self.plus:
-            return malformed("-PLUS mechanism used without channel binding")
+        if self.channel_binding:
+            return invalid("-PLUS mechanism used without channel binding")
         if first.cbind_flag == "y" and self._context.plus_advertised:
             return invalid("gs2 'y' flag while -PLUS was advertised: downgrade")
         return b""
@@ -229,23 +231,23 @@ class _Scram:
 
 class ScramSha1(_Scram):
     name: ClassVar[str] = "SCRAM-SHA-1"
-    secret_scheme: ClassVar[str | None] = "SCRAM-SHA-1"
-    plus: ClassVar[bool] = False
+    secret_scheme: ClassVar[SecretScheme | None] = SecretScheme.SCRAM_SHA_1
+    channel_binding: ClassVar[bool] = False
 
 
 class ScramSha1Plus(_Scram):
     name: ClassVar[str] = "SCRAM-SHA-1-PLUS"
-    secret_scheme: ClassVar[str | None] = "SCRAM-SHA-1"
-    plus: ClassVar[bool] = True
+    secret_scheme: ClassVar[SecretScheme | None] = SecretScheme.SCRAM_SHA_1
+    channel_binding: ClassVar[bool] = True
 
 
 class ScramSha256(_Scram):
     name: ClassVar[str] = "SCRAM-SHA-256"
-    secret_scheme: ClassVar[str | None] = "SCRAM-SHA-256"
-    plus: ClassVar[bool] = False
+    secret_scheme: ClassVar[SecretScheme | None] = SecretScheme.SCRAM_SHA_256
+    channel_binding: ClassVar[bool] = False
 
 
 class ScramSha256Plus(_Scram):
     name: ClassVar[str] = "SCRAM-SHA-256-PLUS"
-    secret_scheme: ClassVar[str | None] = "SCRAM-SHA-256"
-    plus: ClassVar[bool] = True
+    secret_scheme: ClassVar[SecretScheme | None] = SecretScheme.SCRAM_SHA_256
+    channel_binding: ClassVar[bool] = True

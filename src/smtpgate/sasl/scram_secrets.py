@@ -33,7 +33,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-from smtpgate.sasl.base import ScramSecret
+from smtpgate.sasl.base import ScramSecret, SecretScheme
 from smtpgate.sasl.saslprep import SaslPrepError, saslprep
 
 __all__ = [
@@ -41,7 +41,6 @@ __all__ = [
     "ScramHash",
     "derive_scram_secret",
     "fake_scram_secret",
-    "format_dovecot_scram",
     "format_rfc5803",
     "parse_dovecot_scram",
     "parse_rfc5803",
@@ -55,14 +54,14 @@ SALT_LEN = 16
 
 @dataclass(frozen=True, slots=True)
 class ScramHash:
-    mechanism: str  # "SCRAM-SHA-256"
+    mechanism: SecretScheme
     hashlib_name: str  # "sha256"
     digest_size: int
 
 
 HASHES: dict[str, ScramHash] = {
-    "SCRAM-SHA-1": ScramHash("SCRAM-SHA-1", "sha1", 20),  # RFC 5802
-    "SCRAM-SHA-256": ScramHash("SCRAM-SHA-256", "sha256", 32),  # RFC 7677
+    SecretScheme.SCRAM_SHA_1: ScramHash(SecretScheme.SCRAM_SHA_1, "sha1", 20),  # RFC 5802
+    SecretScheme.SCRAM_SHA_256: ScramHash(SecretScheme.SCRAM_SHA_256, "sha256", 32),  # RFC 7677
 }
 
 
@@ -196,15 +195,6 @@ def parse_rfc5803(text: str) -> tuple[str, ScramSecret]:
     if len(head) != 2 or len(tail) != 2:
         raise ValueError("RFC 5803 secret needs ':' in both halves")
     return scram_hash.mechanism, _secret_from_fields(scram_hash, *head, *tail)
-
-
-def format_dovecot_scram(hash_name: str, secret: ScramSecret) -> str:
-    """Dovecot's passwd-file form, with its ``{SCRAM-...}`` scheme prefix."""
-    scram_hash = _hash(hash_name)
-    return (
-        f"{{{scram_hash.mechanism}}}{secret.iterations},{_b64(secret.salt)},"
-        f"{_b64(secret.stored_key)},{_b64(secret.server_key)}"
-    )
 
 
 def parse_dovecot_scram(text: str) -> ScramSecret:

@@ -6,10 +6,11 @@
 
 ``Server`` wires the pieces: the credential store, the auth service with its
 throttle, the delivery target, the TLS context (a self-signed pair is made on
-first start when none is configured) and one listening socket per
-``[[listener]]``. ``stop`` stops accepting, tells idle clients 421 4.3.2,
-lets sessions in DATA or in a slow step finish within a grace period, then
-closes the rest.
+first start when none is configured), the connection limits and one
+listening socket per ``[[listener]]``. Connections get a ``ConnectionContext``
+(``server/context.py``), never the server. ``stop`` stops accepting, tells
+idle clients 421 4.3.2, lets sessions in DATA or in a slow step finish
+within ``SHUTDOWN_GRACE`` seconds, then closes the rest.
 """
 
 from __future__ import annotations
@@ -17,28 +18,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import time
-from collections import Counter
 from types import TracebackType
-from typing import TYPE_CHECKING
 
 from OpenSSL import SSL
 
 from smtpgate.auth.service import AuthService, AuthSettings
-from smtpgate.config.schema import Config, ListenerConfig
+from smtpgate.config.schema import Config
 from smtpgate.credentials.base import CredentialStore
 from smtpgate.credentials.sqlite import open_store
 from smtpgate.delivery.base import DeliveryTarget
 from smtpgate.delivery.factory import make_target
 from smtpgate.policy.throttle import Throttle, ThrottleLimits, ThrottleState
+from smtpgate.server.admission import Admission, LocalAdmission
 from smtpgate.server.certs import ensure_self_signed
+from smtpgate.server.connection import Connection
+from smtpgate.server.context import ConnectionContext
+from smtpgate.server.preflight import bind_listener, uses_tls
 from smtpgate.server.tls import make_server_context
-
-if TYPE_CHECKING:
-    from smtpgate.server.connection import Connection
+from smtpgate.server.transaction import Deliveries
 
 log = logging.getLogger("smtpgate.server")
+SHUTDOWN_GRACE = 30.0  # seconds sessions in DATA or a slow step get to finish on stop
 
 
 class Server:
@@ -50,6 +51,7 @@ class Server:
         store: CredentialStore | None = None,
         throttle_state: ThrottleState | None = None,
         reuse_port: bool = False,
+        admission: Admission | None = None,
     ) -> None:
         self.config = config
         self.delivery = delivery if delivery is not None else make_target(config)
@@ -72,23 +74,27 @@ class Server:
             Throttle(limits, throttle_state, clock=time.time),
         )
         self.reuse_port = reuse_port
-        self.connections: set[Connection] = set()
-        self.per_ip: Counter[str] = Counter()
+        lim = config.limits
+        self.admission: Admission = (
+            admission if admission is not None
+            else LocalAdmission(lim.max_connections, lim.max_connections_per_ip)
+        )
+        self.connections: set[Connection] = set()  # admitted and not yet lost
         self.addresses: list[tuple[str, int]] = []
         self._servers: list[asyncio.Server] = []
         self._tls_context: SSL.Context | None = None
 
     # -- lifecycle ---------------------------------------------------------
     async def start(self) -> None:
-        if any(lst.tls != "none" for lst in self.config.listeners):
+        """Load TLS and bind every listener; StartupError names a port that is taken."""
+        if uses_tls(self.config):
             self._tls_context = self._load_tls()
-        from smtpgate.server.connection import Connection
-
+        context = self.context()
         loop = asyncio.get_running_loop()
         for listener in self.config.listeners:
-            sock = self._bind(listener)
+            sock = bind_listener(listener, reuse_port=self.reuse_port)
             server = await loop.create_server(
-                lambda lst=listener: Connection(self, lst),  # type: ignore[misc]
+                lambda lst=listener: Connection(context, lst, self.connections),  # type: ignore[misc]
                 sock=sock,
             )
             self._servers.append(server)
@@ -97,7 +103,7 @@ class Server:
             log.info("listening on %s tls=%s require_auth=%s", _fmt(host, port), listener.tls,
                      listener.require_auth)
 
-    async def stop(self, grace: float = 30.0) -> None:
+    async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
         for server in self._servers:
             server.close()
         for conn in list(self.connections):
@@ -125,32 +131,24 @@ class Server:
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self.stop(grace=5.0)
+        await self.stop()
 
-    # -- used by connections ------------------------------------------------
+    # -- what connections see ------------------------------------------------
+    def context(self) -> ConnectionContext:
+        cfg = self.config
+        return ConnectionContext(
+            hostname=cfg.hostname,
+            limits=cfg.limits,
+            auth=self.auth,
+            deliveries=Deliveries(self.delivery, cfg.hostname, cfg.auth.show_user_in_received),
+            tls_context=self.tls_context,
+            admission=self.admission,
+        )
+
     def tls_context(self) -> SSL.Context:
         if self._tls_context is None:
             self._tls_context = self._load_tls()
         return self._tls_context
-
-    def admit(self, conn: Connection) -> bool:
-        lim = self.config.limits
-        if len(self.connections) >= lim.max_connections:
-            log.info("refused %s: max_connections", conn.peer)
-            return False
-        if self.per_ip[conn.ip] >= lim.max_connections_per_ip:
-            log.info("refused %s: max_connections_per_ip", conn.peer)
-            return False
-        self.connections.add(conn)
-        self.per_ip[conn.ip] += 1
-        return True
-
-    def release(self, conn: Connection) -> None:
-        if conn in self.connections:
-            self.connections.discard(conn)
-            self.per_ip[conn.ip] -= 1
-            if self.per_ip[conn.ip] <= 0:
-                del self.per_ip[conn.ip]
 
     # -- helpers ---------------------------------------------------------------
     def _load_tls(self) -> SSL.Context:
@@ -158,26 +156,6 @@ class Server:
         if ensure_self_signed(cert, key, self.config.hostname):
             log.info("generated a self-signed TLS pair in %s", cert.parent)
         return make_server_context(cert, key)
-
-    def _bind(self, listener: ListenerConfig) -> socket.socket:
-        infos = socket.getaddrinfo(
-            listener.host, listener.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
-        family, _, _, _, addr = infos[0]
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if self.reuse_port:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind(addr)
-            sock.listen(1024)
-            sock.setblocking(False)
-        except OSError:
-            sock.close()
-            raise
-        return sock
 
 
 def _fmt(host: str, port: int) -> str:

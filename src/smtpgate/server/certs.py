@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["CertificateError", "ensure_self_signed"]
+__all__ = ["CertificateError", "ensure_self_signed", "make_private_dirs", "pair_exists"]
 
 VALIDITY = datetime.timedelta(days=3650)  # "valid 10 years"
 BACKDATE = datetime.timedelta(minutes=5)  # tolerate clients whose clocks run a little behind
@@ -56,16 +56,14 @@ def ensure_self_signed(cert: Path, key: Path, hostname: str) -> bool:
     Returns True when a pair was generated, False when both files already exist.
     Raises ``CertificateError`` when exactly one of them exists or writing fails.
     """
-    state = _presence(cert, key)
-    if state is not None:
-        return state
+    if pair_exists(cert, key):
+        return False
     try:
-        _make_dirs(cert.parent)
-        _make_dirs(key.parent)
+        make_private_dirs(cert.parent)
+        make_private_dirs(key.parent)
         with _locked(key.parent):
-            state = _presence(cert, key)  # another process may have won the race
-            if state is not None:
-                return state
+            if pair_exists(cert, key):  # another process may have won the race
+                return False
             key_pem, cert_pem = _generate(hostname)
             _write_atomic(key, key_pem, 0o600)
             _write_atomic(cert, cert_pem, 0o644)
@@ -76,19 +74,19 @@ def ensure_self_signed(cert: Path, key: Path, hostname: str) -> bool:
     return True
 
 
-def _presence(cert: Path, key: Path) -> bool | None:
-    """False if both exist, None if both are absent; raise if only one exists."""
+def pair_exists(cert: Path, key: Path) -> bool:
+    """True if both exist, False if both are absent; CertificateError if only one does."""
     has_cert, has_key = cert.exists(), key.exists()
     if has_cert and has_key:
-        return False
+        return True
     if has_cert:
         raise CertificateError(f"TLS key {key} is missing (certificate {cert} exists)")
     if has_key:
         raise CertificateError(f"TLS certificate {cert} is missing (key {key} exists)")
-    return None
+    return False
 
 
-def _make_dirs(directory: Path) -> None:
+def make_private_dirs(directory: Path) -> None:
     """Create ``directory`` and missing parents with mode 0700 (umask-proof)."""
     missing: list[Path] = []
     for candidate in (directory, *directory.parents):

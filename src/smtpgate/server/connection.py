@@ -3,67 +3,62 @@
 Theory of operation
 -------------------
 Bytes from the socket go through the TLS layer (if any) into the pure
-``Session``; its events are handled here. Quick events (MAIL, RCPT, body
-chunks) are answered inline. Slow ones — an AUTH step (store lookups, Argon2
-in a thread, failure delays) and the end of DATA (fsync in a thread) — run as
-a task while reading is paused; the session keeps any pipelined input and
-resumes when the task answers. After each batch, everything the session
-queued goes out in a single write (RFC 2920).
+``Session``; its events are dispatched here. Quick events (MAIL, RCPT, body
+chunks) are answered inline. Slow ones -- an AUTH step (store, Argon2, failure
+delay) and, on a blocking delivery target, the start and end of a message --
+run as a task while reading is paused; the session keeps pipelined input
+and resumes when the task answers. Each batch of replies goes out in one
+write (RFC 2920). The server is known only through a ``ConnectionContext``
+(``server/context.py``); each message is a ``Transaction``
+(``server/transaction.py``); timeouts live in ``server/deadline.py``.
 
 STARTTLS: the 220 goes out in plaintext, then a TlsLayer takes over the
-socket and, once its handshake completes, a *new* Session starts: whatever the
-client pipelined after STARTTLS died with the old session (RFC 3207).
+socket and, once its handshake completes, a *new* Session starts: whatever
+the client pipelined after STARTTLS died with the old one (RFC 3207).
 
-Timeouts: in the command phase a whole command must arrive within
-``command_timeout`` of our last reply (so a one-byte-a-second client is cut
-off); in DATA each read resets ``data_timeout``; a TLS handshake must finish
-within ``command_timeout`` of its start.
+Flow control: when the client does not read our replies and the send buffer
+passes its high-water mark, reading stops until it drains (RFC 2920 section
+3.1); a closed connection whose replies are still queued is aborted after
+``CLOSE_GRACE`` seconds.
 
-Flow control: when the client does not read our replies and the transport's
-send buffer passes its high-water mark (``pause_writing``), reading stops
-until it drains, so a pipelining flood (RFC 2920 section 3.1) costs at most one
-read's worth of replies; a client that never reads is cut off by the timeout,
-and a closed connection whose replies are still queued is aborted after
-``CLOSE_GRACE`` seconds, so it cannot hold its slot and buffers forever.
+Faults: every asyncio callback and slow step is ``guarded``: an exception
+that escapes ends this client with ``421 4.3.0`` and one log line naming its
+type (never a traceback, which could carry client data); the server goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-import secrets
-import time
-from collections.abc import Awaitable, Coroutine
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar, cast
 
 from smtpgate.auth.service import Conversation, Peer, Turn
-from smtpgate.delivery.base import Delivery, DeliveryError, Envelope
-from smtpgate.delivery.received import received_header
+from smtpgate.config.schema import ListenerConfig
 from smtpgate.protocol import events as ev
 from smtpgate.protocol import replies as r
 from smtpgate.protocol.replies import Reply
-from smtpgate.protocol.session import Session, SessionParams
+from smtpgate.protocol.session import Session
+from smtpgate.server.context import ConnectionContext
+from smtpgate.server.deadline import Deadline
+from smtpgate.server.guard import guarded
+from smtpgate.server.ids import next_session_id
 from smtpgate.server.tls import TlsError, TlsLayer
-
-if TYPE_CHECKING:
-    from smtpgate.config.schema import ListenerConfig
-    from smtpgate.server.app import Server
+from smtpgate.server.transaction import Transaction, build_envelope, message_open
 
 log = logging.getLogger("smtpgate.server")
-_ID_PREFIX = secrets.token_hex(3)  # per process: ids stay unique across workers and restarts
-_ID_COUNTER = itertools.count(1)
-
-
-def next_session_id() -> str:
-    return f"{_ID_PREFIX}{next(_ID_COUNTER):06x}"
 CLOSE_GRACE = 5.0  # seconds a closed connection may take to deliver its last replies
+# RFC 3463 4.3.0 "other or undefined mail system status"; 421 closes (RFC 5321 3.8).
+T = TypeVar("T")
 
 
 class Connection(asyncio.Protocol):
-    def __init__(self, server: Server, listener: ListenerConfig) -> None:
-        self.server = server
+    def __init__(
+        self, context: ConnectionContext, listener: ListenerConfig, live: set[Connection]
+    ) -> None:
+        self.context = context
         self.listener = listener
+        self.live = live  # the server's set of admitted connections, for shutdown
         self.id = next_session_id()
         self.transport: asyncio.Transport | None = None
         self.ip = ""
@@ -72,36 +67,38 @@ class Connection(asyncio.Protocol):
         self.tls: TlsLayer | None = None
         self.conversation: Conversation | None = None
         self.auth_failures = 0  # failed AUTHs on this connection: they survive STARTTLS
-        self.delivery: Delivery | None = None
-        self.delivery_failed: DeliveryError | None = None
+        self.transaction: Transaction | None = None
         self.task: asyncio.Task[None] | None = None
-        self.transactions = 0
         self.closing = False
         self.admitted = False
-        self._deadline = 0.0
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0  # when the armed timer fires (monotonic)
+        self.deadline = Deadline(self._expired)
         self._write_paused = False  # the client is not reading our replies
+        self._hold_output = False  # see _run
 
     # -- asyncio callbacks ---------------------------------------------------
+    @guarded
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport = cast(asyncio.Transport, transport)  # uvloop: no subclass
         peername = transport.get_extra_info("peername") or ("?", 0)
         self.ip = str(peername[0])
         self.peer = f"[{self.ip}]:{peername[1]}"
-        if not self.server.admit(self):
+        refused = self.context.admission.admit(self.ip)
+        if refused is not None:
+            log.info("refused %s: %s", self.peer, refused)
             if self.listener.tls != "implicit":
                 transport.write(r.TOO_MANY_CONNECTIONS.to_bytes())
             transport.close()
             return
         self.admitted = True
+        self.live.add(self)
         log.info("session=%s connect from %s on %s", self.id, self.peer, self.listener.address)
         if self.listener.tls == "implicit":
             self._start_tls()
         else:
             self._new_session(greet=True)
-        self._arm_timer()
+        self.deadline.start()
 
+    @guarded
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
@@ -114,7 +111,7 @@ class Connection(asyncio.Protocol):
             return
         session.receive_data(data)
         if session.in_data:
-            self._touch(self.server.config.limits.data_timeout)
+            self.deadline.touch(self.context.limits.data_timeout)
         if self.task is None:
             self._pump()
 
@@ -125,14 +122,28 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
-        if self._timer is not None:
-            self._timer.cancel()
+        self.deadline.stop()
         if self.task is not None and not self.task.done():
             self.task.cancel()
-        self._abort_delivery()
+        self._end_transfer()
         if self.admitted:
-            self.server.release(self)
+            self.admitted = False
+            self.live.discard(self)
+            self.context.admission.release(self.ip)
             log.info("session=%s disconnect from %s", self.id, self.peer)
+
+    def crash(self, exc: BaseException) -> None:
+        """Something escaped our handling of this client: 421 4.3.0, close, one log line."""
+        log.error("session=%s internal error: %s", self.id, type(exc).__name__)
+        try:
+            self._end_transfer()
+            if self.session is not None and not self.session.closed:
+                self.session.close_with(r.INTERNAL_ERROR)
+                self._flush()
+            self._close()
+        except Exception:  # beyond repair: drop the socket
+            if self.transport is not None:
+                self.transport.abort()
 
     # -- flow control: a client that pipelines and never reads (RFC 2920 3.1) ---
     def pause_writing(self) -> None:
@@ -160,17 +171,23 @@ class Connection(asyncio.Protocol):
                 break
             self._handle(session, event)
             session = self.session
-        self._flush()
+        if session is not None and self.transaction is not None and not message_open(session):
+            self._end_transfer()  # RSET, or a refused BDAT chunk, ended the message
+        if self.task is None or not self._hold_output:
+            self._flush()
 
     def _handle(self, session: Session, event: ev.Event) -> None:
         if isinstance(event, ev.DataChunk):
-            self._write_body(event.data)
-        elif isinstance(event, ev.MailFrom | ev.RcptTo):
+            if self.transaction is not None:
+                self.transaction.write(event.data)
+        elif isinstance(event, ev.MailFrom):
             session.accept()
+        elif isinstance(event, ev.RcptTo):
+            self._rcpt(session, event.address)
         elif isinstance(event, ev.DataStart):
-            self._start_delivery(session)
+            self._begin_message(session)
         elif isinstance(event, ev.DataEnd):
-            self._end_data(session, event)
+            self._end_message(session, event)
         elif isinstance(event, ev.AuthStart):
             self._auth(self._conversation().start(event.mechanism, event.initial, event.problem))
         elif isinstance(event, ev.AuthResponse):
@@ -195,8 +212,8 @@ class Connection(asyncio.Protocol):
             for verb, code in session.refusals:
                 log.info("session=%s peer=%s command=%s reply=%d", self.id, self.peer, verb, code)
             session.refusals.clear()
-        limits = self.server.config.limits
-        self._touch(limits.data_timeout if session.in_data else limits.command_timeout)
+        limits = self.context.limits
+        self.deadline.touch(limits.data_timeout if session.in_data else limits.command_timeout)
         self._send(out)
 
     def _send(self, data: bytes) -> None:
@@ -211,23 +228,36 @@ class Connection(asyncio.Protocol):
         if not self.transport.is_closing():
             self.transport.write(data)
 
-    def _run(self, coro: Coroutine[Any, Any, None]) -> None:
-        """Run a slow step; input waits in the session until it is done."""
+    def _run(self, coro: Coroutine[Any, Any, None], *, hold_output: bool = False) -> None:
+        """Run a slow step; input waits in the session until it is done. ``hold_output``:
+        queued replies wait for the step's, so a batch still goes out in one write."""
         assert self.transport is not None
+        self._hold_output = hold_output
         self.transport.pause_reading()
         task = asyncio.get_running_loop().create_task(coro)
         self.task = task
         task.add_done_callback(self._step_done)
 
+    def _off_loop(self, blocking: bool, work: Callable[[], T], answer: Callable[[T], None]) -> None:
+        """``answer(work())``, with ``work`` in a worker thread when it may block."""
+        if not blocking:
+            answer(work())
+            return
+
+        async def step() -> None:
+            answer(await asyncio.to_thread(work))
+
+        self._run(step(), hold_output=True)
+
+    @guarded
     def _step_done(self, task: asyncio.Task[None]) -> None:
         self.task = None
         if self.closing or task.cancelled():
             return
         exc = task.exception()
         if exc is not None:
-            log.error("session=%s internal error: %s", self.id, type(exc).__name__)
-            if self.session is not None:
-                self.session.close_with(r.LOCAL_ERROR.with_text("Internal error, closing"))
+            self.crash(exc)
+            return
         if not self._write_paused:
             self._resume_reading()
         self._pump()
@@ -237,109 +267,66 @@ class Connection(asyncio.Protocol):
         if self.conversation is None:
             bindings = self.tls.channel_bindings() if self.tls is not None else None
             peer = Peer(self.ip, self.tls is not None, bindings, self.id)
-            self.conversation = self.server.auth.conversation(peer)
+            self.conversation = self.context.auth.conversation(peer)
             self.conversation.failures = self.auth_failures
         return self.conversation
 
     def _auth(self, step: Awaitable[Turn]) -> None:
-        self._run(self._auth_step(step))
+        async def answer() -> None:
+            turn, session = await step, self.session
+            if session is None:
+                return
+            if turn.challenge is not None:
+                session.auth_challenge(turn.challenge)
+            else:
+                assert turn.reply is not None
+                session.auth_finish(turn.reply, turn.user)
 
-    async def _auth_step(self, step: Awaitable[Turn]) -> None:
-        turn = await step
-        session = self.session
-        if session is None:
-            return
-        if turn.challenge is not None:
-            session.auth_challenge(turn.challenge)
+        self._run(answer())
+
+    # -- the mail transaction ------------------------------------------------------
+    def _rcpt(self, session: Session, address: str) -> None:
+        deliveries = self.context.deliveries
+        refusal = deliveries.check_recipient(address, may_relay=session.user is not None)
+        if refusal is None:
+            session.accept()
         else:
-            assert turn.reply is not None
-            session.auth_finish(turn.reply, turn.user)
+            session.reject(refusal)
 
-    # -- DATA -------------------------------------------------------------------
-    def _start_delivery(self, session: Session) -> None:
-        self.transactions += 1
-        envelope = self._envelope(session)
-        try:
-            self.delivery = self.server.delivery.start(envelope)
-            self.delivery_failed = None
-            cfg = self.server.config
-            header = received_header(
-                envelope,
-                hostname=cfg.hostname,
-                show_user=cfg.auth.show_user_in_received,
-                message_id=f"{self.id}.{self.transactions}",
-            )
-            self.delivery.write(header)
-        except DeliveryError as exc:
-            self._abort_delivery()
-            session.reject(_delivery_reply(exc))
-            return
-        session.accept()
-
-    def _write_body(self, data: bytes) -> None:
-        if self.delivery is None or self.delivery_failed is not None:
-            return
-        try:
-            self.delivery.write(data)
-        except DeliveryError as exc:
-            self.delivery_failed = exc
-
-    def _end_data(self, session: Session, event: ev.DataEnd) -> None:
-        if isinstance(event.rejection, Reply):
-            self._abort_delivery()
-            log.info("session=%s message rejected: %s", self.id, event.rejection.code)
-            session.reply(event.rejection)
-            return
-        if self.delivery_failed is not None or self.delivery is None:
-            failure = self.delivery_failed or DeliveryError("no delivery")
-            self._abort_delivery()
-            session.reply(_delivery_reply(failure))
-            return
-        delivery, self.delivery = self.delivery, None
-        if self.server.delivery.blocking:  # fsync: off the event loop
-            self._run(self._commit_in_thread(session, delivery))
-        else:
-            self._answer_commit(session, _commit(delivery))
-
-    async def _commit_in_thread(self, session: Session, delivery: Delivery) -> None:
-        self._answer_commit(session, await asyncio.to_thread(_commit, delivery))
-
-    def _answer_commit(self, session: Session, error: DeliveryError | None) -> None:
-        if error is not None:
-            log.warning("session=%s delivery failed: %s", self.id, error)
-            session.reply(_delivery_reply(error))
-            return
-        log.info(
-            "session=%s message accepted from=<%s> rcpts=%d",
-            self.id, session.mail_from, len(session.recipients),
+    def _begin_message(self, session: Session) -> None:
+        self._end_transfer()
+        envelope = build_envelope(
+            session, session_id=self.id, peer=self.peer, tls=self.tls is not None
         )
-        session.reply(r.MESSAGE_ACCEPTED)
+        txn = self.context.deliveries.transaction(envelope)
+        self.transaction = txn
+        self.deadline.begin_transfer(self.context.limits.max_data_time)
 
-    def _abort_delivery(self) -> None:
-        if self.delivery is not None:
-            delivery, self.delivery = self.delivery, None
-            try:
-                delivery.abort()
-            except DeliveryError:
-                log.warning("session=%s could not clean up an aborted delivery", self.id)
+        def answer(refusal: Reply | None) -> None:
+            if refusal is None:
+                session.accept()
+            else:
+                self._end_transfer()
+                session.reject(refusal)
 
-    def _envelope(self, session: Session) -> Envelope:
-        params = session.mail_params
-        body = params.get("BODY")
-        return Envelope(
-            session_id=self.id,
-            peer=self.peer,
-            helo=session.helo,
-            esmtp=session.esmtp,
-            tls=self.tls is not None,
-            authenticated_user=session.user,
-            mail_from=session.mail_from or "",
-            recipients=tuple(session.recipients),
-            auth_param=params.get("AUTH"),
-            body=body.upper() if body else None,
-            smtputf8="SMTPUTF8" in params,
-            received_at=time.time(),
-        )
+        self._off_loop(txn.blocking, txn.begin, answer)
+
+    def _end_message(self, session: Session, event: ev.DataEnd) -> None:
+        txn, self.transaction = self.transaction, None
+        self.deadline.end_transfer()
+        rejection = event.rejection if isinstance(event.rejection, Reply) else None
+        if txn is None:  # the start was refused: the session answers with its rejection
+            session.reply(rejection or r.LOCAL_ERROR)
+            return
+        blocking = txn.blocking and rejection is None
+        self._off_loop(blocking, lambda: txn.end(rejection), session.reply)
+
+    def _end_transfer(self) -> None:
+        """Throw away the message being received, if any."""
+        txn, self.transaction = self.transaction, None
+        self.deadline.end_transfer()
+        if txn is not None:
+            txn.abort()
 
     # -- TLS ---------------------------------------------------------------------
     def _start_tls(self) -> None:
@@ -347,8 +334,8 @@ class Connection(asyncio.Protocol):
         if self.conversation is not None:  # ... but max_failures_per_connection counts on
             self.auth_failures = self.conversation.failures
         self.conversation = None
-        self.tls = TlsLayer(self.server.tls_context())
-        self._touch(self.server.config.limits.command_timeout)
+        self.tls = TlsLayer(self.context.tls_context())
+        self.deadline.touch(self.context.limits.command_timeout)
 
     def _decrypt(self, data: bytes) -> bytes:
         tls = self.tls
@@ -375,48 +362,27 @@ class Connection(asyncio.Protocol):
             self.transport.write(data)
 
     def _new_session(self, *, greet: bool) -> None:
-        cfg = self.server.config
-        tls_active = self.tls is not None
-        params = SessionParams(
-            hostname=cfg.hostname,
-            tls_active=tls_active,
-            starttls_offered=self.listener.tls == "starttls" and not tls_active,
-            require_auth=self.listener.require_auth,
-            auth_mechanisms=self.server.auth.advertised(tls_active),
-            max_message_size=cfg.limits.max_message_size,
-            max_recipients=cfg.limits.max_recipients,
-            max_errors=cfg.limits.max_errors,
-        )
-        self.session = Session(params)
+        self.session = Session(self.context.session_params(self.listener, self.tls is not None))
         if greet:
             self.session.greet()
             self._flush()
-        self._touch(cfg.limits.command_timeout)
+        self.deadline.touch(self.context.limits.command_timeout)
 
-    # -- timers and closing ------------------------------------------------------------
-    def _touch(self, seconds: float) -> None:
-        """Move the deadline; the timer is re-armed only if it would now fire late."""
-        self._deadline = time.monotonic() + seconds
-        if self._timer is not None and self._deadline < self._timer_at and not self.closing:
-            self._timer.cancel()
-            self._arm_timer()
-
-    def _arm_timer(self) -> None:
-        delay = max(0.05, self._deadline - time.monotonic())
-        self._timer_at = time.monotonic() + delay
-        self._timer = asyncio.get_running_loop().call_later(delay, self._check_timeout)
-
-    def _check_timeout(self) -> None:
+    # -- timeouts and closing ----------------------------------------------------------
+    @guarded
+    def _expired(self, transfer: bool) -> bool:
+        """A deadline passed: 421 4.4.2 and close, unless a slow step is still running."""
         if self.closing:
-            return
-        if self.task is None and time.monotonic() >= self._deadline:
-            log.info("session=%s timeout", self.id)
-            if self.session is not None:
-                self.session.timeout()
-                self._flush()
-            self._close()
-            return
-        self._arm_timer()
+            return True
+        if self.task is not None:
+            return False
+        log.info("session=%s %s", self.id, "max_data_time" if transfer else "timeout")
+        self._end_transfer()  # nothing of a message cut short is kept
+        if self.session is not None:
+            self.session.close_with(r.TRANSFER_TOO_SLOW if transfer else r.TIMEOUT)
+            self._flush()
+        self._close()
+        return True
 
     def shutdown(self) -> None:
         """Server stopping: tell an idle client, then close (DATA is left to finish)."""
@@ -439,22 +405,6 @@ class Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()  # flushes what is queued first...
             if self.transport.get_write_buffer_size():  # ...unless the client never reads
-                grace = min(CLOSE_GRACE, self.server.config.limits.command_timeout)
-                if self._timer is not None:
-                    self._timer.cancel()
-                self._timer = asyncio.get_running_loop().call_later(grace, self.transport.abort)
-
-
-def _commit(delivery: Delivery) -> DeliveryError | None:
-    """Commit; the failure, if any, as a value (it may run in a worker thread)."""
-    try:
-        delivery.commit()
-    except DeliveryError as exc:
-        return exc
-    return None
-
-
-def _delivery_reply(error: DeliveryError) -> Reply:
-    if error.disk_full:
-        return r.INSUFFICIENT_STORAGE
-    return r.LOCAL_ERROR if error.temporary else r.TRANSACTION_FAILED
+                grace = min(CLOSE_GRACE, self.context.limits.command_timeout)
+                self.deadline.stop()
+                asyncio.get_running_loop().call_later(grace, self.transport.abort)

@@ -6,6 +6,11 @@ or an attacker gets ``workers`` times the allowance. The windows live in
 are rare and already delayed, so a write per failed AUTH costs nothing that
 matters; the read at each AUTH is an indexed count.
 
+The file names logins and client addresses, so it is private: created mode
+0600 before SQLite opens it (SQLite gives its ``-wal`` and ``-shm`` files the
+database's mode), its folder 0700, and an existing file or companion found
+wider is narrowed at open.
+
 Times are wall-clock seconds (``time.time``): monotonic clocks are not
 comparable between processes. If the file cannot be used the state fails
 open (nothing blocked) and logs it, rather than refusing every login.
@@ -13,18 +18,24 @@ open (nothing blocked) and logs it, rather than refusing every login.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from smtpgate.policy.throttle import KNOWN_GOOD_SECONDS
+from smtpgate.server.certs import make_private_dirs
+
 T = TypeVar("T")
 
 log = logging.getLogger("smtpgate.throttle")
 
-_RETENTION = {"ip": 86400.0, "login": 86400.0, "good": 30 * 86400.0}
+_RETENTION = {"ip": 86400.0, "login": 86400.0, "good": float(KNOWN_GOOD_SECONDS)}
+_COMPANIONS = ("", "-wal", "-shm", "-journal")  # the database and SQLite's files beside it
 _PRUNE_EVERY = 256  # writes between clean-ups
 
 
@@ -33,7 +44,7 @@ class SqliteThrottleState:
         self._path = path
         self._timeout = timeout
         self._lock = threading.Lock()
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_private_dirs(path.parent)
         self._conn: sqlite3.Connection | None = None
         self._writes = 0
 
@@ -85,6 +96,7 @@ class SqliteThrottleState:
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
+            _create_private(self._path)
             conn = sqlite3.connect(self._path, timeout=self._timeout, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -92,3 +104,14 @@ class SqliteThrottleState:
             conn.execute("CREATE INDEX IF NOT EXISTS events_key ON events (tbl, key, at)")
             self._conn = conn
         return self._conn
+
+
+def _create_private(path: Path) -> None:
+    """The database file exists with mode 0600, and so do SQLite's companions."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    os.close(fd)
+    for suffix in _COMPANIONS:
+        with contextlib.suppress(FileNotFoundError):
+            companion = path.with_name(path.name + suffix)
+            if companion.stat().st_mode & 0o077:
+                os.chmod(companion, 0o600)

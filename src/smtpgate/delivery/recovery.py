@@ -1,0 +1,117 @@
+"""Crash recovery for Maildirs: remove the partial files a dead writer left in ``tmp/``.
+
+maildir(5): a file in ``tmp/`` that has not been accessed for 36 hours may
+be removed. smtpgate removes its own sooner, since it knows their names:
+``<sec>.M<usec>P<pid>Q<seq>R<random>.<host>`` says which process on which
+host wrote the file, and a file of ours (this host) whose writer no longer
+exists can only be the remains of a crash. A live writer's file (another
+worker process, or a server still draining while its successor starts)
+stays. PIDs are reused -- in a container the server is often pid 1 after
+every restart -- so a live process counts as the writer only if it started
+before the file was last written.
+
+With each tmp file goes the envelope sidecar of the same name
+(``smtpgate-envelope/<unique>.json``): it is written before the message is
+renamed into ``new/``, so a crash in between leaves it beside the tmp file,
+and it describes a message that was never delivered. (A failed delivery
+unlinks its sidecars before its tmp files, so a crash while cleaning up
+cannot orphan a sidecar either.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import time
+from pathlib import Path
+
+SIDECAR_DIR = "smtpgate-envelope"
+STALE_AFTER = 36 * 3600  # maildir(5): seconds without access before anyone's tmp file may go
+_CLOCK_SLACK = 2.0  # /proc start times are exact to the second only (btime)
+_UNIQUE = re.compile(r"\d+\.M\d+P(?P<pid>[1-9]\d{0,9})Q\d+R[0-9a-f]{8}\.(?P<host>.+)")
+
+
+def recover(root: Path, host: str, *, now: float | None = None) -> int:
+    """Remove stale tmp files and their sidecars in every Maildir under ``root``; the count.
+
+    ``host`` is the host part of our unique names (``_maildir_host``).
+    """
+    now = time.time() if now is None else now
+    removed = 0
+    for maildir in _subdirs(root):
+        for entry in _tmp_files(maildir / "tmp"):
+            if _stale(entry, host, now):
+                removed += _remove(maildir, entry.name)
+    return removed
+
+
+def _subdirs(root: Path) -> list[Path]:
+    try:
+        with os.scandir(root) as entries:
+            return [Path(e.path) for e in entries if e.is_dir()]
+    except OSError:  # missing or unreadable: nothing to recover there
+        return []
+
+
+def _tmp_files(tmp: Path) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(tmp) as entries:
+            return [e for e in entries if e.is_file(follow_symlinks=False)]
+    except OSError:  # missing or unreadable: nothing to recover there
+        return []
+
+
+def _stale(entry: os.DirEntry[str], host: str, now: float) -> bool:
+    try:
+        st = entry.stat(follow_symlinks=False)
+    except OSError:  # gone already: another worker's recovery, or a rename into new/
+        return False
+    if now - max(st.st_atime, st.st_mtime) > STALE_AFTER:
+        return True
+    match = _UNIQUE.fullmatch(entry.name)
+    if match is None or match["host"] != host:
+        return False  # not ours, or another host's pid
+    return not writer_alive(int(match["pid"]), written=st.st_mtime)
+
+
+def writer_alive(pid: int, *, written: float) -> bool:
+    """Whether process ``pid`` may be the one that last wrote a file at time ``written``."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, under another user
+    except OverflowError:
+        return False  # no such pid can exist
+    started = process_start(pid)
+    return started is None or started <= written + _CLOCK_SLACK
+
+
+def process_start(pid: int) -> float | None:
+    """When ``pid`` started, in seconds since the epoch (Linux /proc); None where unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        boot = _boot_time()
+        ticks = int(stat.rpartition(")")[2].split()[19])  # field 22, starttime (proc(5))
+    except (OSError, ValueError, IndexError):
+        return None
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _boot_time() -> float:
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("btime "):
+            return float(line.split()[1])
+    raise ValueError("no btime in /proc/stat")
+
+
+def _remove(maildir: Path, name: str) -> int:
+    """Unlink ``tmp/<name>``, then its sidecar; how many files went."""
+    removed = 0
+    for path in (maildir / "tmp" / name, maildir / SIDECAR_DIR / f"{name}.json"):
+        with contextlib.suppress(OSError):  # gone, or not ours to remove: next start retries
+            path.unlink()
+            removed += 1
+    return removed

@@ -1,0 +1,189 @@
+"""One message on its way to the delivery target: the host's side of the delivery contract.
+
+Theory of operation
+-------------------
+``Deliveries`` is made once per server around a ``DeliveryTarget``
+(``delivery/base.py``); the connection asks it for each RCPT
+(``check_recipient``) and, at DATA or the first BDAT, for one ``Transaction``
+per message. A transaction carries the envelope with its queue id and walks
+the contract in order::
+
+    reply = txn.begin()        # target.start() and the Received header
+    txn.write(chunk) ...       # body chunks as they arrive: on the event loop
+    reply = txn.end(rejection) # commit -> "250 2.0.0 Ok: queued as ID", or the error reply
+    txn.abort()                # whenever the message will not be committed
+
+``begin`` and ``end`` may wait on a disk or a network when the target says
+so (``blocking``): the connection then runs them in a worker thread, else
+inline (the discard target's fast path). A ``write`` failure is remembered
+and answered at ``end``, so the client is told once, after its whole message
+(RFC 5321 section 4.1.1.4). ``DeliveryError`` maps to a reply here and only
+here (``delivery_reply``). The relay queue can replace this object: it only
+has to offer the same four calls.
+
+Each envelope gets a queue id (``server/ids.py``, letters and digits): the
+same id is the Received header's ``id``, the 250 reply's, and in every log
+line about the message.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from smtpgate.delivery.base import Delivery, DeliveryError, DeliveryTarget, Envelope
+from smtpgate.delivery.received import received_header
+from smtpgate.protocol import replies as r
+from smtpgate.protocol.replies import Reply
+from smtpgate.protocol.session import Session
+from smtpgate.protocol.states import State
+from smtpgate.server.ids import new_queue_id
+
+log = logging.getLogger("smtpgate.server")
+
+def delivery_reply(error: DeliveryError) -> Reply:
+    """The reply for a failed delivery: 452 4.3.1 disk full, 451 4.3.0 retry, 554 5.3.0."""
+    if error.disk_full:
+        return r.INSUFFICIENT_STORAGE
+    return r.LOCAL_ERROR if error.temporary else r.TRANSACTION_FAILED
+
+
+def build_envelope(session: Session, *, session_id: str, peer: str, tls: bool) -> Envelope:
+    """The envelope of the session's mail transaction, with a fresh queue id.
+
+    The one place that reads the transaction from the session.
+    """
+    mail = session.transaction
+    params = mail.params
+    body = params.get("BODY")
+    return Envelope(
+        session_id=session_id,
+        peer=peer,
+        helo=session.helo,
+        esmtp=session.esmtp,
+        tls=tls,
+        authenticated_user=session.user,
+        mail_from=mail.sender or "",
+        recipients=tuple(mail.recipients),
+        auth_param=params.get("AUTH"),
+        body=body.upper() if body else None,
+        smtputf8="SMTPUTF8" in params,
+        received_at=time.time(),
+        queue_id=new_queue_id(),
+    )
+
+
+def message_open(session: Session) -> bool:
+    """Whether the session is inside a message: DATA, between BDAT chunks, or awaiting
+    our answer. When it is not, a RSET or a refused chunk has ended the message."""
+    return session.in_data or session.awaiting_reply or session.state is State.BDAT
+
+
+@dataclass(frozen=True, slots=True)
+class Deliveries:
+    """The delivery target and what the Received header needs from the configuration."""
+
+    target: DeliveryTarget
+    hostname: str
+    show_user_in_received: bool
+
+    def check_recipient(self, address: str, *, may_relay: bool) -> Reply | None:
+        return self.target.check_recipient(address, may_relay=may_relay)
+
+    def transaction(self, envelope: Envelope) -> Transaction:
+        return Transaction(self, envelope)
+
+
+class Transaction:
+    """One message: begin, write..., end (or abort). See the module docstring."""
+
+    def __init__(self, deliveries: Deliveries, envelope: Envelope) -> None:
+        self.envelope = envelope
+        self.queue_id = envelope.queue_id
+        self.blocking = deliveries.target.blocking
+        self._tag = f"session={envelope.session_id} queue={envelope.queue_id}"  # for log lines
+        self._deliveries = deliveries
+        self._delivery: Delivery | None = None
+        self._failure: DeliveryError | None = None
+        self._aborted = False  # abort() may come from the loop while begin() runs in a thread
+        self._lock = threading.Lock()
+
+    def begin(self) -> Reply | None:
+        """Start the delivery and write the Received header; None, or the refusal."""
+        d = self._deliveries
+        header = received_header(
+            self.envelope, hostname=d.hostname, show_user=d.show_user_in_received,
+            message_id=self.queue_id,
+        )
+        delivery: Delivery | None = None
+        try:
+            delivery = d.target.start(self.envelope)
+            delivery.write(header)
+        except BaseException as exc:
+            if delivery is not None:
+                _abort(delivery, self._tag)
+            if not isinstance(exc, DeliveryError):
+                raise
+            return self._failed(exc)
+        with self._lock:
+            if not self._aborted:
+                self._delivery = delivery
+                return None
+        _abort(delivery, self._tag)  # the client left while we were starting
+        return r.LOCAL_ERROR
+
+    def write(self, data: bytes) -> None:
+        if self._delivery is None or self._failure is not None:
+            return
+        try:
+            self._delivery.write(data)
+        except DeliveryError as exc:
+            self._failure = exc
+
+    def end(self, rejection: Reply | None) -> Reply:
+        """Commit unless the session already refused the message; the reply to send."""
+        if rejection is not None:
+            self.abort()
+            log.info("%s message rejected: %d", self._tag, rejection.code)
+            return rejection
+        if self._failure is not None or self._delivery is None:
+            self.abort()
+            return self._failed(self._failure or DeliveryError("no delivery started"))
+        delivery, self._delivery = self._delivery, None
+        error = _commit(delivery)  # a failed commit cleans up after itself
+        if error is not None:
+            return self._failed(error)
+        e = self.envelope
+        log.info("%s message accepted from=<%s> rcpts=%d", self._tag, e.mail_from,
+                 len(e.recipients))
+        return r.MESSAGE_ACCEPTED.with_text(f"Ok: queued as {self.queue_id}")
+
+    def _failed(self, error: DeliveryError) -> Reply:
+        log.warning("%s delivery failed: %s", self._tag, error)
+        return delivery_reply(error)
+
+    def abort(self) -> None:
+        """Throw the message away; safe to call at any point, any number of times."""
+        with self._lock:
+            self._aborted = True
+            delivery, self._delivery = self._delivery, None
+        if delivery is not None:
+            _abort(delivery, self._tag)
+
+
+def _abort(delivery: Delivery, tag: str) -> None:
+    try:
+        delivery.abort()
+    except DeliveryError:
+        log.warning("%s could not clean up an aborted delivery", tag)
+
+
+def _commit(delivery: Delivery) -> DeliveryError | None:
+    """Commit; the failure, if any, as a value (it may run in a worker thread)."""
+    try:
+        delivery.commit()
+    except DeliveryError as exc:
+        return exc
+    return None
