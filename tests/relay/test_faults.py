@@ -155,3 +155,14 @@ async def test_clean_stop_finishes_the_transaction_and_sends_nothing_twice(
     await env.start()
     await asyncio.sleep(1.5)
     assert len(handler.accepted) == 1
+
+
+async def test_implicit_tls_with_a_trusted_ca_file(env: RelayEnv) -> None:
+    env.smarthost.stop()
+    cert, key = make_cert(env.tmp_path, "upstream")
+    env.smarthost = Smarthost(env.tokens.state, implicit=server_tls(cert, key)).start()
+    await env.start(env.make(relay={"port": env.smarthost.port, "tls": "implicit",
+                                    "ca_file": str(cert)}))
+    await env.submit(["you@remote.test"])
+    await wait_for(lambda: env.smarthost.handler.accepted)
+    await wait_for(lambda: not env.queued())

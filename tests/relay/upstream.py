@@ -236,13 +236,14 @@ def _password_check(server: SMTP, session: Session, envelope: Envelope, mechanis
 
 class Smarthost:
     def __init__(self, tokens: TokenState | None = None, *, port: int = 0,
-                 tls: ssl.SSLContext | None = None) -> None:
+                 tls: ssl.SSLContext | None = None, implicit: ssl.SSLContext | None = None
+                 ) -> None:
         self.handler = Handler(tokens)
         self.port = port or free_port()
         self.controller = Controller(
             self.handler, hostname="127.0.0.1", port=self.port,
             authenticator=_password_check, auth_require_tls=False,
-            tls_context=tls, require_starttls=tls is not None,
+            tls_context=tls, require_starttls=tls is not None, ssl_context=implicit,
             ready_timeout=10,
         )
 
