@@ -166,3 +166,21 @@ async def test_implicit_tls_with_a_trusted_ca_file(env: RelayEnv) -> None:
     await env.submit(["you@remote.test"])
     await wait_for(lambda: env.smarthost.handler.accepted)
     await wait_for(lambda: not env.queued())
+
+
+async def test_a_failing_account_is_not_hammered(env: RelayEnv) -> None:
+    await env.start(env.make(relay={"retry": "1h", "max_connections": 2}))
+    assert env.config is not None
+    (env.config.data_dir / "rt").write_text("revoked\n")
+    for n in range(8):
+        await env.submit([f"r{n}@remote.test"])
+
+    def all_deferred() -> bool:
+        names = env.queued()
+        return len(names) == 8 and all(
+            json.loads((env.queue / n).read_text())["attempts"] == 1 for n in names)
+
+    await wait_for(all_deferred)
+    assert len(env.tokens.state.requests) <= 2  # one per connection slot, not one per message
+    errors = {json.loads((env.queue / n).read_text())["last_error"] for n in env.queued()}
+    assert len(errors) == 1 and "invalid_grant" in errors.pop()

@@ -26,6 +26,10 @@ reload the record (it may have changed), then
 - else send to the pending recipients: 2xx delivered, 5xx failed at once,
   4xx and any connection, TLS, AUTH or token failure stay pending and are
   tried again after the next interval of ``retry`` (the last one repeats).
+  After a session for an account failed to open, other messages for that
+  account due in the next ``BROKEN_FOR`` seconds are deferred with the same
+  error without a connection of their own: an upstream that is down for a
+  day costs one attempt per few seconds, not one per queued message.
 
 The record is saved (atomically) after every attempt. When nothing is
 pending the sender gets a DSN for the failed recipients (``relay.dsn``;
@@ -62,6 +66,7 @@ log = logging.getLogger("smtpgate.relay")
 POLL = 1.0  # seconds between looks at queue/kick
 RESCAN = 60.0  # seconds between full scans (entries of other worker processes)
 BUSY_RETRY = 30.0  # seconds before looking again at an entry another process holds
+BROKEN_FOR = 5.0  # seconds after a failed connect/TLS/AUTH/token in which others just defer
 LINGER = 2.0  # seconds an idle upstream session waits for more mail before QUIT
 STOP_GRACE = 10.0  # seconds a stopping deliverer lets transactions in flight finish
 
@@ -84,6 +89,7 @@ class Deliverer:
         self._busy: set[str] = set()
         self._workers: set[asyncio.Task[None]] = set()
         self._tokens: dict[str, TokenClient] = {}
+        self._broken: dict[str, tuple[float, str]] = {}  # account -> (when, why) a session failed
         self._wake = asyncio.Event()
         self._more = asyncio.Event()  # set when ids become ready (wakes idle sessions)
         self._idle = 0  # sessions waiting in _next_ready
@@ -179,8 +185,9 @@ class Deliverer:
                     await self._wake.wait()
             self._wake.clear()
             mtime = self.store.kick_mtime()
-            if mtime != kick:  # the CLI changed something: read everything again
+            if mtime != kick:  # the CLI changed something ("retry now"): read everything again
                 kick, scanned = mtime, self.clock()
+                self._broken.clear()
                 await self._scan()
             elif self.clock() - scanned > RESCAN:  # entries of other worker processes
                 scanned = self.clock()
@@ -238,7 +245,7 @@ class Deliverer:
 
     async def _upstream(self, account: RelayAccount, session: list[tuple[str, Upstream]]
                         ) -> Upstream:
-        key = account_key(account) + account.username + account.auth
+        key = _key(account)
         if session and (session[0][0] != key or not session[0][1].alive):
             await session.pop()[1].close()
         if session:
@@ -246,12 +253,12 @@ class Deliverer:
         upstream = Upstream(self.relay, account, self.config.hostname, self._token_client(account))
         try:  # (a bad ca_file raises UpstreamError above, before any connection)
             await upstream.open()
-        except TokenError as exc:
+        except (TokenError, UpstreamError) as exc:
             await upstream.close()
-            raise UpstreamError("token", str(exc)) from None
-        except UpstreamError:
-            await upstream.close()
-            raise
+            error = exc if isinstance(exc, UpstreamError) else UpstreamError("token", str(exc))
+            self._broken[key] = (self.clock(), str(error))
+            raise error from None
+        self._broken.pop(key, None)
         session.append((key, upstream))
         return upstream
 
@@ -294,6 +301,10 @@ class Deliverer:
         account = choose(self.relay.accounts, entry.mail_from)
         if account is None:
             await self._defer(entry, "no [[relay.account]] matches the sender")
+            return
+        broken = self._broken.get(_key(account))
+        if broken is not None and self.clock() - broken[0] < BROKEN_FOR:
+            await self._defer(entry, broken[1])  # the session just failed: do not hammer
             return
         message = await asyncio.to_thread(self.store.read_message, entry.id)
         try:
@@ -375,3 +386,7 @@ class Deliverer:
         if queued:
             self._schedule(dsn_id, now, now)
         log.info("queue=%s dsn=%s action=%s to=<%s>", entry.id, dsn_id, action, entry.mail_from)
+
+
+def _key(account: RelayAccount) -> str:
+    return account_key(account) + "\0" + account.username + "\0" + account.auth
