@@ -136,13 +136,15 @@ async def test_bdat_rejected_at_delivery_start_skips_its_octets(
     server = await running(**PLAIN_OK)
     c = await authed(server)
     assert (await c.cmd("MAIL FROM:<alice@x.test>")).code == 250
-    # A recipient whose mailbox name is too long: the Maildir target refuses at start.
-    long_rcpt = "%" * 85 + "@x.test"  # 255+ octets once %-encoded
-    assert (await c.cmd(f"RCPT TO:<{long_rcpt}>")).code == 250
+    # A file where bob's Maildir must go: the Maildir target fails at start (451).
+    blocker = server.config.data_dir / "mail" / "bob@x.test"
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_bytes(b"")
+    assert (await c.cmd("RCPT TO:<bob@x.test>")).code == 250
     inner = b"NOOP\r\nNOOP\r\n"
     await c.send(f"BDAT {len(inner)} LAST\r\n".encode() + inner)
     resp = await c.reply()
-    assert resp.code == 554, resp
+    assert (resp.code, resp.enh) == (451, "4.3.0"), resp
     assert (await c.cmd("RSET")).code == 250
     assert await c.quiet(0.2) == b""
     assert messages(server) == []

@@ -2,10 +2,11 @@
 
 Theory of operation
 -------------------
-``add_commands`` registers the three command groups on the main parser;
+``add_queue_parsers`` registers the three command groups on the main parser;
 each handler takes ``(args, config)`` like the others in ``cli.main`` and
-turns anything the user can fix (an unknown queue id, an entry that is
-being delivered, an unknown account) into one line on stderr and exit 1.
+raises ``CliError`` (``cli.common``: one line on stderr, exit 1) for
+anything the user can fix: an unknown queue id, an entry that is being
+delivered, an unknown account.
 
 The queue commands work on ``<data_dir>/queue/`` directly and are safe
 while the server runs (``relay.admin`` claims each entry with the lock the
@@ -22,11 +23,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
+from smtpgate.cli.common import EXIT_OK, EXIT_USER_ERROR, CliError
 from smtpgate.config.durations import format_duration
 from smtpgate.config.schema import Config
 from smtpgate.relay import admin
@@ -35,32 +36,9 @@ from smtpgate.relay.oauth import TokenError
 from smtpgate.relay.queue import QUEUE_DIR, QueueStore
 
 PER_PAGE = 50
-EXIT_OK = 0
-EXIT_USER_ERROR = 1  # as cli.main: one line on stderr
 
 
-class CliError(Exception):
-    """A problem the user can fix: one line on stderr, exit status 1 (as ``cli.main``)."""
-
-
-Handler = Callable[[argparse.Namespace, Config], int]
-
-
-def one_line_errors(handler: Handler) -> Handler:
-    """Print a ``CliError`` as ``smtpgate: reason`` and exit 1 (no import of cli.main: the
-    main module imports this one)."""
-
-    def run(args: argparse.Namespace, config: Config) -> int:
-        try:
-            return handler(args, config)
-        except CliError as exc:
-            print(f"smtpgate: {' '.join(str(exc).split())}", file=sys.stderr)
-            return EXIT_USER_ERROR
-
-    return run
-
-
-def add_commands(commands: Any) -> None:
+def add_queue_parsers(commands: Any) -> None:
     """Register ``queue``, ``relay`` and ``oauth`` on the main parser's subcommands."""
     queue = commands.add_parser("queue", help="inspect and manage the relay queue")
     actions = queue.add_subparsers(dest="queue_command", required=True, metavar="ACTION")
@@ -126,7 +104,6 @@ def describe(entry: QueueEntry, now: float) -> str:
             f"  {entry.size}  <{entry.mail_from}>  {pending}/{len(entry.recipients)}  {error}")
 
 
-@one_line_errors
 def cmd_queue_list(args: argparse.Namespace, config: Config) -> int:
     everything = _admin(lambda: list(admin.entries(_store(config))))
     start = (args.page - 1) * args.per_page
@@ -139,7 +116,6 @@ def cmd_queue_list(args: argparse.Namespace, config: Config) -> int:
     return EXIT_OK
 
 
-@one_line_errors
 def cmd_queue_show(args: argparse.Namespace, config: Config) -> int:
     entry: QueueEntry = _admin(lambda: admin.load(_store(config), args.id))
     print(f"id: {entry.id}\nstate: {entry.state}\nfrom: <{entry.mail_from}>")
@@ -154,7 +130,6 @@ def cmd_queue_show(args: argparse.Namespace, config: Config) -> int:
     return EXIT_OK
 
 
-@one_line_errors
 def cmd_queue_retry(args: argparse.Namespace, config: Config) -> int:
     store = _store(config)
     if not args.all:
@@ -172,7 +147,6 @@ def cmd_queue_retry(args: argparse.Namespace, config: Config) -> int:
     return EXIT_OK
 
 
-@one_line_errors
 def cmd_queue_action(args: argparse.Namespace, config: Config) -> int:
     store = _store(config)
     if args.action == "delete":
@@ -190,7 +164,6 @@ def cmd_queue_action(args: argparse.Namespace, config: Config) -> int:
 # -- relay test and oauth authorize ---------------------------------------------------------
 
 
-@one_line_errors
 def cmd_relay_test(args: argparse.Namespace, config: Config) -> int:
     from smtpgate.relay.relaytest import find_account, run_checks
 
@@ -204,7 +177,6 @@ def cmd_relay_test(args: argparse.Namespace, config: Config) -> int:
     return EXIT_OK if ok else EXIT_USER_ERROR
 
 
-@one_line_errors
 def cmd_oauth_authorize(args: argparse.Namespace, config: Config) -> int:
     from smtpgate.relay.device import authorize
     from smtpgate.relay.relaytest import find_account
