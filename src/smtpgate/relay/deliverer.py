@@ -194,13 +194,16 @@ class Deliverer:
                 await self._scan(full=False)
 
     def _release_due(self) -> None:
+        """Everything due now goes to the ready list oldest message first (queue order)."""
         now = self.clock()
+        due: list[tuple[float, str]] = []
         while self._heap and self._heap[0][0] <= now:
-            when, _, queue_id = heapq.heappop(self._heap)
+            when, received, queue_id = heapq.heappop(self._heap)
             if self._due.get(queue_id) == when and queue_id not in self._busy:
                 self._forget(queue_id)
                 self._busy.add(queue_id)
-                self._ready.append(queue_id)
+                due.append((received, queue_id))
+        self._ready.extend(queue_id for _, queue_id in sorted(due))
 
     def _spawn(self) -> None:
         if self._ready:
