@@ -49,6 +49,7 @@ from smtpgate.cli.common import (
     with_store,
 )
 from smtpgate.cli.device import add_device_parsers
+from smtpgate.cli.queue import add_queue_parsers
 from smtpgate.config.load import BUILTIN, ConfigError, find_config_path, load_config
 from smtpgate.config.schema import Config
 from smtpgate.sasl.base import SecretScheme
@@ -122,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     imports.set_defaults(handler=cmd_user_import)
     add_device_parsers(commands)
     store_commands.register(commands)
+    add_queue_parsers(commands)  # queue, relay test, oauth authorize (docs/relay.md)
     return parser
 
 

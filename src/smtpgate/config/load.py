@@ -34,6 +34,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
+from smtpgate.config.relay import build_relay, local_domains
 from smtpgate.config.schema import (
     KNOWN_MECHANISMS,
     AuthConfig,
@@ -62,7 +63,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "delivery": DeliveryConfig,
     "import": ImportConfig,
 }
-_TOP_KEYS = ("data_dir", "hostname", "listener", *_SECTIONS)
+_TOP_KEYS = ("data_dir", "hostname", "listener", "relay", *_SECTIONS)
 _LISTENER_DERIVED = frozenset({"host", "port"})
 
 
@@ -165,8 +166,11 @@ class _Builder:
             store=sections["store"],
             delivery=sections["delivery"],
             import_=sections["import"],
+            relay=build_relay(self, data.get("relay", {}), data_dir),
         )
         self.check_auth_usable(config)
+        if config.delivery.mode == "relay" and not config.relay.host:
+            self.fail("relay.host", 'required with delivery.mode = "relay"')
         return config
 
     def section(self, name: str, table: object) -> Any:
@@ -176,6 +180,8 @@ class _Builder:
             values["mechanisms"] = self.mechanisms(values["mechanisms"])
         if name == "store" and "url" in values:
             self.check_store_url(values["url"])
+        if name == "delivery" and "local_domains" in values:
+            values["local_domains"] = local_domains(self, values["local_domains"])
         return cls(**values)
 
     def table(

@@ -30,6 +30,7 @@ from smtpgate.credentials.open import open_store
 from smtpgate.delivery.base import DeliveryTarget
 from smtpgate.delivery.factory import make_target
 from smtpgate.policy.throttle import Throttle, ThrottleLimits, ThrottleState
+from smtpgate.relay.service import Relay
 from smtpgate.server.admission import Admission, LocalAdmission
 from smtpgate.server.certs import ensure_self_signed
 from smtpgate.server.connection import Connection
@@ -57,6 +58,10 @@ class Server:
         quota: DailyQuota | None = None,
     ) -> None:
         self.config = config
+        self.relay: Relay | None = None  # the queue's deliverer, in mode "relay"
+        if delivery is None and config.delivery.mode == "relay":
+            self.relay = Relay(config)
+            delivery = self.relay.target
         self.delivery = delivery if delivery is not None else make_target(config)
         self._own_store = store is None
         self.store = store if store is not None else open_store(config.store.url, config.data_dir)
@@ -107,6 +112,8 @@ class Server:
             self.addresses.append((host, port))
             log.info("listening on %s tls=%s require_auth=%s", _fmt(host, port), listener.tls,
                      listener.require_auth)
+        if self.relay is not None:
+            await self.relay.start()
 
     async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
         for server in self._servers:
@@ -125,6 +132,8 @@ class Server:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 1.0)
         self._servers.clear()
+        if self.relay is not None:
+            await self.relay.stop()
         self.auth.close()
         self.quota.close()
         if self._own_store:
