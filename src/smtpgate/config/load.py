@@ -42,6 +42,7 @@ from smtpgate.config.schema import (
     ImportConfig,
     LimitsConfig,
     ListenerConfig,
+    LogConfig,
     ServerConfig,
     StoreConfig,
     TlsConfig,
@@ -61,6 +62,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "store": StoreConfig,
     "delivery": DeliveryConfig,
     "import": ImportConfig,
+    "log": LogConfig,
 }
 _TOP_KEYS = ("data_dir", "hostname", "listener", *_SECTIONS)
 _LISTENER_DERIVED = frozenset({"host", "port"})
@@ -165,6 +167,7 @@ class _Builder:
             store=sections["store"],
             delivery=sections["delivery"],
             import_=sections["import"],
+            log=sections["log"],
         )
         self.check_auth_usable(config)
         return config

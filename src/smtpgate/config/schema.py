@@ -33,6 +33,8 @@ from smtpgate.sasl.registry import KNOWN_MECHANISMS as KNOWN_MECHANISMS  # noqa:
 
 TlsMode = Literal["none", "starttls", "implicit"]
 DeliveryMode = Literal["maildir", "discard"]
+LogFormat = Literal["text", "json"]
+LogUserNames = Literal["plain", "hashed", "omit"]
 
 DEFAULT_MECHANISMS: tuple[str, ...] = (
     "SCRAM-SHA-256-PLUS",
@@ -130,6 +132,12 @@ class DeliveryConfig:
     mode: DeliveryMode = "maildir"
 
 
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    format: LogFormat = "text"  # standard error, one line per record (ops/logs.py)
+    user_names: LogUserNames = "plain"  # login names in AUTH failure lines
+
+
 DEFAULT_LISTENERS: tuple[ListenerConfig, ...] = (
     ListenerConfig("127.0.0.1:2587", "127.0.0.1", 2587, "starttls", True),
     ListenerConfig("127.0.0.1:2465", "127.0.0.1", 2465, "implicit", True),
@@ -148,6 +156,7 @@ class Config:
     store: StoreConfig = StoreConfig()
     delivery: DeliveryConfig = DeliveryConfig()
     import_: ImportConfig = ImportConfig()  # TOML: [import] (a Python keyword)
+    log: LogConfig = LogConfig()
 
 
 _HOSTNAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
