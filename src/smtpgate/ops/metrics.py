@@ -198,8 +198,24 @@ def enable_multiprocess(directory: Path) -> Metrics:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
     values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
     _Process.directory = directory
+    start_worker()  # this process writes values too (the unlabelled ones, from now on)
     _Process.metrics = Metrics(None)  # values go to files; render() collects them
     return _Process.metrics
+
+
+# The files prometheus-client writes per process: "<kind>_<pid>.db".
+_FILE_KINDS = ("counter", "histogram", "gauge_livesum", "gauge_livemostrecent")
+
+
+def start_worker() -> None:
+    """In a new process: create its metric files private (0600) before prometheus-client
+    opens them under the umask; the data_dir holds nothing other users may read."""
+    if _Process.directory is None:
+        return
+    for kind in _FILE_KINDS:
+        path = _Process.directory / f"{kind}_{os.getpid()}.db"
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        os.chmod(path, 0o600)  # a file left by a dead process with this pid
 
 
 def mark_dead(pid: int) -> None:

@@ -237,6 +237,7 @@ class Supervisor:
             # A SIGHUP before the worker listens has nothing to reload: it starts afresh.
             signal.signal(signal.SIGHUP, signal.SIG_IGN)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD_SIGNALS)
+            metrics.start_worker()
             code = run_worker(self.config, self.table.worker(index), self.source)
         finally:
             os._exit(code)
