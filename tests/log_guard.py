@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import contextlib
 import logging
 import re
 from pathlib import Path
@@ -37,9 +38,9 @@ def passwords_in_tests(root: Path = TESTS) -> set[str]:
                     value = node.value
             elif isinstance(node, ast.keyword) and node.arg in _KEYWORDS:
                 value = node.value
-            if isinstance(value, ast.Constant) and isinstance(value.value, str):
-                if len(value.value) >= MIN_LENGTH:
-                    found.add(value.value)
+            if (isinstance(value, ast.Constant) and isinstance(value.value, str)
+                    and len(value.value) >= MIN_LENGTH):
+                found.add(value.value)
     return found
 
 
@@ -63,10 +64,8 @@ class LogGuard(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         self.records += 1
         parts = [str(record.msg), repr(record.args)]
-        try:
+        with contextlib.suppress(TypeError, ValueError):  # a bad format string
             parts.append(record.getMessage())
-        except (TypeError, ValueError):
-            pass
         if record.exc_info:
             parts.append(logging.Formatter().formatException(record.exc_info))
         text = "\n".join(parts)

@@ -45,6 +45,7 @@ from prometheus_client import (
     multiprocess,
     values,
 )
+from prometheus_client.mmap_dict import MmapedDict
 
 __all__ = ["Gauge", "ListenerMetrics", "Metrics", "enable_multiprocess", "get", "mark_dead",
            "render"]
@@ -214,8 +215,14 @@ def start_worker() -> None:
         return
     for kind in _FILE_KINDS:
         path = _Process.directory / f"{kind}_{os.getpid()}.db"
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-        os.chmod(path, 0o600)  # a file left by a dead process with this pid
+        if path.exists():  # left by a dead process with this pid: its counts still count
+            os.chmod(path, 0o600)
+            continue
+        # Made whole under another name, then renamed: a scrape never reads half a file.
+        part = path.with_suffix(".part")
+        os.close(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+        MmapedDict(str(part)).close()  # type: ignore[no-untyped-call]
+        os.replace(part, path)
 
 
 def mark_dead(pid: int) -> None:
@@ -225,7 +232,7 @@ def mark_dead(pid: int) -> None:
 
 
 def render() -> tuple[bytes, str]:
-    """The body and Content-Type of ``/metrics`` (Prometheus text format 0.0.4)."""
+    """The body and Content-Type of ``/metrics`` (the Prometheus text format)."""
     if _Process.directory is None:
         registry = get().registry
         assert registry is not None
