@@ -65,3 +65,24 @@ def test_fail2ban_regex_finds_exactly_the_failures_sent(tmp_path: Path, fmt: str
     )
     found = Counter(done.stdout.split())
     assert found == expected, (done.stdout, serve.stderr.read_text()[-3000:])
+
+
+def test_filter_matches_behind_a_journal_prefix(tmp_path: Path) -> None:
+    """Under systemd the journal puts "host unit[pid]: " before smtpgate's own line."""
+    fail2ban_regex = require_tool("fail2ban-regex")
+    log = tmp_path / "journal.log"
+    log.write_text(
+        "Nov 30 00:24:04 mx smtpgate[4711]: 2026-11-30 00:24:04,123 4711 INFO smtpgate.auth: "
+        "auth failed session=0a1b2c000001 listener=0.0.0.0:587 ip=192.0.2.7 mechanism=PLAIN "
+        "reply=535 outcome=invalid user=alice\n"
+        'Nov 30 00:24:05 mx smtpgate[4711]: {"time": "2026-11-30T00:24:05.123+00:00", '
+        '"level": "INFO", "logger": "smtpgate.auth", "pid": 4711, "message": "auth failed", '
+        '"session": "0a1b2c000002", "listener": "0.0.0.0:587", "ip": "192.0.2.8", '
+        '"mechanism": "LOGIN", "reply": 421, "outcome": "invalid"}\n'
+        "Nov 30 00:24:06 mx smtpgate[4711]: 2026-11-30 00:24:06,123 4711 INFO smtpgate.auth: "
+        "auth failed session=0a1b2c000003 listener=0.0.0.0:587 ip=192.0.2.9 mechanism=PLAIN "
+        "reply=454 outcome=blocked user=alice\n"
+    )
+    done = subprocess.run([fail2ban_regex, "--out", "ip", str(log), str(FILTER)],
+                          capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.split() == ["192.0.2.7", "192.0.2.8"]  # not the blocked one

@@ -130,10 +130,12 @@ def event(logger: logging.Logger, level: int, name: str, fields: dict[str, Any])
 
 
 def _text_value(value: object) -> str:
-    """Strings that could break the ``k=v`` layout (space, quote, '=', control) get quoted."""
+    """Strings that could break the ``k=v`` layout (space, quote, '=', control) are
+    quoted as JSON strings with spaces escaped too: no value holds a space, so none can
+    imitate the fields a log filter (contrib/fail2ban) anchors on."""
     if isinstance(value, str):
         plain = value and value.isprintable() and not any(c in value for c in ' "=\\')
-        return value if plain else json.dumps(value)
+        return value if plain else json.dumps(value).replace(" ", "\\u0020")
     return str(value)
 
 
