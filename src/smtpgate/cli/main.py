@@ -140,12 +140,13 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     # OpenSSL).
     from smtpgate.server.run import serve
 
-    return serve(config)
+    return serve(config, args.source)
 
 
 def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
     """The config parses, and serve's start-up checks pass (paths, TLS pair): nothing
     is created, no port is bound (a running server holds them)."""
+    from smtpgate.ops.reload import describe as describe_reload
     from smtpgate.server.preflight import StartupError, check
 
     try:
@@ -156,6 +157,8 @@ def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
     for listener in config.listeners:
         auth = "true" if listener.require_auth else "false"
         print(f"listener {listener.address} tls={listener.tls} require_auth={auth}")
+    for line in describe_reload(config):
+        print(line)
     return EXIT_OK
 
 

@@ -43,6 +43,7 @@ from smtpgate.config.schema import (
     ImportConfig,
     LimitsConfig,
     ListenerConfig,
+    LogConfig,
     ServerConfig,
     StoreConfig,
     TlsConfig,
@@ -62,6 +63,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "store": StoreConfig,
     "delivery": DeliveryConfig,
     "import": ImportConfig,
+    "log": LogConfig,
 }
 _TOP_KEYS = ("data_dir", "hostname", "listener", "relay", *_SECTIONS)
 _LISTENER_DERIVED = frozenset({"host", "port"})
@@ -167,6 +169,7 @@ class _Builder:
             delivery=sections["delivery"],
             import_=sections["import"],
             relay=build_relay(self, data.get("relay", {}), data_dir),
+            log=sections["log"],
         )
         self.check_auth_usable(config)
         if config.delivery.mode == "relay" and not config.relay.host:

@@ -36,6 +36,8 @@ DeliveryMode = Literal["maildir", "discard", "relay"]
 RelayTls = Literal["starttls", "implicit", "none"]
 RelayAuth = Literal["none", "plain", "login", "xoauth2", "oauthbearer"]
 OAuthFlow = Literal["refresh_token", "client_credentials"]
+LogFormat = Literal["text", "json"]
+LogUserNames = Literal["plain", "hashed", "omit"]
 
 DEFAULT_MECHANISMS: tuple[str, ...] = (
     "SCRAM-SHA-256-PLUS",
@@ -169,6 +171,12 @@ class RelayConfig:
     accounts: tuple[RelayAccount, ...] = (RelayAccount(),)  # TOML: [[relay.account]]
 
 
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    format: LogFormat = "text"  # standard error, one line per record (ops/logs.py)
+    user_names: LogUserNames = "plain"  # login names in AUTH failure lines
+
+
 DEFAULT_LISTENERS: tuple[ListenerConfig, ...] = (
     ListenerConfig("127.0.0.1:2587", "127.0.0.1", 2587, "starttls", True),
     ListenerConfig("127.0.0.1:2465", "127.0.0.1", 2465, "implicit", True),
@@ -188,6 +196,7 @@ class Config:
     delivery: DeliveryConfig = DeliveryConfig()
     import_: ImportConfig = ImportConfig()  # TOML: [import] (a Python keyword)
     relay: RelayConfig = RelayConfig()
+    log: LogConfig = LogConfig()
 
 
 _HOSTNAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")

@@ -24,7 +24,7 @@ from types import TracebackType
 from OpenSSL import SSL
 
 from smtpgate.auth.service import AuthService, AuthSettings
-from smtpgate.config.schema import Config
+from smtpgate.config.schema import Config, TlsConfig
 from smtpgate.credentials.base import CredentialStore
 from smtpgate.credentials.open import open_store
 from smtpgate.delivery.base import DeliveryTarget
@@ -167,6 +167,14 @@ class Server:
         if self._tls_context is None:
             self._tls_context = self._load_tls()
         return self._tls_context
+
+    def reload_tls(self, tls: TlsConfig) -> None:
+        """Serve ``tls``'s pair to new connections; open ones keep theirs (SIGHUP).
+
+        Raises TlsConfigError, and keeps the running pair, when the new one is unusable.
+        """
+        if self._tls_context is not None:
+            self._tls_context = make_server_context(tls.cert, tls.key)
 
     # -- helpers ---------------------------------------------------------------
     def _load_tls(self) -> SSL.Context:
