@@ -24,7 +24,7 @@ ALLOWED: dict[str, set[str]] = {
     "ops": {"config"},
     "auth": {"sasl", "credentials", "policy", "protocol", "ops"},
     "delivery": {"config", "protocol"},
-    "relay": {"config", "delivery", "protocol"},
+    "relay": {"config", "delivery", "ops", "protocol"},
     "server": {"auth", "config", "credentials", "delivery", "ops", "policy", "protocol", "relay",
                "sasl"},
     "cli": {"auth", "config", "credentials", "delivery", "ops", "policy", "protocol", "sasl",

@@ -5,7 +5,12 @@ from __future__ import annotations
 import aiosmtplib
 import pytest
 
+from smtpgate.ops import metrics
 from tests.relay.conftest import MESSAGE, RelayEnv, wait_for
+
+
+def _delivered() -> float:
+    return float(metrics.get().delivery_results["delivered"]._value.get())
 
 
 async def test_remote_and_local_recipients_are_split(env: RelayEnv) -> None:
@@ -20,6 +25,7 @@ async def test_remote_and_local_recipients_are_split(env: RelayEnv) -> None:
 
 
 async def test_delivered_with_xoauth2(env: RelayEnv) -> None:
+    delivered_before = _delivered()
     await env.start()
     await env.submit(["you@remote.test", "bob@local.test"])
     accepted = env.smarthost.handler.accepted
@@ -30,6 +36,7 @@ async def test_delivered_with_xoauth2(env: RelayEnv) -> None:
     assert len(env.mailbox("bob@local.test")) == 1
     await wait_for(lambda: not env.queued())
     assert env.tokens.state.requests[0]["grant_type"] == "refresh_token"
+    assert _delivered() == delivered_before + 1  # the relay feeds the metrics
 
 
 async def test_never_an_open_relay(env: RelayEnv) -> None:

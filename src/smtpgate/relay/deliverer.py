@@ -53,6 +53,7 @@ from collections.abc import Callable
 
 from smtpgate.config.durations import format_duration
 from smtpgate.config.schema import Config, RelayAccount
+from smtpgate.ops import metrics
 from smtpgate.relay.accounts import choose
 from smtpgate.relay.bounce import send_dsn
 from smtpgate.relay.entry import CorruptEntry, QueueEntry, Recipient
@@ -151,6 +152,10 @@ class Deliverer:
         """Index the queue; ``full=False`` reads only ids this index does not have."""
         skip = frozenset(self._busy) if full else frozenset(self._due) | self._busy
         entries = await asyncio.to_thread(self._read_index, skip)
+        if full:  # the whole queue was read: what the gauges show
+            oldest = min((received for _, _, received in entries), default=None)
+            metrics.get().queue_state(
+                len(entries), 0.0 if oldest is None else max(0.0, self.clock() - oldest))
         for queue_id, when, received in entries:
             if queue_id not in self._busy:
                 self._schedule(queue_id, when, received)
@@ -331,10 +336,12 @@ class Deliverer:
             recipient.reply, recipient.remote_mta = str(result), self.relay.host
             if 200 <= result.code < 300:
                 recipient.status = "delivered"
+                metrics.get().delivery("delivered")
                 log.info("queue=%s to=<%s> relay=%s status=sent (%s)", entry.id,
                          recipient.address, self.relay.host, result)
             elif 500 <= result.code < 600:
                 recipient.status = "failed"
+                metrics.get().delivery("bounced")
                 log.info("queue=%s to=<%s> relay=%s status=bounced (%s)", entry.id,
                          recipient.address, self.relay.host, result)
 
@@ -347,6 +354,7 @@ class Deliverer:
     async def _defer(self, entry: QueueEntry, reason: str) -> None:
         now = self.clock()
         entry.attempts += 1
+        metrics.get().delivery("deferred")
         entry.last_error = " ".join(reason.split())[:500]
         schedule = self.relay.retry
         delay = schedule[min(entry.attempts - 1, len(schedule) - 1)]
