@@ -16,7 +16,7 @@ worker thread (``VerifyPassword``), and then the policy checks that apply
 only once credentials are proven: authorization identity, the account's
 allowed mechanisms (534), and the password transition.
 
-Password transition (SPEC section 4): an account that lacks the secret a
+Password transition (README, "The password transition"): an account that lacks the secret a
 mechanism needs answers 432 4.7.12. A successful PLAIN/LOGIN over TLS derives
 the missing SCRAM/CRAM-MD5 secrets from the proven password and rehashes
 legacy hashes to Argon2id, in one store transaction, so the next SCRAM works.
