@@ -103,7 +103,7 @@ async def test_python_ssl_tls1_device_listener_only(devices: Gate) -> None:
     assert c.writer.get_extra_info("ssl_object").version() == "TLSv1"
     await c.ehlo()
     await c.close()
-    with pytest.raises(ssl.SSLError, match="PROTOCOL_VERSION|protocol version"):
+    with pytest.raises(ssl.SSLError, match=r"PROTOCOL_VERSION|protocol version"):
         await Raw.open((devices.host, port(devices, "implicit", device=False)),
                        tls=tls1_client())
 
