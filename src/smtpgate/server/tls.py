@@ -73,6 +73,8 @@ __all__ = [
     "TlsConfigError",
     "TlsError",
     "TlsLayer",
+    "check_ciphers",
+    "legacy_tls",
     "make_server_context",
 ]
 
@@ -163,6 +165,11 @@ def make_server_context(
     except SSL.Error as exc:
         raise TlsConfigError(f"TLS private key {key} does not match certificate {cert}") from exc
     return context
+
+
+def check_ciphers(min_tls: str, ciphers: str) -> None:
+    """Raise ``TlsConfigError`` if OpenSSL refuses a listener's ``tls_ciphers``."""
+    _set_ciphers(SSL.Context(SSL.TLS_SERVER_METHOD), min_tls, ciphers)
 
 
 def _set_ciphers(context: SSL.Context, min_tls: str, ciphers: str) -> None:
