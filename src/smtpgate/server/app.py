@@ -27,7 +27,7 @@ from OpenSSL import SSL
 from smtpgate.auth.service import AuthService, AuthSettings
 from smtpgate.config.schema import Config, ListenerConfig
 from smtpgate.credentials.base import CredentialStore
-from smtpgate.credentials.sqlite import open_store
+from smtpgate.credentials.open import open_store
 from smtpgate.delivery.base import DeliveryTarget
 from smtpgate.delivery.factory import make_target
 from smtpgate.policy.throttle import Throttle, ThrottleLimits, ThrottleState
@@ -36,6 +36,8 @@ from smtpgate.server.certs import ensure_self_signed
 from smtpgate.server.connection import Connection
 from smtpgate.server.context import ConnectionContext
 from smtpgate.server.preflight import bind_listener, uses_tls
+from smtpgate.server.quota_db import SqliteQuota
+from smtpgate.server.senders import DailyQuota, SenderPolicy
 from smtpgate.server.tls import legacy_tls, make_server_context
 from smtpgate.server.transaction import Deliveries
 
@@ -53,6 +55,7 @@ class Server:
         throttle_state: ThrottleState | None = None,
         reuse_port: bool = False,
         admission: Admission | None = None,
+        quota: DailyQuota | None = None,
     ) -> None:
         self.config = config
         self.delivery = delivery if delivery is not None else make_target(config)
@@ -79,6 +82,8 @@ class Server:
             admission if admission is not None
             else LocalAdmission(lim.max_connections, lim.max_connections_per_ip)
         )
+        # Device quotas: in <data_dir>/quota.db, shared by workers, opened on first use.
+        self.quota = quota if quota is not None else SqliteQuota(config.data_dir / "quota.db")
         self.connections: set[Connection] = set()  # admitted and not yet lost
         self.addresses: list[tuple[str, int]] = []
         self._servers: list[asyncio.Server] = []
@@ -124,6 +129,7 @@ class Server:
                 await asyncio.wait_for(server.wait_closed(), 1.0)
         self._servers.clear()
         self.auth.close()
+        self.quota.close()
         if self._own_store:
             await self.store.close()
 
@@ -145,7 +151,8 @@ class Server:
             auth=self.auth,
             deliveries=Deliveries(
                 self.delivery, cfg.hostname, cfg.auth.show_user_in_received,
-                cfg.submission.add_missing_headers,
+                SenderPolicy(cfg.auth.enforce_sender, self.quota),
+                add_missing_headers=cfg.submission.add_missing_headers,
             ),
             tls_context=self.tls_context,
             admission=self.admission,
