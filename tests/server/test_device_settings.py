@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from smtpgate.cli import main as cli
+from smtpgate.cli.common import cram_md5_enabled
 from smtpgate.config.schema import ListenerConfig
 from smtpgate.delivery.base import Envelope
 from smtpgate.delivery.received import received_header
@@ -71,3 +72,12 @@ def test_received_header_of_a_trusted_network_client() -> None:
     lines = header.decode().split("\r\n")
     assert lines[:3] == ["Received: from copier.lan ([192.0.2.7])", "\t(trusted network)",
                          "\tby mx.test (smtpgate) with ESMTP id Q1"]
+
+
+def test_a_device_listener_makes_accounts_keep_a_cram_md5_secret(tmp_path: Path) -> None:
+    """user add / device add store a CRAM-MD5 secret when any listener offers CRAM-MD5."""
+    normal = make_config(tmp_path)
+    assert not cram_md5_enabled(normal)
+    devices = make_config(tmp_path, listener=[
+        {"address": "127.0.0.1:2525", "tls": "none", "profile": "device"}])
+    assert cram_md5_enabled(devices)
