@@ -116,5 +116,6 @@ async def test_params_with_control_characters_never_reach_metadata(
     header = msg.read_bytes().split(b"\r\n\r\n")[0]
     assert b"alice+sub" not in header and b"alice+2Bsub" not in header  # AUTH=: sidecar only
     assert b"\x00" not in header and b"\x1b" not in header
-    assert all(line.startswith((b"Received:", b"\t", b"Subject:"))
+    # Date and Message-ID: [submission] add_missing_headers (delivery/fixups.py)
+    assert all(line.startswith((b"Received:", b"\t", b"Date:", b"Message-ID:", b"Subject:"))
                for line in header.split(b"\r\n")), header

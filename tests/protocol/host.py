@@ -6,6 +6,7 @@ tested without the real auth service: PLAIN with user "u" / password "p".
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -114,7 +115,7 @@ def session_params(**overrides: object) -> SessionParams:
         "max_message_size": limits.max_message_size, "max_recipients": limits.max_recipients,
         "max_errors": limits.max_errors,
     }
-    unknown = set(overrides) - set(values)
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(SessionParams)}
     assert not unknown, f"not a SessionParams field: {unknown}"
     values.update(overrides)
     return SessionParams(**values)  # type: ignore[arg-type]

@@ -39,7 +39,10 @@ def mechanism_order(names: frozenset[str]) -> list[str]:
 
 
 def cram_md5_enabled(config: Config) -> bool:
-    return "CRAM-MD5" in config.auth.mechanisms
+    """Keep a CRAM-MD5 secret: enabled in [auth], or offered by a device listener."""
+    return "CRAM-MD5" in config.auth.mechanisms or any(
+        listener.offer_cram_md5 for listener in config.listeners
+    )
 
 
 def warn_disabled(mechanisms: list[str] | None, config: Config) -> None:

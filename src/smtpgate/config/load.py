@@ -10,8 +10,9 @@ against the dataclasses of ``config.schema`` and returns one frozen ``Config``.
 Validation is driven by the schema: for every table, the allowed keys are the
 dataclass's field names, the expected type is the field's type hint and the
 value constraint is the field's metadata. A few checks need more than one
-value or a parser (listener addresses, duplicate listeners, mechanism names,
-the store URL) and are written out below.
+value or a parser (listener addresses, duplicate listeners, a listener's
+profile and trusted networks, mechanism names, the store URL) and are written
+out below.
 
 The first problem found raises ``ConfigError``; its ``str`` is exactly one
 line, ``FILE: KEY: reason`` (or ``FILE: reason`` when no key is to blame), so
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import json
 import keyword
 import math
@@ -36,6 +38,7 @@ from typing import Any, Literal, NoReturn
 
 from smtpgate.config.relay import build_relay, local_domains
 from smtpgate.config.schema import (
+    DEVICE_PROFILE,
     KNOWN_MECHANISMS,
     AuthConfig,
     Config,
@@ -46,6 +49,7 @@ from smtpgate.config.schema import (
     LogConfig,
     ServerConfig,
     StoreConfig,
+    SubmissionConfig,
     TlsConfig,
     is_hostname,
     parse_address,
@@ -62,11 +66,12 @@ _SECTIONS: dict[str, type[Any]] = {
     "limits": LimitsConfig,
     "store": StoreConfig,
     "delivery": DeliveryConfig,
+    "submission": SubmissionConfig,
     "import": ImportConfig,
     "log": LogConfig,
 }
 _TOP_KEYS = ("data_dir", "hostname", "listener", "relay", *_SECTIONS)
-_LISTENER_DERIVED = frozenset({"host", "port"})
+_LISTENER_DERIVED = frozenset({"host", "port", "offer_cram_md5"})
 
 
 class ConfigError(Exception):
@@ -167,6 +172,7 @@ class _Builder:
             limits=sections["limits"],
             store=sections["store"],
             delivery=sections["delivery"],
+            submission=sections["submission"],
             import_=sections["import"],
             relay=build_relay(self, data.get("relay", {}), data_dir),
             log=sections["log"],
@@ -214,7 +220,8 @@ class _Builder:
         if origin is Literal:
             choices = typing.get_args(hint)
             if value not in choices:
-                self.fail(key, f"must be one of {', '.join(choices)}, got {describe(value)}")
+                names = ", ".join(choice or '""' for choice in choices)
+                self.fail(key, f"must be one of {names}, got {describe(value)}")
             return value
         if origin is tuple:
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -278,8 +285,20 @@ class _Builder:
                 other = seen[(host.lower(), port)]
                 self.fail(f"{prefix}.address", f"same address as listener[{other}]")
             seen[(host.lower(), port)] = number
-            result.append(ListenerConfig(host=host, port=port, **values))
+            if "trusted_networks" in values:
+                self.check_networks(f"{prefix}.trusted_networks", values["trusted_networks"])
+            result.append(ListenerConfig(host=host, port=port, **with_profile(values)))
         return tuple(result)
+
+    def check_networks(self, key: str, networks: tuple[str, ...]) -> None:
+        """CIDRs without host bits (a typo must not widen the trust); never everyone."""
+        for text in networks:
+            try:
+                network = ipaddress.ip_network(text, strict=True)
+            except ValueError as exc:
+                self.fail(key, f"not a network in CIDR form: {describe(text)} ({exc})")
+            if network.prefixlen == 0:
+                self.fail(key, f"{text} trusts every address: that is an open relay")
 
     def mechanisms(self, names: tuple[str, ...]) -> tuple[str, ...]:
         result: list[str] = []
@@ -314,6 +333,13 @@ class _Builder:
     def check_auth_usable(self, config: Config) -> None:
         if not config.auth.mechanisms and any(lst.require_auth for lst in config.listeners):
             self.fail("auth.mechanisms", "empty, but a listener has require_auth = true")
+
+
+def with_profile(values: dict[str, Any]) -> dict[str, Any]:
+    """A listener's keys with its profile's bundle filled in; keys it sets win."""
+    if values.get("profile") == "device":
+        return {**DEVICE_PROFILE, **values}
+    return values
 
 
 def _attribute(section: str) -> str:

@@ -16,8 +16,10 @@ file's folder, ``tls.cert``/``tls.key`` against ``data_dir``). The store URL
 stays a string: the store resolves ``sqlite:///relative`` against ``data_dir``.
 
 ``ListenerConfig.host``/``port`` are derived from ``address`` by
-``parse_address`` (``[[listener]]`` tables only carry ``address``, ``tls`` and
-``require_auth``).
+``parse_address``, and ``offer_cram_md5`` from ``profile``: a ``[[listener]]``
+table never sets them. ``profile = "device"`` is expanded by the loader into
+the keys of ``DEVICE_PROFILE`` (docs/devices.md); a key the table sets itself
+wins over the profile.
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ from typing import Literal
 from smtpgate.sasl.registry import KNOWN_MECHANISMS as KNOWN_MECHANISMS  # noqa: PLC0414
 
 TlsMode = Literal["none", "starttls", "implicit"]
+ListenerProfile = Literal["", "device"]
+TlsVersion = Literal["1.0", "1.1", "1.2", "1.3"]
+BareLf = Literal["reject", "normalize"]
+EightBit = Literal["reject", "accept"]
 DeliveryMode = Literal["maildir", "discard", "relay"]
 RelayTls = Literal["starttls", "implicit", "none"]
 RelayAuth = Literal["none", "plain", "login", "xoauth2", "oauthbearer"]
@@ -69,6 +75,27 @@ class ListenerConfig:
     port: int
     tls: TlsMode = "starttls"
     require_auth: bool = True
+    profile: ListenerProfile = ""
+    min_tls: TlsVersion = "1.2"  # below 1.2 needs tls_ciphers with @SECLEVEL=0
+    tls_ciphers: str = ""  # OpenSSL cipher string; "": see server/tls.py
+    advertise_auth_equals: bool = False  # also "250-AUTH=..." for old clients
+    auth_after_helo: bool = False
+    bare_lf: BareLf = "reject"
+    eight_bit: EightBit = "reject"  # without BODY=8BITMIME
+    trusted_networks: tuple[str, ...] = ()  # CIDRs that may submit without AUTH
+    offer_cram_md5: bool = False  # derived from profile: CRAM-MD5 on this listener
+
+
+# What ``profile = "device"`` sets (SPEC: issue 11); keys set on the listener win.
+DEVICE_PROFILE: dict[str, object] = {
+    "min_tls": "1.0",
+    "tls_ciphers": "DEFAULT@SECLEVEL=0",
+    "advertise_auth_equals": True,
+    "auth_after_helo": True,
+    "bare_lf": "normalize",
+    "eight_bit": "accept",
+    "offer_cram_md5": True,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +204,11 @@ class LogConfig:
     user_names: LogUserNames = "plain"  # login names in AUTH failure lines
 
 
+@dataclass(frozen=True, slots=True)
+class SubmissionConfig:
+    add_missing_headers: bool = True  # Date and Message-ID (RFC 6409 section 8)
+
+
 DEFAULT_LISTENERS: tuple[ListenerConfig, ...] = (
     ListenerConfig("127.0.0.1:2587", "127.0.0.1", 2587, "starttls", True),
     ListenerConfig("127.0.0.1:2465", "127.0.0.1", 2465, "implicit", True),
@@ -194,6 +226,7 @@ class Config:
     limits: LimitsConfig = LimitsConfig()
     store: StoreConfig = StoreConfig()
     delivery: DeliveryConfig = DeliveryConfig()
+    submission: SubmissionConfig = SubmissionConfig()
     import_: ImportConfig = ImportConfig()  # TOML: [import] (a Python keyword)
     relay: RelayConfig = RelayConfig()
     log: LogConfig = LogConfig()

@@ -48,6 +48,7 @@ class Envelope:
     smtputf8: bool = False
     received_at: float = 0.0  # seconds since the epoch, set by the host
     queue_id: str = ""  # letters and digits: the 250 reply, the Received id, every log line
+    trusted_network: bool = False  # no AUTH: the client is in the listener's trusted_networks
     extra: dict[str, str] = field(default_factory=dict)
 
 

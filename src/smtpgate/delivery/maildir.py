@@ -338,6 +338,7 @@ def sidecar_json(envelope: Envelope, recipients: list[str], unique: str) -> byte
         "esmtp": envelope.esmtp,
         "tls": envelope.tls,
         "authenticated_user": envelope.authenticated_user,
+        "trusted_network": envelope.trusted_network,
         "mail_from": envelope.mail_from,
         "auth_param": envelope.auth_param,
         "body": envelope.body,

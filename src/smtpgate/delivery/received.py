@@ -15,7 +15,9 @@ line well under the 998-octet limit of RFC 5322 section 2.1.1:
   DNS, so TCP-info is just ``[ip]``). Any other HELO argument is never written
   as the From-domain: the header reads ``from [ip] (helo=<cleaned>)``.
 * ``with`` (RFC 3848): ESMTP, plus ``S`` for TLS, plus ``A`` for AUTH:
-  ESMTP, ESMTPS, ESMTPA, ESMTPSA; a HELO session is ``SMTP``.
+  ESMTP, ESMTPS, ESMTPA, ESMTPSA; a HELO session is ``SMTP``. A client
+  from a listener's ``trusted_networks`` sends without AUTH: no ``A``, and
+  the comment ``(trusted network)`` after the from clause says why.
 * ``id``: ``message_id`` when given (one per transaction), else the session id.
 * ``for``: only when the message has exactly one recipient (RFC 5321 says
   to avoid listing several: it discloses Bcc recipients).
@@ -58,6 +60,8 @@ def received_header(
 ) -> bytes:
     """The complete ``Received:`` header, CRLF-terminated, folded one clause per line."""
     lines = [f"Received: from {_from_clause(envelope.peer, envelope.helo)}"]
+    if envelope.trusted_network:
+        lines.append("(trusted network)")
     if show_user and envelope.authenticated_user is not None:
         user = _comment_text(envelope.authenticated_user, utf8=envelope.smtputf8)
         lines.append(f"(authenticated as {user})")
@@ -73,6 +77,11 @@ def received_header(
         lines[-1] += f"; {date}"
     text = "\r\n\t".join(lines) + "\r\n"
     return text.encode("utf-8")
+
+
+def message_date(seconds: float) -> str:
+    """An RFC 5322 date-time for ``seconds`` since the epoch, in local time."""
+    return _date_text(int(seconds))
 
 
 @functools.lru_cache(maxsize=4)

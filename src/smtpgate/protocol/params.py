@@ -19,6 +19,11 @@ class SessionParams:
     max_message_size: int
     max_recipients: int
     max_errors: int
+    # The listener switches of profile "device" (docs/devices.md); all off by default.
+    advertise_auth_equals: bool = False  # EHLO also sends "AUTH=..." for old clients
+    auth_after_helo: bool = False  # AUTH accepted after HELO, not only after EHLO
+    normalize_bare_lf: bool = False  # bare LF in DATA is stored as CRLF, not refused
+    accept_eight_bit: bool = False  # 8-bit DATA without BODY=8BITMIME is stored as sent
 
 
 def ehlo_keywords(params: SessionParams) -> list[str]:
@@ -34,4 +39,7 @@ def ehlo_keywords(params: SessionParams) -> list[str]:
         words.append("STARTTLS")
     if params.auth_mechanisms:
         words.append("AUTH " + " ".join(params.auth_mechanisms))
+        if params.advertise_auth_equals:
+            # The pre-RFC 2554 draft's form, the only one some old clients read.
+            words.append("AUTH=" + " ".join(params.auth_mechanisms))
     return words

@@ -85,6 +85,11 @@ BAD_PARAMETER = Reply(501, "5.5.4", "Parameter value invalid")
 BARE_LINE_ENDING = Reply(
     550, "5.5.2", "Message contains bare CR or LF, rejected (RFC 5321 section 2.3.8)"
 )
+# RFC 6152 section 3: 8-bit octets only in a body declared BODY=8BITMIME (or
+# SMTPUTF8, RFC 6531 section 3.1, which implies it).
+EIGHT_BIT_UNDECLARED = Reply(
+    554, "5.6.0", "Message contains 8-bit data but was not sent with BODY=8BITMIME"
+)
 EIGHT_BIT_WITHOUT_SMTPUTF8 = Reply(553, "5.6.7", "Non-ASCII address requires SMTPUTF8")
 TRANSACTION_FAILED = Reply(554, "5.3.0", "Transaction failed")
 

@@ -228,7 +228,7 @@ class Session:
         self.verb = verb = cmd.verb
         refused = refusal(
             self.state, verb, esmtp=self.esmtp, authenticated=self.user is not None,
-            auth_required=self.params.require_auth,
+            auth_required=self.params.require_auth, auth_after_helo=self.params.auth_after_helo,
         )
         if refused is not None:
             self._send(refused)
@@ -267,10 +267,25 @@ class Session:
 
     def _on_body(self, body: Body) -> None:
         t = self.transaction
+        pieces = body.pieces
         if body.bare_line_ending and t.rejection is None:
-            t.rejection = r.BARE_LINE_ENDING
-        for piece in body.pieces:
+            if self.params.normalize_bare_lf:
+                pieces = tuple(map(normalize_bare_lf, pieces))
+                if any(map(has_bare_cr, pieces)):
+                    t.rejection = r.BARE_LINE_ENDING
+            else:
+                t.rejection = r.BARE_LINE_ENDING
+        # DATA only: a BDAT chunk is counted octets, stored verbatim (RFC 3030).
+        check_eight_bit = (
+            isinstance(self._reader, DataReader)
+            and not self.params.accept_eight_bit
+            and not _declares_eight_bit(t.params)
+        )
+        for piece in pieces:
             if t.rejection is not None:
+                break
+            if check_eight_bit and not piece.isascii():
+                t.rejection = r.EIGHT_BIT_UNDECLARED
                 break
             t.size += len(piece)
             if t.size > self.params.max_message_size:
@@ -422,6 +437,27 @@ class Session:
         self._input.clear()
         self._awaiting = None
         self._events.append(ev.Closed())
+
+
+def normalize_bare_lf(piece: bytes) -> bytes:
+    """Every LF not preceded by CR becomes CRLF (a listener with bare_lf = "normalize").
+
+    The framer never ends a piece between a CR and its LF, so pieces are
+    normalized one at a time. Ending DATA is not affected: only a real
+    <CRLF>.<CRLF> ends it, so a bare LF can never smuggle commands.
+    """
+    if b"\n" not in piece:
+        return piece
+    return piece.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def has_bare_cr(piece: bytes) -> bool:
+    """A CR not followed by LF (after normalize_bare_lf, LFs are all in CRLFs)."""
+    return piece.count(b"\r") != piece.count(b"\r\n")
+
+
+def _declares_eight_bit(params: dict[str, str | None]) -> bool:
+    return (params.get("BODY") or "").upper() == "8BITMIME" or "SMTPUTF8" in params
 
 
 _HANDLERS: dict[str, Callable[[Session, str], None]] = {

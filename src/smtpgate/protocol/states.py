@@ -17,7 +17,9 @@ checks in this order and returns the first reply that applies:
    out of order (RFC 5321 sections 3.3 and 4.1.4; RFC 3030 section 2 for
    BDAT; RFC 4954 section 4 for AUTH inside a transaction).
 4. ``AUTH_PRECONDITIONS``: AUTH is an ESMTP extension (EHLO, not HELO), and
-   is refused once a client has authenticated (RFC 4954 section 4).
+   is refused once a client has authenticated (RFC 4954 section 4). A
+   listener with ``auth_after_helo`` (old devices) lets AUTH follow HELO too;
+   every other refusal stays.
 
 A command ``refusal`` lets through goes to its handler in the session.
 """
@@ -99,7 +101,8 @@ AUTH_PRECONDITIONS: tuple[tuple[Precondition, Reply], ...] = (
 
 
 def refusal(
-    state: State, verb: str, *, esmtp: bool, authenticated: bool, auth_required: bool
+    state: State, verb: str, *, esmtp: bool, authenticated: bool, auth_required: bool,
+    auth_after_helo: bool = False,
 ) -> Reply | None:
     """The reply refusing the known command ``verb`` now, or None when it may run."""
     sequence = SEQUENCE[state].get(verb)
@@ -110,7 +113,10 @@ def refusal(
     if sequence is not None:
         return sequence
     if verb == "AUTH":
-        met = {Precondition.EHLO: esmtp, Precondition.NOT_AUTHENTICATED: not authenticated}
+        met = {
+            Precondition.EHLO: esmtp or auth_after_helo,
+            Precondition.NOT_AUTHENTICATED: not authenticated,
+        }
         for precondition, reply in AUTH_PRECONDITIONS:
             if not met[precondition]:
                 return reply

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from types import TracebackType
@@ -24,7 +25,7 @@ from types import TracebackType
 from OpenSSL import SSL
 
 from smtpgate.auth.service import AuthService, AuthSettings
-from smtpgate.config.schema import Config, TlsConfig
+from smtpgate.config.schema import Config, ListenerConfig, TlsConfig
 from smtpgate.credentials.base import CredentialStore
 from smtpgate.credentials.open import open_store
 from smtpgate.delivery.base import DeliveryTarget
@@ -38,7 +39,7 @@ from smtpgate.server.context import ConnectionContext
 from smtpgate.server.preflight import bind_listener, uses_tls
 from smtpgate.server.quota_db import SqliteQuota
 from smtpgate.server.senders import DailyQuota, SenderPolicy
-from smtpgate.server.tls import make_server_context
+from smtpgate.server.tls import legacy_tls, make_server_context
 from smtpgate.server.transaction import Deliveries
 
 log = logging.getLogger("smtpgate.server")
@@ -69,18 +70,17 @@ class Server:
         limits = ThrottleLimits(
             a.ip_failure_limit, a.ip_failure_window, a.user_failure_limit, a.user_failure_window
         )
-        self.auth = AuthService(
-            self.store,
-            AuthSettings(
-                mechanisms=a.mechanisms,
-                plaintext_requires_tls=a.plaintext_requires_tls,
-                failure_delay=a.failure_delay,
-                max_failures_per_connection=a.max_failures_per_connection,
-                hostname=config.hostname,
-            ),
-            # Wall time: a shared state compares times written by other processes.
-            Throttle(limits, throttle_state, clock=time.time),
+        settings = AuthSettings(
+            mechanisms=a.mechanisms,
+            plaintext_requires_tls=a.plaintext_requires_tls,
+            failure_delay=a.failure_delay,
+            max_failures_per_connection=a.max_failures_per_connection,
+            hostname=config.hostname,
         )
+        # Wall time: a shared state compares times written by other processes.
+        throttle = Throttle(limits, throttle_state, clock=time.time)
+        self.auth = AuthService(self.store, settings, throttle)
+        self.device_auth = self._device_auth(settings, throttle)
         self.reuse_port = reuse_port
         lim = config.limits
         self.admission: Admission = (
@@ -92,16 +92,19 @@ class Server:
         self.connections: set[Connection] = set()  # admitted and not yet lost
         self.addresses: list[tuple[str, int]] = []
         self._servers: list[asyncio.Server] = []
-        self._tls_context: SSL.Context | None = None
+        self._tls_contexts: dict[tuple[str, str], SSL.Context] = {}  # (min_tls, ciphers)
 
     # -- lifecycle ---------------------------------------------------------
     async def start(self) -> None:
         """Load TLS and bind every listener; StartupError names a port that is taken."""
         if uses_tls(self.config):
-            self._tls_context = self._load_tls()
+            for listener in self.config.listeners:
+                if listener.tls != "none":
+                    self.tls_context(listener)
         context = self.context()
         loop = asyncio.get_running_loop()
         for listener in self.config.listeners:
+            _warn_if_weakened(listener)
             sock = bind_listener(listener, reuse_port=self.reuse_port)
             server = await loop.create_server(
                 lambda lst=listener: Connection(context, lst, self.connections),  # type: ignore[misc]
@@ -158,30 +161,57 @@ class Server:
             deliveries=Deliveries(
                 self.delivery, cfg.hostname, cfg.auth.show_user_in_received,
                 SenderPolicy(cfg.auth.enforce_sender, self.quota),
+                add_missing_headers=cfg.submission.add_missing_headers,
             ),
             tls_context=self.tls_context,
             admission=self.admission,
+            device_auth=self.device_auth,
         )
 
-    def tls_context(self) -> SSL.Context:
-        if self._tls_context is None:
-            self._tls_context = self._load_tls()
-        return self._tls_context
+    def tls_context(self, listener: ListenerConfig) -> SSL.Context:
+        """The listener's TLS context: one per (min_tls, tls_ciphers), loaded once."""
+        key = (listener.min_tls, listener.tls_ciphers)
+        context = self._tls_contexts.get(key)
+        if context is None:
+            context = self._tls_contexts[key] = self._load_tls(*key)
+        return context
 
     def reload_tls(self, tls: TlsConfig) -> None:
         """Serve ``tls``'s pair to new connections; open ones keep theirs (SIGHUP).
 
         Raises TlsConfigError, and keeps the running pair, when the new one is unusable.
         """
-        if self._tls_context is not None:
-            self._tls_context = make_server_context(tls.cert, tls.key)
+        fresh = {  # every context first: a broken pair raises before any is replaced
+            key: make_server_context(tls.cert, tls.key, min_tls=key[0], ciphers=key[1])
+            for key in self._tls_contexts
+        }
+        self._tls_contexts.update(fresh)
 
     # -- helpers ---------------------------------------------------------------
-    def _load_tls(self) -> SSL.Context:
+    def _load_tls(self, min_tls: str, ciphers: str) -> SSL.Context:
         cert, key = self.config.tls.cert, self.config.tls.key
         if ensure_self_signed(cert, key, self.config.hostname):
             log.info("generated a self-signed TLS pair in %s", cert.parent)
-        return make_server_context(cert, key)
+        return make_server_context(cert, key, min_tls=min_tls, ciphers=ciphers)
+
+    def _device_auth(self, settings: AuthSettings, throttle: Throttle) -> AuthService | None:
+        """For listeners that offer CRAM-MD5 (profile "device"): the same service, with
+        CRAM-MD5 added to the mechanisms; it shares the store, throttle, cache and hasher."""
+        if not any(lst.offer_cram_md5 for lst in self.config.listeners):
+            return None
+        if "CRAM-MD5" in settings.mechanisms:
+            return self.auth
+        wider = dataclasses.replace(settings, mechanisms=(*settings.mechanisms, "CRAM-MD5"))
+        return AuthService(
+            self.store, wider, throttle, cache=self.auth.cache, hasher=self.auth.hasher
+        )
+
+
+def _warn_if_weakened(listener: ListenerConfig) -> None:
+    """One warning per listener that lets in TLS below 1.2, naming it."""
+    if listener.tls != "none" and legacy_tls(listener.min_tls):
+        log.warning("listener %s allows TLS %s (below 1.2): for legacy devices only",
+                    listener.address, listener.min_tls)
 
 
 def _fmt(host: str, port: int) -> str:

@@ -41,7 +41,7 @@ from smtpgate.protocol import events as ev
 from smtpgate.protocol import replies as r
 from smtpgate.protocol.replies import Reply
 from smtpgate.protocol.session import Session
-from smtpgate.server.context import ConnectionContext
+from smtpgate.server.context import ConnectionContext, is_trusted
 from smtpgate.server.deadline import Deadline
 from smtpgate.server.guard import guarded
 from smtpgate.server.ids import next_session_id
@@ -65,6 +65,7 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.ip = ""
         self.peer = ""
+        self.trusted = False  # the client is in the listener's trusted_networks
         self.session: Session | None = None
         self.tls: TlsLayer | None = None
         self.conversation: Conversation | None = None
@@ -98,7 +99,9 @@ class Connection(asyncio.Protocol):
         self.live.add(self)
         self.stats.open.inc()
         self.stats.total.inc()
-        log.info("session=%s connect from %s on %s", self.id, self.peer, self.listener.address)
+        self.trusted = is_trusted(self.listener, self.ip)
+        log.info("session=%s connect from %s on %s%s", self.id, self.peer, self.listener.address,
+                 " (trusted network)" if self.trusted else "")
         if self.listener.tls == "implicit":
             self._start_tls()
         else:
@@ -277,7 +280,7 @@ class Connection(asyncio.Protocol):
         if self.conversation is None:
             bindings = self.tls.channel_bindings() if self.tls is not None else None
             peer = Peer(self.ip, self.tls is not None, bindings, self.id, self.listener.address)
-            self.conversation = self.context.auth.conversation(peer)
+            self.conversation = self.context.auth_for(self.listener).conversation(peer)
             self.conversation.failures = self.auth_failures
         return self.conversation
 
@@ -314,7 +317,8 @@ class Connection(asyncio.Protocol):
 
     def _rcpt(self, session: Session, address: str) -> None:
         deliveries = self.context.deliveries
-        refusal = deliveries.check_recipient(address, may_relay=session.user is not None)
+        may_relay = session.user is not None or self.trusted
+        refusal = deliveries.check_recipient(address, may_relay=may_relay)
         if refusal is None:
             session.accept()
         else:
@@ -323,7 +327,8 @@ class Connection(asyncio.Protocol):
     def _begin_message(self, session: Session) -> None:
         self._end_transfer()
         envelope = build_envelope(
-            session, session_id=self.id, peer=self.peer, tls=self.tls is not None
+            session, session_id=self.id, peer=self.peer, tls=self.tls is not None,
+            trusted_network=self.trusted and session.user is None,
         )
         txn = self.context.deliveries.transaction(envelope)
         self.transaction = txn
@@ -361,7 +366,7 @@ class Connection(asyncio.Protocol):
         if self.conversation is not None:  # ... but max_failures_per_connection counts on
             self.auth_failures = self.conversation.failures
         self.conversation = None
-        self.tls = TlsLayer(self.context.tls_context())
+        self.tls = TlsLayer(self.context.tls_context(self.listener))
         self.deadline.touch(self.context.limits.command_timeout)
 
     def _decrypt(self, data: bytes) -> bytes:
@@ -396,7 +401,10 @@ class Connection(asyncio.Protocol):
             self.transport.write(data)
 
     def _new_session(self, *, greet: bool) -> None:
-        self.session = Session(self.context.session_params(self.listener, self.tls is not None))
+        params = self.context.session_params(
+            self.listener, self.tls is not None, trusted=self.trusted
+        )
+        self.session = Session(params)
         if greet:
             self.session.greet()
             self._flush()

@@ -4,10 +4,16 @@
 hands it to every ``Connection`` (``server/connection.py``); a connection
 never sees the server itself, so the two modules import in one direction
 only, and a test or another host can build a context of its own.
+
+Everything that differs per listener is asked of the context with the
+listener: its TLS context (``min_tls``, ``tls_ciphers``), its auth service
+(a device listener also offers CRAM-MD5) and its session parameters.
 """
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,6 +25,8 @@ from smtpgate.protocol.session import SessionParams
 from smtpgate.server.admission import Admission
 from smtpgate.server.transaction import Deliveries
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
 
 @dataclass(frozen=True, slots=True)
 class ConnectionContext:
@@ -26,18 +34,53 @@ class ConnectionContext:
     limits: LimitsConfig  # sizes, counts and timeouts (config/schema.py)
     auth: AuthService  # runs AUTH exchanges and advertises mechanisms
     deliveries: Deliveries  # RCPT checks and one Transaction per message
-    tls_context: Callable[[], SSL.Context]  # loaded on first use by the server
+    tls_context: Callable[[ListenerConfig], SSL.Context]  # per listener, loaded on first use
     admission: Admission  # the server-wide connection limits
+    device_auth: AuthService | None = None  # ``auth`` plus CRAM-MD5, for offer_cram_md5
 
-    def session_params(self, listener: ListenerConfig, tls_active: bool) -> SessionParams:
-        """What a new Session on ``listener`` may offer now (after STARTTLS: again)."""
+    def auth_for(self, listener: ListenerConfig) -> AuthService:
+        if listener.offer_cram_md5 and self.device_auth is not None:
+            return self.device_auth
+        return self.auth
+
+    def session_params(
+        self, listener: ListenerConfig, tls_active: bool, *, trusted: bool = False
+    ) -> SessionParams:
+        """What a new Session on ``listener`` may offer now (after STARTTLS: again).
+
+        ``trusted``: the client is in the listener's ``trusted_networks``, so it
+        may submit without AUTH.
+        """
         return SessionParams(
             hostname=self.hostname,
             tls_active=tls_active,
             starttls_offered=listener.tls == "starttls" and not tls_active,
-            require_auth=listener.require_auth,
-            auth_mechanisms=self.auth.advertised(tls_active),
+            require_auth=listener.require_auth and not trusted,
+            auth_mechanisms=self.auth_for(listener).advertised(tls_active),
             max_message_size=self.limits.max_message_size,
             max_recipients=self.limits.max_recipients,
             max_errors=self.limits.max_errors,
+            advertise_auth_equals=listener.advertise_auth_equals,
+            auth_after_helo=listener.auth_after_helo,
+            normalize_bare_lf=listener.bare_lf == "normalize",
+            accept_eight_bit=listener.eight_bit == "accept",
         )
+
+
+def is_trusted(listener: ListenerConfig, ip: str) -> bool:
+    """Whether ``ip`` (as the socket reports it) is in the listener's trusted networks."""
+    if not listener.trusted_networks:
+        return False
+    try:
+        address = ipaddress.ip_address(ip.split("%", maxsplit=1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in net for net in _networks(listener.trusted_networks))
+
+
+@functools.lru_cache(maxsize=64)
+def _networks(cidrs: tuple[str, ...]) -> tuple[Network, ...]:
+    """Parsed once per listener (the loader has already checked them)."""
+    return tuple(ipaddress.ip_network(text) for text in cidrs)

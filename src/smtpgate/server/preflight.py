@@ -28,7 +28,7 @@ from pathlib import Path
 from smtpgate.config.schema import Config, ListenerConfig
 from smtpgate.server.certs import CertificateError, ensure_self_signed, make_private_dirs
 from smtpgate.server.certs import pair_exists as tls_pair_exists
-from smtpgate.server.tls import TlsConfigError, make_server_context
+from smtpgate.server.tls import TlsConfigError, check_ciphers, make_server_context
 
 
 class StartupError(Exception):
@@ -44,6 +44,7 @@ def check(config: Config) -> None:
     _check_folder(config.data_dir, "data_dir")
     if not uses_tls(config):
         return
+    _check_listener_ciphers(config)
     cert, key = config.tls.cert, config.tls.key
     try:
         present = tls_pair_exists(cert, key)
@@ -94,6 +95,16 @@ def bind_listener(listener: ListenerConfig, *, reuse_port: bool) -> socket.socke
         sock.close()
         raise StartupError(f"cannot listen on {listener.address}: {_reason(exc)}") from None
     return sock
+
+
+def _check_listener_ciphers(config: Config) -> None:
+    for listener in config.listeners:
+        if listener.tls == "none":
+            continue
+        try:
+            check_ciphers(listener.min_tls, listener.tls_ciphers)
+        except TlsConfigError as exc:
+            raise StartupError(f"listener {listener.address}: {exc}") from None
 
 
 def _load_tls(cert: Path, key: Path) -> None:

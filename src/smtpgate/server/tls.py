@@ -73,6 +73,8 @@ __all__ = [
     "TlsConfigError",
     "TlsError",
     "TlsLayer",
+    "check_ciphers",
+    "legacy_tls",
     "make_server_context",
 ]
 
@@ -88,6 +90,17 @@ TLS12_CIPHERS = (
     b"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
     b"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 )
+
+# TLS 1.0 and 1.1 sign the handshake with MD5+SHA-1, which OpenSSL 3 refuses
+# above security level 0: a listener below 1.2 needs "@SECLEVEL=0" (and that
+# string is its default cipher list). Only for legacy devices (docs/devices.md).
+LEGACY_CIPHERS = b"DEFAULT@SECLEVEL=0"
+_VERSIONS = {
+    "1.0": SSL.TLS1_VERSION,
+    "1.1": SSL.TLS1_1_VERSION,
+    "1.2": SSL.TLS1_2_VERSION,
+    "1.3": SSL.TLS1_3_VERSION,
+}
 
 _WEAK_HASHES = (hashes.MD5, hashes.SHA1)
 _ServerKey = (
@@ -106,14 +119,23 @@ class TlsError(Exception):
     """The peer broke TLS: failed handshake or protocol error (one line, no secrets)."""
 
 
-def make_server_context(cert: Path, key: Path) -> SSL.Context:
-    """Build the server context: TLS 1.2+, modern AEAD ciphers, no resumption.
+def legacy_tls(min_tls: str) -> bool:
+    """Whether ``min_tls`` ("1.0".."1.3") lets in versions below TLS 1.2."""
+    return _VERSIONS[min_tls] < SSL.TLS1_2_VERSION
 
-    ``cert`` is a PEM chain (leaf first), ``key`` its PEM private key. Raises
-    ``TlsConfigError`` naming the offending file.
+
+def make_server_context(
+    cert: Path, key: Path, *, min_tls: str = "1.2", ciphers: str = ""
+) -> SSL.Context:
+    """Build the server context: TLS ``min_tls``+, no resumption.
+
+    ``cert`` is a PEM chain (leaf first), ``key`` its PEM private key. ``ciphers``
+    is an OpenSSL cipher string for TLS 1.2 and below; empty: the modern AEAD
+    list from 1.2 up, ``LEGACY_CIPHERS`` below it. Raises ``TlsConfigError``
+    naming the offending file or cipher string.
     """
     context = SSL.Context(SSL.TLS_SERVER_METHOD)
-    context.set_min_proto_version(SSL.TLS1_2_VERSION)
+    context.set_min_proto_version(_VERSIONS[min_tls])
     context.set_options(
         SSL.OP_NO_COMPRESSION
         # would change tls-unique under our feet; missing from types-pyOpenSSL 24.1:
@@ -123,7 +145,7 @@ def make_server_context(cert: Path, key: Path) -> SSL.Context:
         # the module docstring on tls-unique
     )
     context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
-    context.set_cipher_list(TLS12_CIPHERS)
+    _set_ciphers(context, min_tls, ciphers)
     try:
         with cert.open("rb"):  # OpenSSL's "system lib" says less than errno
             pass
@@ -143,6 +165,22 @@ def make_server_context(cert: Path, key: Path) -> SSL.Context:
     except SSL.Error as exc:
         raise TlsConfigError(f"TLS private key {key} does not match certificate {cert}") from exc
     return context
+
+
+def check_ciphers(min_tls: str, ciphers: str) -> None:
+    """Raise ``TlsConfigError`` if OpenSSL refuses a listener's ``tls_ciphers``."""
+    _set_ciphers(SSL.Context(SSL.TLS_SERVER_METHOD), min_tls, ciphers)
+
+
+def _set_ciphers(context: SSL.Context, min_tls: str, ciphers: str) -> None:
+    if ciphers:
+        chosen = ciphers.encode("ascii", "replace")
+    else:
+        chosen = LEGACY_CIPHERS if legacy_tls(min_tls) else TLS12_CIPHERS
+    try:
+        context.set_cipher_list(chosen)
+    except SSL.Error as exc:
+        raise TlsConfigError(f"OpenSSL refuses tls_ciphers {ciphers!r}: {_describe(exc)}") from exc
 
 
 class TlsLayer:

@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 
 from smtpgate.credentials.base import Account
 from smtpgate.delivery.base import Delivery, DeliveryError, DeliveryTarget, Envelope
-from smtpgate.delivery.received import received_header
+from smtpgate.delivery.fixups import HeaderFixups
+from smtpgate.delivery.received import message_date, received_header
 from smtpgate.ops import metrics
 from smtpgate.protocol import replies as r
 from smtpgate.protocol.replies import Reply
@@ -54,10 +55,13 @@ def delivery_reply(error: DeliveryError) -> Reply:
     return r.LOCAL_ERROR if error.temporary else r.TRANSACTION_FAILED
 
 
-def build_envelope(session: Session, *, session_id: str, peer: str, tls: bool) -> Envelope:
+def build_envelope(
+    session: Session, *, session_id: str, peer: str, tls: bool, trusted_network: bool = False
+) -> Envelope:
     """The envelope of the session's mail transaction, with a fresh queue id.
 
-    The one place that reads the transaction from the session.
+    The one place that reads the transaction from the session. ``trusted_network``:
+    submitted without AUTH from the listener's ``trusted_networks``.
     """
     mail = session.transaction
     params = mail.params
@@ -76,6 +80,7 @@ def build_envelope(session: Session, *, session_id: str, peer: str, tls: bool) -
         smtputf8="SMTPUTF8" in params,
         received_at=time.time(),
         queue_id=new_queue_id(),
+        trusted_network=trusted_network,
     )
 
 
@@ -93,6 +98,7 @@ class Deliveries:
     hostname: str
     show_user_in_received: bool
     senders: SenderPolicy = field(default_factory=lambda: SenderPolicy(enforce_sender=False))
+    add_missing_headers: bool = False  # [submission]: Date and Message-ID (delivery/fixups.py)
 
     def check_sender(self, account: Account | None, user: str, sender: str) -> Reply | None:
         """MAIL FROM of an authenticated account: sender list and daily quota
@@ -123,6 +129,13 @@ class Transaction:
         self.size = 0  # body bytes received, for the metrics
         self._aborted = False  # abort() may come from the loop while begin() runs in a thread
         self._lock = threading.Lock()
+        self._fixups = (
+            HeaderFixups(
+                date=message_date(envelope.received_at),
+                message_id=f"<{envelope.queue_id}@{deliveries.hostname}>",
+            )
+            if deliveries.add_missing_headers else None
+        )
 
     def begin(self) -> Reply | None:
         """Start the delivery and write the Received header; None, or the refusal."""
@@ -152,6 +165,10 @@ class Transaction:
         self.size += len(data)
         if self._delivery is None or self._failure is not None:
             return
+        if self._fixups is not None:
+            data = self._fixups.feed(data)
+            if not data:
+                return
         try:
             self._delivery.write(data)
         except DeliveryError as exc:
@@ -169,6 +186,10 @@ class Transaction:
             self.abort()
             log.info("%s message rejected: %d", self._tag, rejection.code)
             return rejection
+        if self._fixups is not None and self._delivery is not None:
+            tail, self._fixups = self._fixups.finish(), None
+            if tail:
+                self.write(tail)
         if self._failure is not None or self._delivery is None:
             self.abort()
             return self._failed(self._failure or DeliveryError("no delivery started"))
