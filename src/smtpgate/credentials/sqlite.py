@@ -39,6 +39,7 @@ import contextlib
 import os
 import secrets
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
@@ -244,7 +245,7 @@ def _create_private(path: Path) -> None:
 
 def _configure(conn: sqlite3.Connection, timeout: float) -> None:
     conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-    conn.execute("PRAGMA journal_mode = WAL")
+    use_wal(conn, timeout)
     conn.execute("PRAGMA synchronous = NORMAL")  # safe with WAL; durable at checkpoints
     conn.execute("PRAGMA foreign_keys = ON")
 
@@ -444,3 +445,23 @@ def _from_row(row: tuple[Any, ...]) -> Account:
         )
     except (ValueError, TypeError):
         raise StoreUnavailable(f"the stored record of user {name!r} is malformed") from None
+
+
+def use_wal(conn: sqlite3.Connection, timeout: float) -> None:
+    """Switch ``conn``'s database to WAL, waiting out a concurrent switch.
+
+    WAL is a property of the file, so a process that finds it on does nothing.
+    Turning it on takes an exclusive lock, and SQLite may answer "database is
+    locked" at once, without its busy handler, when several processes open a
+    new file together (several workers starting): retry until ``timeout``.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)

@@ -28,6 +28,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import TypeVar
 
+from smtpgate.credentials.sqlite import use_wal
 from smtpgate.server.certs import make_private_dirs
 from smtpgate.server.senders import QuotaUnavailable
 from smtpgate.server.throttle_db import _create_private
@@ -97,7 +98,7 @@ class SqliteQuota:
             conn = sqlite3.connect(
                 self._path, timeout=self._timeout, isolation_level=None, check_same_thread=False
             )
-            conn.execute("PRAGMA journal_mode=WAL")
+            use_wal(conn, self._timeout)
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS counts (account TEXT NOT NULL, day TEXT NOT NULL, "

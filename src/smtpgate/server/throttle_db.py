@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from smtpgate.credentials.sqlite import use_wal
 from smtpgate.policy.throttle import KNOWN_GOOD_SECONDS
 from smtpgate.server.certs import make_private_dirs
 
@@ -98,7 +99,7 @@ class SqliteThrottleState:
         if self._conn is None:
             _create_private(self._path)
             conn = sqlite3.connect(self._path, timeout=self._timeout, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
+            use_wal(conn, self._timeout)
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("CREATE TABLE IF NOT EXISTS events (tbl TEXT, key TEXT, at REAL)")
             conn.execute("CREATE INDEX IF NOT EXISTS events_key ON events (tbl, key, at)")
