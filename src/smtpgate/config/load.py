@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import json
 import keyword
 import math
@@ -43,6 +44,7 @@ from smtpgate.config.schema import (
     LimitsConfig,
     ListenerConfig,
     ServerConfig,
+    StateConfig,
     StoreConfig,
     TlsConfig,
     is_hostname,
@@ -59,6 +61,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "auth": AuthConfig,
     "limits": LimitsConfig,
     "store": StoreConfig,
+    "state": StateConfig,
     "delivery": DeliveryConfig,
     "import": ImportConfig,
 }
@@ -163,6 +166,7 @@ class _Builder:
             auth=sections["auth"],
             limits=sections["limits"],
             store=sections["store"],
+            state=sections["state"],
             delivery=sections["delivery"],
             import_=sections["import"],
         )
@@ -176,6 +180,8 @@ class _Builder:
             values["mechanisms"] = self.mechanisms(values["mechanisms"])
         if name == "store" and "url" in values:
             self.check_store_url(values["url"])
+        if name == "state" and values.get("url"):
+            self.check_state_url(values["url"])
         return cls(**values)
 
     def table(
@@ -269,6 +275,7 @@ class _Builder:
                 other = seen[(host.lower(), port)]
                 self.fail(f"{prefix}.address", f"same address as listener[{other}]")
             seen[(host.lower(), port)] = number
+            self.check_proxies(prefix, values)
             result.append(ListenerConfig(host=host, port=port, **values))
         return tuple(result)
 
@@ -287,6 +294,20 @@ class _Builder:
     def check_store_url(self, url: str) -> None:
         if not url.startswith("sqlite:///") or len(url) == len("sqlite:///"):
             self.fail("store.url", f"expected sqlite:///PATH, got {describe(url)}")
+
+    def check_state_url(self, url: str) -> None:
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            self.fail("state.url", f"expected redis://HOST:PORT/DB, got {describe(url)}")
+
+    def check_proxies(self, prefix: str, values: dict[str, Any]) -> None:
+        """Every trusted proxy is a CIDR; proxy_protocol without any would refuse all."""
+        for text in values.get("trusted_proxies", ()):
+            try:
+                ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                self.fail(f"{prefix}.trusted_proxies", f"not an address or CIDR: {describe(text)}")
+        if values.get("proxy_protocol") and not values.get("trusted_proxies"):
+            self.fail(f"{prefix}.trusted_proxies", "required when proxy_protocol = true")
 
     def check_auth_usable(self, config: Config) -> None:
         if not config.auth.mechanisms and any(lst.require_auth for lst in config.listeners):

@@ -16,8 +16,8 @@ file's folder, ``tls.cert``/``tls.key`` against ``data_dir``). The store URL
 stays a string: the store resolves ``sqlite:///relative`` against ``data_dir``.
 
 ``ListenerConfig.host``/``port`` are derived from ``address`` by
-``parse_address`` (``[[listener]]`` tables only carry ``address``, ``tls`` and
-``require_auth``).
+``parse_address`` (``[[listener]]`` tables only carry ``address``, ``tls``,
+``require_auth``, ``proxy_protocol`` and ``trusted_proxies``).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from smtpgate.sasl.registry import KNOWN_MECHANISMS as KNOWN_MECHANISMS  # noqa:
 
 TlsMode = Literal["none", "starttls", "implicit"]
 DeliveryMode = Literal["maildir", "discard"]
+StateFailure = Literal["open", "closed"]
 
 DEFAULT_MECHANISMS: tuple[str, ...] = (
     "SCRAM-SHA-256-PLUS",
@@ -64,6 +65,8 @@ class ListenerConfig:
     port: int
     tls: TlsMode = "starttls"
     require_auth: bool = True
+    proxy_protocol: bool = False  # a PROXY v1/v2 header comes first (server/proxy_header.py)
+    trusted_proxies: tuple[str, ...] = ()  # CIDRs allowed to send it; checked by the loader
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +129,14 @@ class StoreConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class StateConfig:
+    """``[state]``: limits shared by instances (src/smtpgate/state/, docs/scaling.md)."""
+
+    url: str = ""  # "redis://host:6379/0"; "" keeps limits per instance
+    on_failure: StateFailure = "open"  # Redis unreachable: count per instance, or refuse
+
+
+@dataclass(frozen=True, slots=True)
 class DeliveryConfig:
     mode: DeliveryMode = "maildir"
 
@@ -146,6 +157,7 @@ class Config:
     auth: AuthConfig = AuthConfig()
     limits: LimitsConfig = LimitsConfig()
     store: StoreConfig = StoreConfig()
+    state: StateConfig = StateConfig()
     delivery: DeliveryConfig = DeliveryConfig()
     import_: ImportConfig = ImportConfig()  # TOML: [import] (a Python keyword)
 
