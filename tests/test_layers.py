@@ -23,7 +23,8 @@ ALLOWED: dict[str, set[str]] = {
     "config": {"sasl"},
     "auth": {"sasl", "credentials", "policy", "protocol"},
     "delivery": {"config", "protocol"},
-    "server": {"auth", "config", "credentials", "delivery", "policy", "protocol", "sasl"},
+    "state": {"config", "policy"},
+    "server": {"auth", "config", "credentials", "delivery", "policy", "protocol", "sasl", "state"},
     "cli": {"auth", "config", "credentials", "delivery", "policy", "protocol", "sasl", "server"},
 }
 # The sans-I/O core never touches these (practice 1).

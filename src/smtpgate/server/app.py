@@ -6,8 +6,9 @@
 
 ``Server`` wires the pieces: the credential store, the auth service with its
 throttle, the delivery target, the TLS context (a self-signed pair is made on
-first start when none is configured), the connection limits and one
-listening socket per ``[[listener]]``. Connections get a ``ConnectionContext``
+first start when none is configured), the connection limits (shared through
+Redis with ``[state] url``: ``smtpgate.state``) and one listening socket per
+``[[listener]]``. Connections get a ``ConnectionContext``
 (``server/context.py``), never the server. ``stop`` stops accepting, tells
 idle clients 421 4.3.2, lets sessions in DATA or in a slow step finish
 within ``SHUTDOWN_GRACE`` seconds, then closes the rest.
@@ -29,7 +30,7 @@ from smtpgate.credentials.base import CredentialStore
 from smtpgate.credentials.sqlite import open_store
 from smtpgate.delivery.base import DeliveryTarget
 from smtpgate.delivery.factory import make_target
-from smtpgate.policy.throttle import Throttle, ThrottleLimits, ThrottleState
+from smtpgate.policy.throttle import MemoryThrottleState, Throttle, ThrottleLimits, ThrottleState
 from smtpgate.server.admission import Admission, LocalAdmission
 from smtpgate.server.certs import ensure_self_signed
 from smtpgate.server.connection import Connection
@@ -37,6 +38,7 @@ from smtpgate.server.context import ConnectionContext
 from smtpgate.server.preflight import bind_listener, uses_tls
 from smtpgate.server.tls import make_server_context
 from smtpgate.server.transaction import Deliveries
+from smtpgate.state import SharedState, open_shared_state
 
 log = logging.getLogger("smtpgate.server")
 SHUTDOWN_GRACE = 30.0  # seconds sessions in DATA or a slow step get to finish on stop
@@ -57,6 +59,14 @@ class Server:
         self.delivery = delivery if delivery is not None else make_target(config)
         self._own_store = store is None
         self.store = store if store is not None else open_store(config.store.url, config.data_dir)
+        lim = config.limits
+        if admission is None:
+            admission = LocalAdmission(lim.max_connections, lim.max_connections_per_ip)
+        self.shared: SharedState | None = None  # [state] url: Redis around our own state
+        if config.state.url:
+            local = throttle_state if throttle_state is not None else MemoryThrottleState()
+            self.shared = open_shared_state(config, local, admission)
+            throttle_state, admission = self.shared.throttle, self.shared.admission
         a = config.auth
         limits = ThrottleLimits(
             a.ip_failure_limit, a.ip_failure_window, a.user_failure_limit, a.user_failure_window
@@ -74,11 +84,7 @@ class Server:
             Throttle(limits, throttle_state, clock=time.time),
         )
         self.reuse_port = reuse_port
-        lim = config.limits
-        self.admission: Admission = (
-            admission if admission is not None
-            else LocalAdmission(lim.max_connections, lim.max_connections_per_ip)
-        )
+        self.admission: Admission = admission
         self.connections: set[Connection] = set()  # admitted and not yet lost
         self.addresses: list[tuple[str, int]] = []
         self._servers: list[asyncio.Server] = []
@@ -90,6 +96,8 @@ class Server:
         if uses_tls(self.config):
             self._tls_context = self._load_tls()
         context = self.context()
+        if self.shared is not None:
+            self.shared.start()
         loop = asyncio.get_running_loop()
         for listener in self.config.listeners:
             sock = bind_listener(listener, reuse_port=self.reuse_port)
@@ -120,6 +128,9 @@ class Server:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 1.0)
         self._servers.clear()
+        if self.shared is not None:
+            self.shared.close()
+            self.shared = None
         self.auth.close()
         if self._own_store:
             await self.store.close()
