@@ -7,7 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.scaleout.cluster import ScaleOut
 from tests.scaleout.engines import RedisServer
+from tests.tools import require_tool
 
 
 @pytest.fixture
@@ -35,3 +37,14 @@ def redis_url(redis_server: RedisServer) -> str:
     with redis_server.client() as client:
         client.flushall()
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def scale_out(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+              ) -> Iterator[ScaleOut]:
+    """HAProxy and two smtpgate instances (on_failure = "open"), for the session."""
+    require_tool("haproxy")
+    cluster = ScaleOut(tmp_path_factory.mktemp("scale-out"), redis_server.url)
+    cluster.start()
+    yield cluster
+    cluster.stop()

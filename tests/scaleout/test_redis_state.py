@@ -10,7 +10,7 @@ import pytest
 
 from smtpgate.policy.throttle import MemoryThrottleState
 from smtpgate.server.admission import LocalAdmission
-from smtpgate.state.admission import PER_IP, UNAVAILABLE, RedisAdmission, conn_key
+from smtpgate.state.admission import PER_IP, RedisAdmission, conn_key
 from smtpgate.state.link import RETRY, RedisLink
 from smtpgate.state.throttle import RedisThrottleState, window_key
 from tests.scaleout.engines import RedisServer, wait_until
@@ -100,12 +100,13 @@ def test_open_falls_back_to_this_instance(caplog: pytest.LogCaptureFixture) -> N
     assert caplog.text.count("unreachable") == 2  # once per link, not per call
 
 
-def test_closed_refuses(caplog: pytest.LogCaptureFixture) -> None:
+def test_closed_refuses_logins_not_connections() -> None:
     state = throttle(DOWN, "closed")
     assert state.count("ip", "192.0.2.1", 0) == 10  # the limit: AUTH is answered 454
     assert state.last("good", "x") is None
-    gate = admission(DOWN, on_failure="closed")
-    assert gate.admit("192.0.2.1") == UNAVAILABLE
+    gate = admission(DOWN, per_ip=1, on_failure="closed")
+    assert gate.admit("192.0.2.1") is None  # connections: this instance's limits still hold
+    assert gate.admit("192.0.2.1") is None
 
 
 def test_link_reconnects_by_itself(

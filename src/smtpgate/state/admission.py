@@ -22,8 +22,11 @@ this process's full counts again, so a Redis restart (which loses
 everything) or a release that failed while Redis was away is repaired
 within a heartbeat. A clean stop (``close``) deletes our fields at once.
 
-Redis down: ``on_failure = "open"`` admits on the inner limits alone;
-``"closed"`` refuses (``state_unavailable``: the connection gets 421 4.7.0).
+Redis down: connections are admitted on the inner limits alone, with either
+``on_failure``: those still bound what one instance spends, so refusing every
+client would only turn a Redis outage into a mail outage. ``on_failure =
+"closed"`` is for the failed-login windows (``state/throttle.py``), which
+guard accounts: AUTH is answered 454 4.7.0 until Redis is back.
 """
 
 from __future__ import annotations
@@ -45,7 +48,6 @@ log = logging.getLogger("smtpgate.state")
 
 LEASE_TTL = 30  # seconds: a dead instance's connections stop counting within this
 PER_IP = "max_connections_per_ip"  # the names server/admission.py gives its limits
-UNAVAILABLE = "state_unavailable"
 CONN_PREFIX = "smtpgate:conn:"
 ALIVE_PREFIX = "smtpgate:alive:"
 
@@ -110,10 +112,7 @@ class RedisAdmission:
         try:
             taken = self._link.run(lambda _c: self._admit(keys=keys, args=args))
         except StateDown:
-            taken = self._link.fail_open
-            if not taken:
-                self._inner.release(ip)
-                return UNAVAILABLE
+            taken = True  # the inner limits alone, whatever on_failure says (docstring)
         if not taken:
             self._inner.release(ip)
             return PER_IP

@@ -92,5 +92,5 @@ class RedisLink:
         if up:
             log.warning("state %s reachable again: limits are shared", self.where)
         else:
-            then = "counting per instance" if self.fail_open else "refusing logins and connections"
+            then = "counting per instance" if self.fail_open else "refusing logins (454)"
             log.error("state %s unreachable (%s): %s until it is back", self.where, reason, then)
