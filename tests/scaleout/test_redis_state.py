@@ -10,6 +10,7 @@ import pytest
 
 from smtpgate.policy.throttle import MemoryThrottleState
 from smtpgate.server.admission import LocalAdmission
+from smtpgate.state import SharedState, ready
 from smtpgate.state.admission import PER_IP, RedisAdmission, conn_key
 from smtpgate.state.link import RETRY, RedisLink
 from smtpgate.state.throttle import RedisThrottleState, window_key
@@ -123,3 +124,14 @@ def test_link_reconnects_by_itself(
     assert state.count("ip", "k", 0) == 0  # a fresh connection: up again
     assert caplog.text.count("unreachable") == 1
     assert caplog.text.count("reachable again") == 1
+
+
+async def test_ready_reports_whether_redis_answers(redis_url: str) -> None:
+    def shared(url: str) -> SharedState:
+        link = RedisLink(url)
+        return SharedState(link, RedisThrottleState(link, MemoryThrottleState(), 1),
+                           RedisAdmission(link, LocalAdmission(1, 1), 1))
+
+    assert await ready(None) == {"state": True}
+    assert await ready(shared(redis_url)) == {"state": True}
+    assert await ready(shared(DOWN)) == {"state": False}
