@@ -36,6 +36,8 @@ from smtpgate.server.certs import ensure_self_signed
 from smtpgate.server.connection import Connection
 from smtpgate.server.context import ConnectionContext
 from smtpgate.server.preflight import bind_listener, uses_tls
+from smtpgate.server.quota_db import SqliteQuota
+from smtpgate.server.senders import DailyQuota, SenderPolicy
 from smtpgate.server.tls import make_server_context
 from smtpgate.server.transaction import Deliveries
 from smtpgate.state import SharedState, open_shared_state
@@ -54,6 +56,7 @@ class Server:
         throttle_state: ThrottleState | None = None,
         reuse_port: bool = False,
         admission: Admission | None = None,
+        quota: DailyQuota | None = None,
     ) -> None:
         self.config = config
         self.delivery = delivery if delivery is not None else make_target(config)
@@ -85,6 +88,8 @@ class Server:
         )
         self.reuse_port = reuse_port
         self.admission: Admission = admission
+        # Device quotas: in <data_dir>/quota.db, shared by workers, opened on first use.
+        self.quota = quota if quota is not None else SqliteQuota(config.data_dir / "quota.db")
         self.connections: set[Connection] = set()  # admitted and not yet lost
         self.addresses: list[tuple[str, int]] = []
         self._servers: list[asyncio.Server] = []
@@ -132,6 +137,7 @@ class Server:
             self.shared.close()
             self.shared = None
         self.auth.close()
+        self.quota.close()
         if self._own_store:
             await self.store.close()
 
@@ -151,7 +157,10 @@ class Server:
             hostname=cfg.hostname,
             limits=cfg.limits,
             auth=self.auth,
-            deliveries=Deliveries(self.delivery, cfg.hostname, cfg.auth.show_user_in_received),
+            deliveries=Deliveries(
+                self.delivery, cfg.hostname, cfg.auth.show_user_in_received,
+                SenderPolicy(cfg.auth.enforce_sender, self.quota),
+            ),
             tls_context=self.tls_context,
             admission=self.admission,
         )

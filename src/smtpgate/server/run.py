@@ -13,9 +13,10 @@ then forks N workers that each bind every listener with SO_REUSEPORT, so the
 kernel spreads connections over them; workers share failed-login windows
 through ``<data_dir>/throttle.db`` (with ``[state] url`` each worker also
 talks to Redis, and the file is its fallback: docs/scaling.md). The
-supervisor forwards SIGTERM/SIGINT and waits. When a worker dies (a crash, the OOM killer) the supervisor frees
-its connection slots at once and starts a new worker in its place; a worker
-that fails while starting stops the whole server. Each worker stops
+supervisor forwards SIGTERM/SIGINT and waits. When a worker dies (a crash,
+the OOM killer) the supervisor frees its connection slots at once and starts
+a new worker in its place; a worker that fails while starting stops the
+whole server. Each worker stops
 gracefully: it stops accepting, answers idle clients 421 4.3.2, lets DATA
 finish within ``SHUTDOWN_GRACE`` seconds, then exits 0.
 """
