@@ -10,9 +10,11 @@ import pytest
 
 from smtpgate.policy.throttle import MemoryThrottleState
 from smtpgate.server.admission import LocalAdmission
+from smtpgate.server.senders import MemoryQuota
 from smtpgate.state import SharedState, ready
 from smtpgate.state.admission import PER_IP, RedisAdmission, conn_key
 from smtpgate.state.link import RETRY, RedisLink
+from smtpgate.state.quota import RedisQuota, quota_key
 from smtpgate.state.throttle import RedisThrottleState, window_key
 from tests.scaleout.engines import RedisServer, wait_until
 
@@ -135,3 +137,30 @@ async def test_ready_reports_whether_redis_answers(redis_url: str) -> None:
     assert await ready(None) == {"state": True}
     assert await ready(shared(redis_url)) == {"state": True}
     assert await ready(shared(DOWN)) == {"state": False}
+
+
+class Unavailable(Exception):
+    pass
+
+
+def quota(url: str, on_failure: str = "open") -> RedisQuota:
+    link = RedisLink(url, on_failure=on_failure)
+    return RedisQuota(link, MemoryQuota(), Unavailable)
+
+
+def test_daily_quota_is_shared_and_exact(redis_url: str) -> None:
+    one, two = quota(redis_url), quota(redis_url)
+    taken = [q.take("printer", "2026-11-30", 3) for q in (one, two, one, two, one)]
+    assert taken == [True, True, True, False, False]
+    assert two.count("printer", "2026-11-30") == 3
+    assert one.take("printer", "2026-12-01", 3)  # a new day, a new count
+    assert not one.take("scanner", "2026-11-30", 0)
+    assert 0 < one._link.client.ttl(quota_key("printer", "2026-11-30")) <= 2 * 86400
+
+
+def test_daily_quota_without_redis() -> None:
+    open_ = quota(DOWN)
+    day = "2026-11-30"
+    assert [open_.take("printer", day, 1), open_.take("printer", day, 1)] == [True, False]
+    with pytest.raises(Unavailable):
+        quota(DOWN, "closed").take("printer", day, 1)

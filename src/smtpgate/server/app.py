@@ -37,10 +37,11 @@ from smtpgate.server.connection import Connection
 from smtpgate.server.context import ConnectionContext
 from smtpgate.server.preflight import bind_listener, uses_tls
 from smtpgate.server.quota_db import SqliteQuota
-from smtpgate.server.senders import DailyQuota, SenderPolicy
+from smtpgate.server.senders import DailyQuota, QuotaUnavailable, SenderPolicy
 from smtpgate.server.tls import make_server_context
 from smtpgate.server.transaction import Deliveries
 from smtpgate.state import SharedState, open_shared_state
+from smtpgate.state.quota import RedisQuota
 
 log = logging.getLogger("smtpgate.server")
 SHUTDOWN_GRACE = 30.0  # seconds sessions in DATA or a slow step get to finish on stop
@@ -90,6 +91,8 @@ class Server:
         self.admission: Admission = admission
         # Device quotas: in <data_dir>/quota.db, shared by workers, opened on first use.
         self.quota = quota if quota is not None else SqliteQuota(config.data_dir / "quota.db")
+        if self.shared is not None:  # counted in Redis across instances
+            self.quota = RedisQuota(self.shared.link, self.quota, QuotaUnavailable)
         self.connections: set[Connection] = set()  # admitted and not yet lost
         self.addresses: list[tuple[str, int]] = []
         self._servers: list[asyncio.Server] = []
