@@ -9,11 +9,13 @@ send) shows what that instance counts, whichever way HAProxy balanced.
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 from pathlib import Path
 
 from smtpgate.state.link import RETRY
-from tests.attacks.raw import Raw
+from tests.attacks.raw import Raw, plain
+from tests.e2e.cluster import SMTPGATE
 from tests.scaleout.cluster import IP_FAILURES, PER_IP, ScaleOut, auth_code
 from tests.scaleout.engines import RedisServer
 
@@ -130,3 +132,23 @@ async def test_redis_restart_under_load_closed_answers_454(
         assert all(instance.alive for instance in cluster.instances)
     finally:
         await asyncio.to_thread(cluster.stop)
+
+
+async def test_device_daily_quota_holds_across_instances(scale_out: ScaleOut) -> None:
+    config = str(scale_out.instances[0].path)
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [*SMTPGATE, "--config", config, "device", "add", "scanner", "--sender",
+         "scan@example.org", "--max-per-day", "3"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )
+    password = done.stdout.splitlines()[-1]
+    codes = []
+    for _ in range(6):  # new connections: HAProxy alternates between the instances
+        client, code = await scale_out.via_haproxy("127.0.0.51")
+        assert code == 220
+        await client.ehlo()
+        assert (await client.cmd(f"AUTH PLAIN {plain('scanner', password)}")).code == 235
+        codes.append((await client.cmd("MAIL FROM:<scan@example.org>")).code)
+        await client.close()
+    assert codes.count(250) == 3 and codes.count(451) == 3, codes
