@@ -19,6 +19,8 @@ DEBIAN_PACKAGE = {
     "curl": "curl",
     "gnutls-cli": "gnutls-bin",
     "openssl": "openssl",
+    "fail2ban-regex": "fail2ban",
+    "systemd-analyze": "systemd",
 }
 
 

@@ -52,7 +52,7 @@ def warn_disabled(mechanisms: list[str] | None, config: Config) -> None:
 def with_store(config: Config, action: Callable[[CredentialStore], Awaitable[T]]) -> T:
     """Open the store, run ``action``, close it; store and input errors -> CliError."""
     from smtpgate.credentials.base import StoreUnavailable, UnknownUser, UserExists
-    from smtpgate.credentials.sqlite import open_store
+    from smtpgate.credentials.open import open_store
 
     async def run() -> T:
         store = open_store(config.store.url, config.data_dir)

@@ -35,6 +35,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
+from smtpgate.cli import store as store_commands
 from smtpgate.cli.common import (
     EXIT_CONFIG_ERROR,
     EXIT_INTERRUPTED,
@@ -48,6 +49,7 @@ from smtpgate.cli.common import (
     with_store,
 )
 from smtpgate.cli.device import add_device_parsers
+from smtpgate.cli.queue import add_queue_parsers
 from smtpgate.config.load import BUILTIN, ConfigError, find_config_path, load_config
 from smtpgate.config.schema import Config
 from smtpgate.sasl.base import SecretScheme
@@ -120,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     imports.add_argument("file", metavar="FILE", type=Path)
     imports.set_defaults(handler=cmd_user_import)
     add_device_parsers(commands)
+    store_commands.register(commands)
+    add_queue_parsers(commands)  # queue, relay test, oauth authorize (docs/relay.md)
     return parser
 
 
@@ -136,12 +140,13 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     # OpenSSL).
     from smtpgate.server.run import serve
 
-    return serve(config)
+    return serve(config, args.source)
 
 
 def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
     """The config parses, and serve's start-up checks pass (paths, TLS pair): nothing
     is created, no port is bound (a running server holds them)."""
+    from smtpgate.ops.reload import describe as describe_reload
     from smtpgate.server.preflight import StartupError, check
 
     try:
@@ -152,6 +157,8 @@ def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
     for listener in config.listeners:
         auth = "true" if listener.require_auth else "false"
         print(f"listener {listener.address} tls={listener.tls} require_auth={auth}")
+    for line in describe_reload(config):
+        print(line)
     return EXIT_OK
 
 

@@ -35,6 +35,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
+from smtpgate.config.relay import build_relay, local_domains
 from smtpgate.config.schema import (
     KNOWN_MECHANISMS,
     AuthConfig,
@@ -43,6 +44,7 @@ from smtpgate.config.schema import (
     ImportConfig,
     LimitsConfig,
     ListenerConfig,
+    LogConfig,
     ServerConfig,
     StateConfig,
     StoreConfig,
@@ -64,8 +66,9 @@ _SECTIONS: dict[str, type[Any]] = {
     "state": StateConfig,
     "delivery": DeliveryConfig,
     "import": ImportConfig,
+    "log": LogConfig,
 }
-_TOP_KEYS = ("data_dir", "hostname", "listener", *_SECTIONS)
+_TOP_KEYS = ("data_dir", "hostname", "listener", "relay", *_SECTIONS)
 _LISTENER_DERIVED = frozenset({"host", "port"})
 
 
@@ -169,8 +172,12 @@ class _Builder:
             state=sections["state"],
             delivery=sections["delivery"],
             import_=sections["import"],
+            relay=build_relay(self, data.get("relay", {}), data_dir),
+            log=sections["log"],
         )
         self.check_auth_usable(config)
+        if config.delivery.mode == "relay" and not config.relay.host:
+            self.fail("relay.host", 'required with delivery.mode = "relay"')
         return config
 
     def section(self, name: str, table: object) -> Any:
@@ -180,6 +187,8 @@ class _Builder:
             values["mechanisms"] = self.mechanisms(values["mechanisms"])
         if name == "store" and "url" in values:
             self.check_store_url(values["url"])
+        if name == "delivery" and "local_domains" in values:
+            values["local_domains"] = local_domains(self, values["local_domains"])
         if name == "state" and values.get("url"):
             self.check_state_url(values["url"])
         return cls(**values)
@@ -292,8 +301,22 @@ class _Builder:
         return tuple(result)
 
     def check_store_url(self, url: str) -> None:
+        if url.startswith(("postgresql://", "postgres://")):
+            self.check_postgres_url(url)
+            return
         if not url.startswith("sqlite:///") or len(url) == len("sqlite:///"):
-            self.fail("store.url", f"expected sqlite:///PATH, got {describe(url)}")
+            expected = "expected sqlite:///PATH or postgresql://..."
+            self.fail("store.url", f"{expected}, got {describe(url)}")
+
+    def check_postgres_url(self, url: str) -> None:
+        """libpq must parse it; the message never quotes it (it may hold a password)."""
+        import psycopg
+        from psycopg.conninfo import conninfo_to_dict
+
+        try:
+            conninfo_to_dict(url)
+        except psycopg.Error:
+            self.fail("store.url", "not a valid PostgreSQL connection URL (postgresql://...)")
 
     def check_state_url(self, url: str) -> None:
         if not url.startswith(("redis://", "rediss://", "unix://")):

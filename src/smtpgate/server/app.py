@@ -25,12 +25,13 @@ from types import TracebackType
 from OpenSSL import SSL
 
 from smtpgate.auth.service import AuthService, AuthSettings
-from smtpgate.config.schema import Config
+from smtpgate.config.schema import Config, TlsConfig
 from smtpgate.credentials.base import CredentialStore
-from smtpgate.credentials.sqlite import open_store
+from smtpgate.credentials.open import open_store
 from smtpgate.delivery.base import DeliveryTarget
 from smtpgate.delivery.factory import make_target
 from smtpgate.policy.throttle import MemoryThrottleState, Throttle, ThrottleLimits, ThrottleState
+from smtpgate.relay.service import Relay
 from smtpgate.server.admission import Admission, LocalAdmission
 from smtpgate.server.certs import ensure_self_signed
 from smtpgate.server.connection import Connection
@@ -60,6 +61,10 @@ class Server:
         quota: DailyQuota | None = None,
     ) -> None:
         self.config = config
+        self.relay: Relay | None = None  # the queue's deliverer, in mode "relay"
+        if delivery is None and config.delivery.mode == "relay":
+            self.relay = Relay(config)
+            delivery = self.relay.target
         self.delivery = delivery if delivery is not None else make_target(config)
         self._own_store = store is None
         self.store = store if store is not None else open_store(config.store.url, config.data_dir)
@@ -118,6 +123,8 @@ class Server:
             self.addresses.append((host, port))
             log.info("listening on %s tls=%s require_auth=%s", _fmt(host, port), listener.tls,
                      listener.require_auth)
+        if self.relay is not None:
+            await self.relay.start()
 
     async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
         for server in self._servers:
@@ -136,6 +143,8 @@ class Server:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 1.0)
         self._servers.clear()
+        if self.relay is not None:
+            await self.relay.stop()
         if self.shared is not None:
             self.shared.close()
             self.shared = None
@@ -172,6 +181,14 @@ class Server:
         if self._tls_context is None:
             self._tls_context = self._load_tls()
         return self._tls_context
+
+    def reload_tls(self, tls: TlsConfig) -> None:
+        """Serve ``tls``'s pair to new connections; open ones keep theirs (SIGHUP).
+
+        Raises TlsConfigError, and keeps the running pair, when the new one is unusable.
+        """
+        if self._tls_context is not None:
+            self._tls_context = make_server_context(tls.cert, tls.key)
 
     # -- helpers ---------------------------------------------------------------
     def _load_tls(self) -> SSL.Context:
