@@ -25,8 +25,9 @@ ALLOWED: dict[str, set[str]] = {
     "auth": {"sasl", "credentials", "policy", "protocol", "ops"},
     "delivery": {"config", "protocol"},
     "relay": {"config", "delivery", "ops", "protocol"},
+    "state": {"config", "policy"},
     "server": {"auth", "config", "credentials", "delivery", "ops", "policy", "protocol", "relay",
-               "sasl"},
+               "sasl", "state"},
     "cli": {"auth", "config", "credentials", "delivery", "ops", "policy", "protocol", "sasl",
             "server", "relay"},
 }

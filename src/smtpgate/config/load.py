@@ -48,6 +48,7 @@ from smtpgate.config.schema import (
     ListenerConfig,
     LogConfig,
     ServerConfig,
+    StateConfig,
     StoreConfig,
     SubmissionConfig,
     TlsConfig,
@@ -65,6 +66,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "auth": AuthConfig,
     "limits": LimitsConfig,
     "store": StoreConfig,
+    "state": StateConfig,
     "delivery": DeliveryConfig,
     "submission": SubmissionConfig,
     "import": ImportConfig,
@@ -171,6 +173,7 @@ class _Builder:
             auth=sections["auth"],
             limits=sections["limits"],
             store=sections["store"],
+            state=sections["state"],
             delivery=sections["delivery"],
             submission=sections["submission"],
             import_=sections["import"],
@@ -191,6 +194,8 @@ class _Builder:
             self.check_store_url(values["url"])
         if name == "delivery" and "local_domains" in values:
             values["local_domains"] = local_domains(self, values["local_domains"])
+        if name == "state" and values.get("url"):
+            self.check_state_url(values["url"])
         return cls(**values)
 
     def table(
@@ -287,6 +292,7 @@ class _Builder:
             seen[(host.lower(), port)] = number
             if "trusted_networks" in values:
                 self.check_networks(f"{prefix}.trusted_networks", values["trusted_networks"])
+            self.check_proxies(prefix, values)
             result.append(ListenerConfig(host=host, port=port, **with_profile(values)))
         return tuple(result)
 
@@ -329,6 +335,20 @@ class _Builder:
             conninfo_to_dict(url)
         except psycopg.Error:
             self.fail("store.url", "not a valid PostgreSQL connection URL (postgresql://...)")
+
+    def check_state_url(self, url: str) -> None:
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            self.fail("state.url", f"expected redis://HOST:PORT/DB, got {describe(url)}")
+
+    def check_proxies(self, prefix: str, values: dict[str, Any]) -> None:
+        """Every trusted proxy is a CIDR; proxy_protocol without any would refuse all."""
+        for text in values.get("trusted_proxies", ()):
+            try:
+                ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                self.fail(f"{prefix}.trusted_proxies", f"not an address or CIDR: {describe(text)}")
+        if values.get("proxy_protocol") and not values.get("trusted_proxies"):
+            self.fail(f"{prefix}.trusted_proxies", "required when proxy_protocol = true")
 
     def check_auth_usable(self, config: Config) -> None:
         if not config.auth.mechanisms and any(lst.require_auth for lst in config.listeners):

@@ -44,6 +44,7 @@ RelayAuth = Literal["none", "plain", "login", "xoauth2", "oauthbearer"]
 OAuthFlow = Literal["refresh_token", "client_credentials"]
 LogFormat = Literal["text", "json"]
 LogUserNames = Literal["plain", "hashed", "omit"]
+StateFailure = Literal["open", "closed"]
 
 DEFAULT_MECHANISMS: tuple[str, ...] = (
     "SCRAM-SHA-256-PLUS",
@@ -75,6 +76,8 @@ class ListenerConfig:
     port: int
     tls: TlsMode = "starttls"
     require_auth: bool = True
+    proxy_protocol: bool = False  # a PROXY v1/v2 header comes first (server/proxy_header.py)
+    trusted_proxies: tuple[str, ...] = ()  # CIDRs allowed to send it; checked by the loader
     profile: ListenerProfile = ""
     min_tls: TlsVersion = "1.2"  # below 1.2 needs tls_ciphers with @SECLEVEL=0
     tls_ciphers: str = ""  # OpenSSL cipher string; "": see server/tls.py
@@ -86,7 +89,7 @@ class ListenerConfig:
     offer_cram_md5: bool = False  # derived from profile: CRAM-MD5 on this listener
 
 
-# What ``profile = "device"`` sets (SPEC: issue 11); keys set on the listener win.
+# What ``profile = "device"`` sets (docs/devices.md); keys set on the listener win.
 DEVICE_PROFILE: dict[str, object] = {
     "min_tls": "1.0",
     "tls_ciphers": "DEFAULT@SECLEVEL=0",
@@ -159,6 +162,14 @@ class StoreConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class StateConfig:
+    """``[state]``: limits shared by instances (src/smtpgate/state/, docs/scaling.md)."""
+
+    url: str = ""  # "redis://host:6379/0"; "" keeps limits per instance
+    on_failure: StateFailure = "open"  # Redis unreachable: count per instance, or refuse
+
+
+@dataclass(frozen=True, slots=True)
 class DeliveryConfig:
     mode: DeliveryMode = "maildir"
     local_domains: tuple[str, ...] = ()  # lower-case; these go to Maildir even in relay mode
@@ -225,6 +236,7 @@ class Config:
     auth: AuthConfig = AuthConfig()
     limits: LimitsConfig = LimitsConfig()
     store: StoreConfig = StoreConfig()
+    state: StateConfig = StateConfig()
     delivery: DeliveryConfig = DeliveryConfig()
     submission: SubmissionConfig = SubmissionConfig()
     import_: ImportConfig = ImportConfig()  # TOML: [import] (a Python keyword)

@@ -6,8 +6,9 @@
 
 ``Server`` wires the pieces: the credential store, the auth service with its
 throttle, the delivery target, the TLS context (a self-signed pair is made on
-first start when none is configured), the connection limits and one
-listening socket per ``[[listener]]``. Connections get a ``ConnectionContext``
+first start when none is configured), the connection limits (shared through
+Redis with ``[state] url``: ``smtpgate.state``) and one listening socket per
+``[[listener]]``. Connections get a ``ConnectionContext``
 (``server/context.py``), never the server. ``stop`` stops accepting, tells
 idle clients 421 4.3.2, lets sessions in DATA or in a slow step finish
 within ``SHUTDOWN_GRACE`` seconds, then closes the rest.
@@ -30,7 +31,7 @@ from smtpgate.credentials.base import CredentialStore
 from smtpgate.credentials.open import open_store
 from smtpgate.delivery.base import DeliveryTarget
 from smtpgate.delivery.factory import make_target
-from smtpgate.policy.throttle import Throttle, ThrottleLimits, ThrottleState
+from smtpgate.policy.throttle import MemoryThrottleState, Throttle, ThrottleLimits, ThrottleState
 from smtpgate.relay.service import Relay
 from smtpgate.server.admission import Admission, LocalAdmission
 from smtpgate.server.certs import ensure_self_signed
@@ -38,9 +39,11 @@ from smtpgate.server.connection import Connection
 from smtpgate.server.context import ConnectionContext
 from smtpgate.server.preflight import bind_listener, uses_tls
 from smtpgate.server.quota_db import SqliteQuota
-from smtpgate.server.senders import DailyQuota, SenderPolicy
+from smtpgate.server.senders import DailyQuota, QuotaUnavailable, SenderPolicy
 from smtpgate.server.tls import legacy_tls, make_server_context
 from smtpgate.server.transaction import Deliveries
+from smtpgate.state import SharedState, open_shared_state
+from smtpgate.state.quota import RedisQuota
 
 log = logging.getLogger("smtpgate.server")
 SHUTDOWN_GRACE = 30.0  # seconds sessions in DATA or a slow step get to finish on stop
@@ -66,6 +69,14 @@ class Server:
         self.delivery = delivery if delivery is not None else make_target(config)
         self._own_store = store is None
         self.store = store if store is not None else open_store(config.store.url, config.data_dir)
+        lim = config.limits
+        if admission is None:
+            admission = LocalAdmission(lim.max_connections, lim.max_connections_per_ip)
+        self.shared: SharedState | None = None  # [state] url: Redis around our own state
+        if config.state.url:
+            local = throttle_state if throttle_state is not None else MemoryThrottleState()
+            self.shared = open_shared_state(config, local, admission)
+            throttle_state, admission = self.shared.throttle, self.shared.admission
         a = config.auth
         limits = ThrottleLimits(
             a.ip_failure_limit, a.ip_failure_window, a.user_failure_limit, a.user_failure_window
@@ -82,13 +93,11 @@ class Server:
         self.auth = AuthService(self.store, settings, throttle)
         self.device_auth = self._device_auth(settings, throttle)
         self.reuse_port = reuse_port
-        lim = config.limits
-        self.admission: Admission = (
-            admission if admission is not None
-            else LocalAdmission(lim.max_connections, lim.max_connections_per_ip)
-        )
+        self.admission: Admission = admission
         # Device quotas: in <data_dir>/quota.db, shared by workers, opened on first use.
         self.quota = quota if quota is not None else SqliteQuota(config.data_dir / "quota.db")
+        if self.shared is not None:  # counted in Redis across instances
+            self.quota = RedisQuota(self.shared.link, self.quota, QuotaUnavailable)
         self.connections: set[Connection] = set()  # admitted and not yet lost
         self.addresses: list[tuple[str, int]] = []
         self._servers: list[asyncio.Server] = []
@@ -102,6 +111,8 @@ class Server:
                 if listener.tls != "none":
                     self.tls_context(listener)
         context = self.context()
+        if self.shared is not None:
+            self.shared.start()
         loop = asyncio.get_running_loop()
         for listener in self.config.listeners:
             _warn_if_weakened(listener)
@@ -137,6 +148,9 @@ class Server:
         self._servers.clear()
         if self.relay is not None:
             await self.relay.stop()
+        if self.shared is not None:
+            self.shared.close()
+            self.shared = None
         self.auth.close()
         self.quota.close()
         if self._own_store:

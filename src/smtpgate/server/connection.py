@@ -16,6 +16,10 @@ STARTTLS: the 220 goes out in plaintext, then a TlsLayer takes over the
 socket and, once its handshake completes, a *new* Session starts: whatever
 the client pipelined after STARTTLS died with the old one (RFC 3207).
 
+PROXY protocol (``proxy_protocol = true``): before anything else -- limits,
+greeting, TLS -- a trusted balancer's header names the real client, whose
+address then counts everywhere; anything else closes without a reply.
+
 Flow control: when the client does not read our replies and the send buffer
 passes its high-water mark, reading stops until it drains (RFC 2920 section
 3.1); a closed connection whose replies are still queued is aborted after
@@ -36,6 +40,7 @@ from typing import Any, TypeVar, cast
 from smtpgate.auth.service import Conversation, Peer, Turn
 from smtpgate.config.schema import ListenerConfig
 from smtpgate.credentials.base import Account
+from smtpgate.credentials.devices import in_networks
 from smtpgate.ops import metrics
 from smtpgate.protocol import events as ev
 from smtpgate.protocol import replies as r
@@ -45,6 +50,11 @@ from smtpgate.server.context import ConnectionContext, is_trusted
 from smtpgate.server.deadline import Deadline
 from smtpgate.server.guard import guarded
 from smtpgate.server.ids import next_session_id
+from smtpgate.server.proxy_header import (
+    PROXY_HEADER_TIMEOUT,
+    ProxyHeaderError,
+    ProxyReader,
+)
 from smtpgate.server.tls import TlsError, TlsLayer
 from smtpgate.server.transaction import Transaction, build_envelope, message_open
 
@@ -80,6 +90,8 @@ class Connection(asyncio.Protocol):
         self._hold_output = False  # see _run
         self.stats = metrics.get().listener(listener.address)  # bound once: no lookups later
         self._tls_gauge: metrics.Gauge | None = None  # the TLS version gauge counting us
+        self.proxy: ProxyReader | None = None  # until the PROXY header is read
+        self.proxy_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio callbacks ---------------------------------------------------
     @guarded
@@ -88,6 +100,15 @@ class Connection(asyncio.Protocol):
         peername = transport.get_extra_info("peername") or ("?", 0)
         self.ip = str(peername[0])
         self.peer = f"[{self.ip}]:{peername[1]}"
+        if self.listener.proxy_protocol:
+            self._await_proxy_header()
+        else:
+            self._admit()
+
+    def _admit(self) -> None:
+        """Take a connection slot for ``self.ip``, then greet or start implicit TLS."""
+        transport = self.transport
+        assert transport is not None
         refused = self.context.admission.admit(self.ip)
         if refused is not None:
             log.info("refused %s: %s", self.peer, refused)
@@ -112,6 +133,10 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
+        if self.proxy is not None:
+            data = self._read_proxy_header(data)
+            if not data or self.closing:
+                return
         if self.tls is not None:
             data = self._decrypt(data)
             if not data or self.closing:
@@ -133,6 +158,8 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self.deadline.stop()
+        if self.proxy_timer is not None:
+            self.proxy_timer.cancel()
         if self.task is not None and not self.task.done():
             self.task.cancel()
         self._end_transfer()
@@ -359,6 +386,47 @@ class Connection(asyncio.Protocol):
         self.deadline.end_transfer()
         if txn is not None:
             txn.abort()
+
+    # -- PROXY protocol (server/proxy_header.py) ----------------------------------
+    def _await_proxy_header(self) -> None:
+        """Only a trusted proxy may speak first; nothing is sent before its header."""
+        assert self.transport is not None
+        if not in_networks(self.ip, self.listener.trusted_proxies):
+            log.info("refused %s: not a trusted proxy", self.peer)
+            self.transport.close()
+            return
+        self.proxy = ProxyReader()
+        self.proxy_timer = asyncio.get_running_loop().call_later(
+            PROXY_HEADER_TIMEOUT, self._proxy_header_late
+        )
+
+    def _read_proxy_header(self, data: bytes) -> bytes:
+        """Feed the header; once whole, the real client is ours and the rest is its data."""
+        assert self.proxy is not None and self.transport is not None
+        try:
+            header = self.proxy.feed(data)
+        except ProxyHeaderError as exc:
+            log.info("refused %s: bad PROXY header: %s", self.peer, exc)
+            self.proxy = None
+            self.transport.close()
+            return b""
+        if header is None:
+            return b""
+        self.proxy = None
+        if self.proxy_timer is not None:
+            self.proxy_timer.cancel()
+        if header.client is not None:
+            self.ip = header.client[0]
+            self.peer = f"[{self.ip}]:{header.client[1]}"
+        self._admit()
+        return header.rest if self.admitted else b""
+
+    @guarded
+    def _proxy_header_late(self) -> None:
+        if self.proxy is not None and self.transport is not None:
+            log.info("refused %s: no PROXY header in time", self.peer)
+            self.proxy = None
+            self.transport.close()
 
     # -- TLS ---------------------------------------------------------------------
     def _start_tls(self) -> None:

@@ -12,7 +12,6 @@ listener: its TLS context (``min_tls``, ``tls_ciphers``), its auth service
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from OpenSSL import SSL
 
 from smtpgate.auth.service import AuthService
 from smtpgate.config.schema import LimitsConfig, ListenerConfig
+from smtpgate.credentials.devices import in_networks
 from smtpgate.protocol.session import SessionParams
 from smtpgate.server.admission import Admission
 from smtpgate.server.transaction import Deliveries
@@ -69,18 +69,4 @@ class ConnectionContext:
 
 def is_trusted(listener: ListenerConfig, ip: str) -> bool:
     """Whether ``ip`` (as the socket reports it) is in the listener's trusted networks."""
-    if not listener.trusted_networks:
-        return False
-    try:
-        address = ipaddress.ip_address(ip.split("%", maxsplit=1)[0])
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return any(address in net for net in _networks(listener.trusted_networks))
-
-
-@functools.lru_cache(maxsize=64)
-def _networks(cidrs: tuple[str, ...]) -> tuple[Network, ...]:
-    """Parsed once per listener (the loader has already checked them)."""
-    return tuple(ipaddress.ip_network(text) for text in cidrs)
+    return in_networks(ip, listener.trusted_networks)

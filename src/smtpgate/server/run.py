@@ -11,10 +11,12 @@ With ``[server] workers = 1`` everything runs in this process. With N > 1 the
 supervisor creates the shared connection table (``server/admission.py``),
 then forks N workers that each bind every listener with SO_REUSEPORT, so the
 kernel spreads connections over them; workers share failed-login windows
-through ``<data_dir>/throttle.db``. The supervisor forwards SIGTERM/SIGINT
-and waits. When a worker dies (a crash, the OOM killer) the supervisor frees
-its connection slots at once and starts a new worker in its place; a worker
-that fails while starting stops the whole server. Each worker stops
+through ``<data_dir>/throttle.db`` (with ``[state] url`` each worker also
+talks to Redis, and the file is its fallback: docs/scaling.md). The
+supervisor forwards SIGTERM/SIGINT and waits. When a worker dies (a crash,
+the OOM killer) the supervisor frees its connection slots at once and starts
+a new worker in its place; a worker that fails while starting stops the
+whole server. Each worker stops
 gracefully: it stops accepting, answers idle clients 421 4.3.2, lets DATA
 finish within ``SHUTDOWN_GRACE`` seconds, then exits 0.
 
