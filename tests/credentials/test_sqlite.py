@@ -230,6 +230,7 @@ async def test_migration_from_version_1_adds_the_key_table(db_path: Path) -> Non
     await store.close()
     with sqlite3.connect(db_path) as conn:  # as the first release left it
         conn.execute("DROP TABLE server_keys")
+        conn.execute("DROP TABLE admins")
         conn.execute("UPDATE schema_version SET version = 1")
     store = SqliteStore(db_path)
     assert len(await store.fake_secret_key()) == 32

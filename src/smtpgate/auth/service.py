@@ -46,7 +46,7 @@ from typing import Any, TypeVar
 from smtpgate.auth.cache import VerifiedCache
 from smtpgate.auth.fair import FairHasher, HashingBusy
 from smtpgate.auth.outcomes import COUNTED_FAILURES, REPLIES, Outcome
-from smtpgate.auth.values import AuthSettings, Peer, Turn
+from smtpgate.auth.values import AuthEvent, AuthSettings, Peer, Turn
 from smtpgate.credentials.base import (
     Account,
     CredentialStore,
@@ -97,6 +97,7 @@ class AuthService:
         cache: VerifiedCache | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         hasher: FairHasher | None = None,
+        on_event: Callable[[AuthEvent], None] | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -104,6 +105,7 @@ class AuthService:
         self.throttle = throttle
         self.cache = cache if cache is not None else VerifiedCache()
         self.sleep = sleep
+        self.on_event = on_event  # told every finished AUTH (the admin page's event log)
         self._fake_key: bytes | None = None  # from the store, on first use
         # Argon2id takes 64 MiB and a core per verify: one thread per core.
         self.hasher = hasher if hasher is not None else FairHasher(os.cpu_count() or 1)
@@ -319,6 +321,7 @@ class Conversation:
     async def _succeed(self, authcid: str, authzid: str) -> Turn:
         self.service.throttle.record_success(self.peer.ip, authcid)
         user = authzid or authcid
+        self._tell(Outcome.OK, authcid)
         log.info(
             "session=%s auth ok mechanism=%s user=%s", self.peer.session_id, self._mech_name, user
         )
@@ -330,6 +333,7 @@ class Conversation:
         self._mech = None
         self._success = None
         svc = self.service
+        self._tell(outcome, self._login or "")
         log.info(
             "session=%s auth failed mechanism=%s outcome=%s ip=%s",
             self.peer.session_id, self._mech_name or "-", outcome.value, self.peer.ip,
@@ -348,6 +352,10 @@ class Conversation:
         if self.failures >= svc.settings.max_failures_per_connection:
             return Turn(reply=r.TOO_MANY_AUTH_FAILURES)
         return Turn(reply=REPLIES[outcome])
+
+    def _tell(self, outcome: Outcome, login: str) -> None:
+        if self.service.on_event is not None:
+            self.service.on_event(AuthEvent(self.peer.ip, login, self._mech_name, outcome.value))
 
     def _reset(self, mechanism: str) -> None:
         self._mech = None

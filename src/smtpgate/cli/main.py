@@ -115,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     imports = user.add_parser("import", help="import a Dovecot passwd-file")
     imports.add_argument("file", metavar="FILE", type=Path)
     imports.set_defaults(handler=cmd_user_import)
+
+    from smtpgate.cli import admin  # admin add, admin del
+
+    admin.register(commands, read_password, CliError)
     return parser
 
 

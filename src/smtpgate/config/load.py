@@ -36,6 +36,7 @@ from typing import Any, Literal, NoReturn
 
 from smtpgate.config.schema import (
     KNOWN_MECHANISMS,
+    AdminConfig,
     AuthConfig,
     Config,
     DeliveryConfig,
@@ -61,6 +62,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "store": StoreConfig,
     "delivery": DeliveryConfig,
     "import": ImportConfig,
+    "admin": AdminConfig,
 }
 _TOP_KEYS = ("data_dir", "hostname", "listener", *_SECTIONS)
 _LISTENER_DERIVED = frozenset({"host", "port"})
@@ -165,6 +167,7 @@ class _Builder:
             store=sections["store"],
             delivery=sections["delivery"],
             import_=sections["import"],
+            admin=sections["admin"],
         )
         self.check_auth_usable(config)
         return config
@@ -176,6 +179,11 @@ class _Builder:
             values["mechanisms"] = self.mechanisms(values["mechanisms"])
         if name == "store" and "url" in values:
             self.check_store_url(values["url"])
+        if name == "admin" and values.get("address"):
+            try:
+                parse_address(values["address"])
+            except ValueError as exc:
+                self.fail("admin.address", str(exc))
         return cls(**values)
 
     def table(

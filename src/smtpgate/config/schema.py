@@ -130,6 +130,13 @@ class DeliveryConfig:
     mode: DeliveryMode = "maildir"
 
 
+@dataclass(frozen=True, slots=True)
+class AdminConfig:
+    """``[admin]``: the HTTP listener of /healthz, /readyz, /metrics and the admin page."""
+
+    address: str = ""  # "" = off; "127.0.0.1:8025" or "[::1]:8025"
+
+
 DEFAULT_LISTENERS: tuple[ListenerConfig, ...] = (
     ListenerConfig("127.0.0.1:2587", "127.0.0.1", 2587, "starttls", True),
     ListenerConfig("127.0.0.1:2465", "127.0.0.1", 2465, "implicit", True),
@@ -148,6 +155,7 @@ class Config:
     store: StoreConfig = StoreConfig()
     delivery: DeliveryConfig = DeliveryConfig()
     import_: ImportConfig = ImportConfig()  # TOML: [import] (a Python keyword)
+    admin: AdminConfig = AdminConfig()
 
 
 _HOSTNAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")

@@ -23,6 +23,11 @@ from types import TracebackType
 
 from OpenSSL import SSL
 
+from smtpgate.admin.accounts import AdminAccounts
+from smtpgate.admin.context import AdminContext, default_metrics
+from smtpgate.admin.events import EventLog
+from smtpgate.admin.listener import AdminListener
+from smtpgate.admin.observe import CountingTarget
 from smtpgate.auth.service import AuthService, AuthSettings
 from smtpgate.config.schema import Config
 from smtpgate.credentials.base import CredentialStore
@@ -52,9 +57,17 @@ class Server:
         throttle_state: ThrottleState | None = None,
         reuse_port: bool = False,
         admission: Admission | None = None,
+        serve_admin: bool = True,
     ) -> None:
         self.config = config
         self.delivery = delivery if delivery is not None else make_target(config)
+        # With [admin] address set, every worker logs AUTH outcomes and messages for the
+        # admin page; ``serve_admin`` says whether this process also serves it (run.py).
+        self.events = (
+            EventLog(config.data_dir / "admin-events.db") if config.admin.address else None
+        )
+        if self.events is not None:
+            self.delivery = CountingTarget(self.delivery, self.events.message)
         self._own_store = store is None
         self.store = store if store is not None else open_store(config.store.url, config.data_dir)
         a = config.auth
@@ -72,6 +85,7 @@ class Server:
             ),
             # Wall time: a shared state compares times written by other processes.
             Throttle(limits, throttle_state, clock=time.time),
+            on_event=None if self.events is None else self.events.auth,
         )
         self.reuse_port = reuse_port
         lim = config.limits
@@ -83,6 +97,7 @@ class Server:
         self.addresses: list[tuple[str, int]] = []
         self._servers: list[asyncio.Server] = []
         self._tls_context: SSL.Context | None = None
+        self.admin = self._admin_listener() if serve_admin else None
 
     # -- lifecycle ---------------------------------------------------------
     async def start(self) -> None:
@@ -102,8 +117,12 @@ class Server:
             self.addresses.append((host, port))
             log.info("listening on %s tls=%s require_auth=%s", _fmt(host, port), listener.tls,
                      listener.require_auth)
+        if self.admin is not None:
+            await self.admin.start()
 
     async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
+        if self.admin is not None:
+            await self.admin.stop()
         for server in self._servers:
             server.close()
         for conn in list(self.connections):
@@ -121,6 +140,8 @@ class Server:
                 await asyncio.wait_for(server.wait_closed(), 1.0)
         self._servers.clear()
         self.auth.close()
+        if self.events is not None:
+            self.events.close()
         if self._own_store:
             await self.store.close()
 
@@ -151,11 +172,43 @@ class Server:
         return self._tls_context
 
     # -- helpers ---------------------------------------------------------------
+    def _admin_listener(self) -> AdminListener | None:
+        if self.events is None:
+            return None
+        if not isinstance(self.store, AdminAccounts):
+            log.warning("the credential store has no admin accounts: nobody can log in")
+        return AdminListener(
+            AdminContext(
+                config=self.config,
+                store=self.store,
+                admins=self.store if isinstance(self.store, AdminAccounts) else _NO_ADMINS,
+                throttle=self.auth.throttle,
+                events=self.events,
+                metrics=default_metrics,  # the ops branch's render function goes here
+            )
+        )
+
     def _load_tls(self) -> SSL.Context:
         cert, key = self.config.tls.cert, self.config.tls.key
         if ensure_self_signed(cert, key, self.config.hostname):
             log.info("generated a self-signed TLS pair in %s", cert.parent)
         return make_server_context(cert, key)
+
+
+class _NoAdmins:
+    """A store without admin accounts: every admin login fails."""
+
+    async def add_admin(self, name: str, password_hash: str) -> None:
+        raise ValueError("this credential store cannot hold admin accounts")
+
+    async def admin_hash(self, name: str) -> str | None:
+        return None
+
+    async def delete_admin(self, name: str) -> None:
+        raise ValueError("this credential store cannot hold admin accounts")
+
+
+_NO_ADMINS = _NoAdmins()
 
 
 def _fmt(host: str, port: int) -> str:

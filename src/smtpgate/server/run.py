@@ -11,7 +11,9 @@ With ``[server] workers = 1`` everything runs in this process. With N > 1 the
 supervisor creates the shared connection table (``server/admission.py``),
 then forks N workers that each bind every listener with SO_REUSEPORT, so the
 kernel spreads connections over them; workers share failed-login windows
-through ``<data_dir>/throttle.db``. The supervisor forwards SIGTERM/SIGINT
+through ``<data_dir>/throttle.db``. Worker 0 alone serves ``[admin] address``
+(login sessions live in its memory; the AUTH events and failure windows it
+shows are in files every worker writes). The supervisor forwards SIGTERM/SIGINT
 and waits. When a worker dies (a crash, the OOM killer) the supervisor frees
 its connection slots at once and starts a new worker in its place; a worker
 that fails while starting stops the whole server. Each worker stops
@@ -81,16 +83,18 @@ def event_loop_runner() -> Callable[[Coroutine[Any, Any, int]], int]:
     return uvloop.run
 
 
-def run_worker(config: Config, admission: Admission | None) -> int:
+def run_worker(config: Config, admission: Admission | None, serve_admin: bool = True) -> int:
     """Serve until SIGTERM/SIGINT; ``admission`` is the shared table's view in a worker."""
     try:
-        return event_loop_runner()(_serve_until_signal(config, admission))
+        return event_loop_runner()(_serve_until_signal(config, admission, serve_admin))
     except StartupError as exc:
         log.error("cannot start: %s", exc)
         return EXIT_STARTUP
 
 
-async def _serve_until_signal(config: Config, admission: Admission | None) -> int:
+async def _serve_until_signal(
+    config: Config, admission: Admission | None, serve_admin: bool
+) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in _STOP_SIGNALS:
@@ -100,7 +104,10 @@ async def _serve_until_signal(config: Config, admission: Admission | None) -> in
     try:
         # Workers share failure windows through a file; one process keeps them in memory.
         state = SqliteThrottleState(config.data_dir / "throttle.db") if shared else None
-        server = Server(config, reuse_port=shared, throttle_state=state, admission=admission)
+        server = Server(
+            config, reuse_port=shared, throttle_state=state, admission=admission,
+            serve_admin=serve_admin,
+        )
         await _start(server)
     except (OSError, ValueError, CertificateError, TlsConfigError) as exc:
         raise StartupError(" ".join(str(exc).split()) or type(exc).__name__) from None
@@ -182,7 +189,8 @@ class Supervisor:
             for sig in _STOP_SIGNALS:
                 signal.signal(sig, signal.SIG_DFL)  # the worker's event loop installs its own
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-            code = run_worker(self.config, self.table.worker(index))
+            # Worker 0 alone serves [admin] address: its sessions live in its memory.
+            code = run_worker(self.config, self.table.worker(index), serve_admin=index == 0)
         finally:
             os._exit(code)
 
