@@ -34,6 +34,7 @@ from smtpgate.admin.accounts import check_login
 from smtpgate.admin.context import AdminContext
 from smtpgate.admin.http import (
     CONTEXT,
+    SESSION,
     SESSIONS,
     TEMPLATES,
     render,
@@ -105,7 +106,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         form = await request.post()
         if not same_token(str(form.get("csrf", "")), session.csrf):
             raise web.HTTPForbidden(text="stale or missing form token: reload the page\n")
-    request["session"] = session
+    request[SESSION] = session
     return await handler(request)
 
 

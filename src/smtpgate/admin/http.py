@@ -13,6 +13,7 @@ from smtpgate.admin.sessions import Session, Sessions
 CONTEXT: web.AppKey[AdminContext] = web.AppKey("context", AdminContext)
 SESSIONS: web.AppKey[Sessions] = web.AppKey("sessions", Sessions)
 TEMPLATES: web.AppKey[jinja2.Environment] = web.AppKey("templates", jinja2.Environment)
+SESSION: web.RequestKey[Session] = web.RequestKey("session", Session)
 
 
 def templates() -> jinja2.Environment:
@@ -31,15 +32,14 @@ def utc(at: float) -> str:
 
 def session_of(request: web.Request) -> Session:
     """The logged-in session (set by ``app.guard`` on every guarded path)."""
-    session: Session = request["session"]
-    return session
+    return request[SESSION]
 
 
 def render(
     request: web.Request, template: str, status: int = 200, **values: object
 ) -> web.Response:
     text = request.app[TEMPLATES].get_template(template).render(
-        session=request.get("session"), path=request.path, **values
+        session=request.get(SESSION), path=request.path, **values
     )
     return web.Response(text=text, status=status, content_type="text/html")
 

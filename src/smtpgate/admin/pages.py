@@ -28,6 +28,7 @@ from smtpgate.credentials.users import add_user, delete_user, list_users
 log = logging.getLogger("smtpgate.admin")
 SECRET_WORDS = ("password", "secret", "token")  # config keys whose values are never shown
 GENERATED_PASSWORD_BYTES = 18  # 24 URL-safe characters
+SHOWN: web.RequestKey[tuple[str, str]] = web.RequestKey("shown", tuple)  # (user, new password)
 
 
 def add_routes(router: web.UrlDispatcher) -> None:
@@ -70,7 +71,7 @@ async def users(request: web.Request) -> web.Response:
         accounts, error = [], "The credential store is unavailable."
     return render(
         request, "users.html", accounts=accounts, error=error, notice=notice(request),
-        shown_password=request.get("shown_password", ""), shown_user=request.get("shown_user", ""),
+        shown=request.get(SHOWN),
     )
 
 
@@ -96,7 +97,7 @@ async def user_add(request: web.Request) -> web.Response:
     if not generated:
         raise back("/users", f"Added user {account.name}.")
     # Shown on this one answer (no redirect), never stored in clear or logged.
-    request["shown_user"], request["shown_password"] = account.name, password
+    request[SHOWN] = (account.name, password)
     return await users(request)
 
 
