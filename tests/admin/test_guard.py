@@ -87,9 +87,12 @@ async def test_logout_ends_the_session(admin: Admin) -> None:
         async with client.post("/logout", data={"csrf": token}, allow_redirects=False) as out:
             assert out.status == 303 and out.headers["Location"] == "/login"
     # The old cookie, replayed, is worth nothing.
-    async with aiohttp.ClientSession(admin.url, cookies={"smtpgate_admin": stolen.value}) as again:
-        async with again.get("/users", allow_redirects=False) as response:
-            assert response.status == 303
+    cookies = {"smtpgate_admin": stolen.value}
+    async with (
+        aiohttp.ClientSession(admin.url, cookies=cookies) as again,
+        again.get("/users", allow_redirects=False) as response,
+    ):
+        assert response.status == 303
 
 
 async def test_wrong_passwords_and_unknown_admins_get_the_same_answer(admin: Admin) -> None:

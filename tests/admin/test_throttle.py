@@ -11,15 +11,16 @@ from smtpgate.server.throttle_db import SqliteThrottleState
 from tests.admin.conftest import ADMIN_PASSWORD, Admin, csrf_of, log_in
 
 
-async def smtp_login(admin: Admin, password: str, source: str = "127.0.0.1") -> bool:
+async def smtp_login(admin: Admin, password: str, user: str = "alice") -> bool:
+    """One AUTH PLAIN on a new connection; True if it succeeded."""
     client = aiosmtplib.SMTP(
         hostname="127.0.0.1", port=admin.smtp_port, start_tls=False, use_tls=False,
-        source_address=(source, 0), timeout=30,
+        timeout=30,
     )
     await client.connect()
     await client.ehlo()
     try:
-        await client.auth_plain("alice", password)  # one AUTH, one mechanism
+        await client.auth_plain(user, password)  # one AUTH, one mechanism
         return True
     except aiosmtplib.SMTPAuthenticationError:
         return False

@@ -51,6 +51,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/login"})
 STATIC = Path(__file__).parent / "static"
 MAX_BODY = 64 * 1024  # bytes of one request body: forms are small
+TOKEN_LENGTH = len(new_token())
 READY_TIMEOUT = 5.0  # seconds /readyz waits for the store and the shared state
 CSP = (
     "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; "
@@ -147,7 +148,11 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def login_form(request: web.Request, *, error: str = "", status: int = 200) -> web.Response:
-    token = new_token()
+    # Keep the browser's token: a second tab, or the favicon's detour through this
+    # page, must not invalidate a form already shown.
+    token = request.cookies.get(LOGIN_COOKIE, "")
+    if len(token) != TOKEN_LENGTH:
+        token = new_token()
     response = render(request, "login.html", status=status, csrf=token, error=error)
     set_cookie(request, response, LOGIN_COOKIE, token, max_age=3600)
     return response

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from smtpgate.admin.events import Hour
 
-WIDTH, HEIGHT = 720, 160  # the drawing area in SVG units
+WIDTH, HEIGHT = 480, 160  # the drawing area in SVG units (about its size on screen)
 LABEL = 20  # room under the bars for the hour labels
 
 

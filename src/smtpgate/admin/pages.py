@@ -10,6 +10,7 @@ checked the session and the CSRF token.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import secrets
 from pathlib import Path
@@ -27,6 +28,8 @@ from smtpgate.credentials.users import add_user, delete_user, list_users
 
 log = logging.getLogger("smtpgate.admin")
 SECRET_WORDS = ("password", "secret", "token")  # config keys whose values are never shown
+TOML_NAMES = {"import_": "import", "listeners": "listener"}  # Config fields -> TOML keys
+DERIVED = frozenset({"host", "port"})  # ListenerConfig's parts of address: not TOML keys
 GENERATED_PASSWORD_BYTES = 18  # 24 URL-safe characters
 SHOWN: web.RequestKey[tuple[str, str]] = web.RequestKey("shown", tuple)  # (user, new password)
 
@@ -160,7 +163,9 @@ def effective_config(config: Config) -> list[tuple[str, str]]:
     def walk(prefix: str, value: object) -> None:
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             for f in dataclasses.fields(value):
-                name = "import" if f.name == "import_" else f.name
+                if f.name in DERIVED:
+                    continue
+                name = TOML_NAMES.get(f.name, f.name)
                 walk(f"{prefix}.{name}" if prefix else name, getattr(value, f.name))
         elif isinstance(value, tuple) and value and dataclasses.is_dataclass(value[0]):
             for number, item in enumerate(value, start=1):
@@ -178,11 +183,11 @@ def shown(key: str, value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, Path):
-        return repr(str(value))
+        return json.dumps(str(value), ensure_ascii=False)
     if isinstance(value, str):
-        return repr(hide_url_password(value))
+        return json.dumps(hide_url_password(value), ensure_ascii=False)
     if isinstance(value, tuple):
-        return "[" + ", ".join(repr(v) for v in value) + "]"
+        return "[" + ", ".join(json.dumps(v, ensure_ascii=False) for v in value) + "]"
     return str(value)
 
 
