@@ -51,7 +51,7 @@ def chart(title: str, hours: list[Hour], series: tuple[tuple[str, str], ...]) ->
                 base -= height
                 tip = f"{hour_label(hour.start)} UTC: {count} {field.replace('_', ' ')}"
                 bars.append(Bar(i * slot + 2, base, slot - 4, height, css, tip))
-        if i % 3 == 0:
+        if i % 3 == 2:  # every 3rd hour, none at the clipped left edge
             labels.append((i * slot + slot / 2, hour_label(hour.start)))
     total = sum(int(getattr(h, field)) for h in hours for field, _ in series)
     return Chart(title, tuple(bars), tuple(labels), peak, total)
