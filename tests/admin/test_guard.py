@@ -6,6 +6,7 @@ from __future__ import annotations
 import aiohttp
 
 from smtpgate.admin.app import OPEN_PATHS, make_app
+from smtpgate.credentials.sqlite import SqliteStore
 from tests.admin.conftest import Admin, csrf_of, log_in
 
 
@@ -81,8 +82,7 @@ async def test_the_login_form_wants_its_own_token(admin: Admin) -> None:
 
 async def test_logout_ends_the_session(admin: Admin) -> None:
     async with admin.client() as client:
-        await log_in(client)
-        stolen = client.cookie_jar.filter_cookies(aiohttp.client.URL(admin.url))["smtpgate_admin"]
+        stolen = (await log_in(client)).cookies["smtpgate_admin"]
         token = await csrf_of(client, "/")
         async with client.post("/logout", data={"csrf": token}, allow_redirects=False) as out:
             assert out.status == 303 and out.headers["Location"] == "/login"
@@ -100,3 +100,15 @@ async def test_wrong_passwords_and_unknown_admins_get_the_same_answer(admin: Adm
         wrong = await log_in(client, password="not it")
         unknown = await log_in(client, name="nobody")
         assert wrong.status == unknown.status == 401
+
+
+async def test_deleting_an_admin_ends_its_sessions(admin: Admin) -> None:
+    store = admin.server.store
+    assert isinstance(store, SqliteStore)
+    async with admin.client() as client:
+        await log_in(client)
+        async with client.get("/blocks", allow_redirects=False) as page:
+            assert page.status == 200
+        await store.delete_admin("root")  # as `smtpgate admin del root` does
+        async with client.get("/blocks", allow_redirects=False) as page:
+            assert page.status == 303 and page.headers["Location"] == "/login"

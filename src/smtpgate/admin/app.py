@@ -11,6 +11,9 @@ middleware wants a live session: without one a GET is sent to ``/login``
 session's CSRF token. So an unknown path is a 404 only after login, and a
 route added later is guarded without anyone remembering to.
 
+A session counts only while its admin exists: ``smtpgate admin del`` (another
+process) ends it at the next request.
+
 Logins: the form's own CSRF token sits in a short cookie (there is no session
 yet). A failed login counts in the server's ``Throttle`` exactly like a failed
 SMTP AUTH from that address (the same ``ip`` window, ``[auth]
@@ -42,7 +45,14 @@ from smtpgate.admin.http import (
     set_cookie,
     templates,
 )
-from smtpgate.admin.sessions import COOKIE, LOGIN_COOKIE, Sessions, new_token, same_token
+from smtpgate.admin.sessions import (
+    COOKIE,
+    LOGIN_COOKIE,
+    Session,
+    Sessions,
+    new_token,
+    same_token,
+)
 from smtpgate.credentials.base import StoreUnavailable
 
 log = logging.getLogger("smtpgate.admin")
@@ -98,7 +108,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """A live session for every path but the open ones; its CSRF token on every POST."""
     if request.path in OPEN_PATHS or request.path.startswith("/static/"):
         return await handler(request)
-    session = request.app[SESSIONS].find(request.cookies.get(COOKIE))
+    session = await live_session(request)
     if session is None:
         if request.method in ("GET", "HEAD"):
             raise web.HTTPSeeOther("/login")
@@ -109,6 +119,23 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             raise web.HTTPForbidden(text="stale or missing form token: reload the page\n")
     request[SESSION] = session
     return await handler(request)
+
+
+async def live_session(request: web.Request) -> Session | None:
+    """The request's session, if its admin still exists (``admin del`` ends it at once)."""
+    sessions = request.app[SESSIONS]
+    token = request.cookies.get(COOKIE)
+    session = sessions.find(token)
+    if session is None:
+        return None
+    try:
+        exists = await request.app[CONTEXT].admins.admin_hash(session.admin) is not None
+    except StoreUnavailable:
+        raise web.HTTPServiceUnavailable(text="the account store is unavailable\n") from None
+    if not exists:
+        sessions.close(token)
+        return None
+    return session
 
 
 # -- open endpoints ----------------------------------------------------------------

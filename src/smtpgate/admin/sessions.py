@@ -74,8 +74,3 @@ class Sessions:
     def close(self, token: str | None) -> None:
         if token:
             self._live.pop(token, None)
-
-    def close_admin(self, admin: str) -> None:
-        """End every session of ``admin`` (deleted, or password changed)."""
-        for token in [t for t, s in self._live.items() if s.admin == admin]:
-            del self._live[token]
