@@ -174,8 +174,9 @@ def walk(page: Page, served: Served) -> None:
     page.fill("#password", "not the password")
     page.click("#login")
     expect(page.locator(".error")).to_have_text("Wrong name or password.")
+    expect(page.locator("#name")).to_have_value(ADMIN)  # kept; the password is not
+    expect(page.locator("#password")).to_have_value("")
     shot(page, "01-login-failed")
-    page.fill("#name", ADMIN)
     page.fill("#password", ADMIN_PASSWORD)
     page.click("#login")
     expect(page).to_have_url(base + "/")

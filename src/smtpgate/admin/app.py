@@ -174,13 +174,15 @@ async def metrics(request: web.Request) -> web.Response:
 # -- login and logout ----------------------------------------------------------------
 
 
-async def login_form(request: web.Request, *, error: str = "", status: int = 200) -> web.Response:
+async def login_form(
+    request: web.Request, *, error: str = "", status: int = 200, name: str = ""
+) -> web.Response:
     # Keep the browser's token: a second tab, or the favicon's detour through this
     # page, must not invalidate a form already shown.
     token = request.cookies.get(LOGIN_COOKIE, "")
     if len(token) != TOKEN_LENGTH:
         token = new_token()
-    response = render(request, "login.html", status=status, csrf=token, error=error)
+    response = render(request, "login.html", status=status, csrf=token, error=error, name=name)
     set_cookie(request, response, LOGIN_COOKIE, token, max_age=3600)
     return response
 
@@ -206,7 +208,9 @@ async def login(request: web.Request) -> web.Response:
         throttle.record_failure(ip, None)
         log.warning("admin login failed ip=%s", ip)
         await asyncio.sleep(context.config.auth.failure_delay)
-        return await login_form(request, error="Wrong name or password.", status=401)
+        return await login_form(
+            request, error="Wrong name or password.", status=401, name=name[:200]
+        )
     token, _ = request.app[SESSIONS].open(admin)
     log.info("admin login ok admin=%s ip=%s", admin, ip)
     response = web.HTTPSeeOther("/")
