@@ -58,6 +58,7 @@ def test_builtin_defaults_equal_the_spec(tmp_path: Path, monkeypatch: pytest.Mon
     assert (auth.ip_failure_limit, auth.ip_failure_window) == (10, 300)
     assert (auth.user_failure_limit, auth.user_failure_window) == (20, 900)
     assert auth.show_user_in_received is False
+    assert auth.enforce_sender is False
     limits = config.limits
     assert limits.max_message_size == 26214400
     assert limits.max_recipients == 100
@@ -209,7 +210,7 @@ def test_missing_file_is_one_line_error(tmp_path: Path) -> None:
         ("hostname = 5", "hostname", "expected a string"),
         ("hostname = 'bad host'", "hostname", "not a valid host name"),
         ("data_dir = ''", "data_dir", "expected a path"),
-        ("[store]\nurl = 'postgres://x'", "store.url", "sqlite:///PATH"),
+        ("[store]\nurl = 'mysql://x'", "store.url", "sqlite:///PATH"),
         ("[delivery]\nmode = 'relay'", "delivery.mode", "must be one of maildir, discard"),
         ("listener = []", "listener", "at least one"),
         ("[listener]\naddress = 'a:1'", "listener", "[[listener]]"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import sqlite3
 import stat
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -22,7 +24,7 @@ from smtpgate.credentials.base import (
     UnknownUser,
     UserExists,
 )
-from smtpgate.credentials.sqlite import SCHEMA_VERSION, SqliteStore, open_store
+from smtpgate.credentials.sqlite import _MIGRATIONS, SCHEMA_VERSION, SqliteStore, open_store
 from smtpgate.sasl.cram_md5 import cram_md5_secret
 from smtpgate.sasl.scram import derive_scram_secret
 
@@ -194,6 +196,7 @@ async def test_fake_secret_key_is_made_once_and_kept(db_path: Path, tmp_path: Pa
 
 _OPEN_AND_PRINT_KEY = """
 import asyncio, sys, time
+from datetime import date
 from pathlib import Path
 from smtpgate.credentials.sqlite import SqliteStore
 start = float(sys.argv[2])
@@ -224,17 +227,56 @@ def test_fake_secret_key_race_between_processes(db_path: Path) -> None:
     assert len(keys) == 1 and len(keys.pop()) == 64
 
 
+def _old_database(path: Path, version: int) -> None:
+    """A database as release ``version`` left it, with one user "old"."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(path) as conn:
+        for statements in _MIGRATIONS[:version]:
+            for statement in statements:
+                conn.execute(statement)
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        conn.execute("INSERT INTO schema_version VALUES (?)", (version,))
+        conn.execute(
+            "INSERT INTO users (name, password_hash, allowed_mechanisms, may_act_as, created, "
+            "updated) VALUES ('old', '{PLAIN}x', 'PLAIN', 'boss', 'then', 'then')"
+        )
+
+
 async def test_migration_from_version_1_adds_the_key_table(db_path: Path) -> None:
-    store = SqliteStore(db_path)
-    await store.add(Account(name="old"))
-    await store.close()
-    with sqlite3.connect(db_path) as conn:  # as the first release left it
-        conn.execute("DROP TABLE server_keys")
-        conn.execute("DROP TABLE admins")
-        conn.execute("UPDATE schema_version SET version = 1")
+    _old_database(db_path, 1)
     store = SqliteStore(db_path)
     assert len(await store.fake_secret_key()) == 32
     assert await store.names() == ["old"]
+    await store.close()
+
+
+async def test_migration_from_version_2_makes_existing_users_people(db_path: Path) -> None:
+    _old_database(db_path, 2)
+    store = SqliteStore(db_path)
+    old = await store.get("old")
+    assert old is not None
+    assert (old.password_hash, old.allowed_mechanisms, old.may_act_as) == (
+        "{PLAIN}x", frozenset({"PLAIN"}), frozenset({"boss"})
+    )
+    assert (old.kind, old.senders, old.networks) == ("person", (), ())
+    assert (old.max_per_day, old.expires, old.disabled) == (None, None, False)
+    await store.close()
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+
+
+async def test_device_fields_round_trip(db_path: Path) -> None:
+    device = Account(
+        name="copier", password_hash="{PLAIN}x", kind="device",
+        senders=("scan@example.org", "*@example.net"), networks=("127.0.0.2/32", "::1/128"),
+        max_per_day=5, expires=date(2030, 1, 31), disabled=True,
+    )
+    store = SqliteStore(db_path)
+    await store.add(device)
+    assert await store.get("copier") == device
+    enabled = dataclasses.replace(device, disabled=False, networks=(), expires=None)
+    await store.replace(enabled)
+    assert await store.get("copier") == enabled
     await store.close()
 
 

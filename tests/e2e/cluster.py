@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from smtpgate.config.load import load_config
-from smtpgate.credentials.sqlite import open_store
+from smtpgate.credentials.open import open_store
 
 START_TIMEOUT = 20.0
 # The smtpgate command of the interpreter running the tests.

@@ -31,6 +31,14 @@ Password hashing is shared fairly between client addresses and bounded
 (``auth.fair``); a verify that finds no room is answered 454 4.7.0 (BUSY)
 after ``failure_delay``, and not counted. A password verified recently is
 served from the cache without hashing, so known-good logins skip the queue.
+
+Device accounts (``credentials/devices.py``): a login that is disabled,
+expired or from outside the account's networks fails exactly like a wrong
+password -- 535 5.7.8, counted, delayed, after a real verify that bypasses
+the cache (a wrong password is never in it either). The account is read from
+the store at every AUTH, so ``device disable``, ``revoke`` and ``rotate``
+take effect at the next one, in every worker. A success hands the account to
+the connection (``Turn.account``) for the MAIL FROM checks.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 
 from smtpgate.auth.cache import VerifiedCache
@@ -55,6 +64,7 @@ from smtpgate.credentials.base import (
     StoreUnavailable,
     UnknownUser,
 )
+from smtpgate.credentials.devices import login_refusal
 from smtpgate.credentials.passwords import (
     DEFAULT_SCRAM_ITERATIONS,
     needs_rehash,
@@ -98,6 +108,7 @@ class AuthService:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         hasher: FairHasher | None = None,
         on_event: Callable[[AuthEvent], None] | None = None,
+        today: Callable[[], date] = lambda: datetime.now(UTC).date(),
     ) -> None:
         self.store = store
         self.settings = settings
@@ -106,6 +117,7 @@ class AuthService:
         self.cache = cache if cache is not None else VerifiedCache()
         self.sleep = sleep
         self.on_event = on_event  # told every finished AUTH (the admin page's event log)
+        self.today = today  # the UTC date, for device expiry
         self._fake_key: bytes | None = None  # from the store, on first use
         # Argon2id takes 64 MiB and a core per verify: one thread per core.
         self.hasher = hasher if hasher is not None else FairHasher(os.cpu_count() or 1)
@@ -198,7 +210,7 @@ class Conversation:
             success, self._success = self._success, None
             if data:
                 return await self._finish(Outcome.MALFORMED)
-            return await self._succeed(success.authcid, success.authzid)
+            return await self._succeed(success.authcid, success.authzid, self._account)
         if self._mech is None:
             return await self._finish(Outcome.MALFORMED)
         return await self._drive(self._mech.step(data))
@@ -248,6 +260,11 @@ class Conversation:
             return await self._finish(Outcome.STORE_UNAVAILABLE)
         self._account = account
         try:
+            if account is not None and self._refused(account):
+                # The same work as a wrong password: a real verify, never the cache.
+                await svc.hashing(self.peer.ip, account.name, verify_account_password,
+                                  account, step.password)
+                return await self._finish(Outcome.INVALID)
             if not await self._password_ok(account, step.authcid, step.password):
                 return await self._finish(Outcome.INVALID)
         except HashingBusy:
@@ -258,7 +275,7 @@ class Conversation:
             await self._transition(account, step.password)
         if outcome is not Outcome.OK:
             return await self._finish(outcome)
-        return await self._succeed(step.authcid, step.authzid)
+        return await self._succeed(step.authcid, step.authzid, account)
 
     async def _password_ok(self, account: Account | None, login: str, password: str) -> bool:
         ip = self.peer.ip
@@ -277,10 +294,20 @@ class Conversation:
         if step.additional is not None:
             self._success = step
             return Turn(challenge=step.additional)
-        return await self._succeed(step.authcid, step.authzid)
+        return await self._succeed(step.authcid, step.authzid, account)
+
+    def _refused(self, account: Account) -> bool:
+        """A disabled or expired account, or a login from outside its networks."""
+        reason = login_refusal(account, self.peer.ip, self.service.today())
+        if reason is not None:
+            log.info("session=%s login refused for %s: %s", self.peer.session_id, account.name,
+                     reason)
+        return reason is not None
 
     def _authorize(self, account: Account, authzid: str) -> Outcome:
-        """Checks made only once the credentials are proven (SPEC section 4)."""
+        """Checks made only once the credentials are proven (RFC 4954 section 6)."""
+        if self._refused(account):  # SCRAM and CRAM-MD5 reach this with a valid proof
+            return Outcome.INVALID
         if authzid and authzid != account.name and authzid not in account.may_act_as:
             return Outcome.INVALID
         if not mechanism_allowed(self._mech_name, account.allowed_mechanisms):
@@ -318,7 +345,7 @@ class Conversation:
         log.info("password transition: stored new secrets for %s", account.name)
 
     # -- endings ------------------------------------------------------------
-    async def _succeed(self, authcid: str, authzid: str) -> Turn:
+    async def _succeed(self, authcid: str, authzid: str, account: Account | None) -> Turn:
         self.service.throttle.record_success(self.peer.ip, authcid)
         user = authzid or authcid
         self._tell(Outcome.OK, authcid)
@@ -326,7 +353,7 @@ class Conversation:
             "session=%s auth ok mechanism=%s user=%s", self.peer.session_id, self._mech_name, user
         )
         self._mech = None
-        return Turn(reply=r.AUTH_SUCCEEDED, user=user)
+        return Turn(reply=r.AUTH_SUCCEEDED, user=user, account=account)
 
     async def _finish(self, outcome: Outcome) -> Turn:
         """A final non-success reply; counted failures are delayed and may close."""

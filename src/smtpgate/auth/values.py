@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from smtpgate.credentials.base import Account
 from smtpgate.policy.mechanisms import MechanismRules
 from smtpgate.protocol.replies import Reply
 from smtpgate.sasl.base import ChannelBindings, SecretScheme
@@ -46,11 +47,13 @@ class Peer:
 
 @dataclass(frozen=True, slots=True)
 class Turn:
-    """What to send: ``challenge`` as 334, or ``reply`` (and ``user`` on success)."""
+    """What to send: ``challenge`` as 334, or ``reply`` (and ``user`` on success, with the
+    ``account`` whose credentials were proven, read at this AUTH)."""
 
     challenge: bytes | None = None
     reply: Reply | None = None
     user: str | None = None
+    account: Account | None = None
 
 
 @dataclass(frozen=True, slots=True)

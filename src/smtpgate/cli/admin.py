@@ -18,7 +18,7 @@ from typing import TypeVar
 from smtpgate.admin.accounts import AdminAccounts, add_admin, delete_admin
 from smtpgate.config.schema import Config
 from smtpgate.credentials.base import StoreUnavailable, UnknownUser, UserExists
-from smtpgate.credentials.sqlite import open_store
+from smtpgate.credentials.open import open_store
 
 T = TypeVar("T")
 EXIT_OK = 0

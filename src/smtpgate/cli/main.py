@@ -28,16 +28,29 @@ removed; nothing else). No password, hash or secret is ever printed.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import getpass
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
+from smtpgate.cli import store as store_commands
+from smtpgate.cli.common import (
+    EXIT_CONFIG_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USER_ERROR,
+    CliError,
+    comma_list,
+    cram_md5_enabled,
+    mechanism_order,
+    warn_disabled,
+    with_store,
+)
+from smtpgate.cli.device import add_device_parsers
 from smtpgate.config.load import BUILTIN, ConfigError, find_config_path, load_config
-from smtpgate.config.schema import KNOWN_MECHANISMS, Config
+from smtpgate.config.schema import Config
 from smtpgate.sasl.base import SecretScheme
 
 if TYPE_CHECKING:
@@ -45,16 +58,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 Handler = Callable[[argparse.Namespace, Config], int]
-
-EXIT_OK = 0
-EXIT_USER_ERROR = 1
-EXIT_CONFIG_ERROR = 2
-EXIT_INTERRUPTED = 130
-
-
-class CliError(Exception):
-    """A problem the user can fix; printed as one line, exit status 1."""
-
 
 class _Parser(argparse.ArgumentParser):
     """Usage errors as one line, exit status 2 (README.md, "Managing users")."""
@@ -100,8 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     add = user.add_parser("add", help="create a user")
     add.add_argument("name", metavar="NAME")
     add.add_argument("--password-stdin", action="store_true", help="read one line from stdin")
-    add.add_argument("--allow-mechanisms", metavar="M1,M2", type=_comma_list)
-    add.add_argument("--may-act-as", metavar="ID1,ID2", type=_comma_list, default=[])
+    add.add_argument("--allow-mechanisms", metavar="M1,M2", type=comma_list)
+    add.add_argument("--may-act-as", metavar="ID1,ID2", type=comma_list, default=[])
+    add.add_argument("--address", action="append", default=[], metavar="ADDR",
+                     help="a sender address (repeat), enforced with [auth] enforce_sender")
     add.set_defaults(handler=cmd_user_add)
     passwd = user.add_parser("passwd", help="set a user's password")
     passwd.add_argument("name", metavar="NAME")
@@ -115,15 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     imports = user.add_parser("import", help="import a Dovecot passwd-file")
     imports.add_argument("file", metavar="FILE", type=Path)
     imports.set_defaults(handler=cmd_user_import)
+    add_device_parsers(commands)
+    store_commands.register(commands)
 
     from smtpgate.cli import admin  # admin add, admin del
 
     admin.register(commands, read_password, CliError)
     return parser
-
-
-def _comma_list(text: str) -> list[str]:
-    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 def _fail(message: str, status: int) -> int:
@@ -164,9 +167,9 @@ def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
 def cmd_user_add(args: argparse.Namespace, config: Config) -> int:
     from smtpgate.credentials.users import add_user
 
-    _warn_disabled(args.allow_mechanisms, config)
+    warn_disabled(args.allow_mechanisms, config)
     password = read_password(args.password_stdin)
-    account = _with_store(
+    account = with_store(
         config,
         lambda store: add_user(
             store,
@@ -174,7 +177,8 @@ def cmd_user_add(args: argparse.Namespace, config: Config) -> int:
             password,
             allow_mechanisms=args.allow_mechanisms,
             may_act_as=args.may_act_as,
-            cram_md5=_cram_md5(config),
+            cram_md5=cram_md5_enabled(config),
+            addresses=args.address,
         ),
     )
     print(f"added user {account.name}")
@@ -185,10 +189,10 @@ def cmd_user_passwd(args: argparse.Namespace, config: Config) -> int:
     from smtpgate.credentials.users import prepare_name, set_password
 
     name = _checked(prepare_name, args.name)
-    _with_store(config, lambda store: _require_user(store, name))  # before asking
+    with_store(config, lambda store: _require_user(store, name))  # before asking
     password = read_password(args.password_stdin)
-    _with_store(
-        config, lambda store: set_password(store, name, password, cram_md5=_cram_md5(config))
+    with_store(
+        config, lambda store: set_password(store, name, password, cram_md5=cram_md5_enabled(config))
     )
     print(f"password changed for {name}")
     return EXIT_OK
@@ -197,7 +201,7 @@ def cmd_user_passwd(args: argparse.Namespace, config: Config) -> int:
 def cmd_user_del(args: argparse.Namespace, config: Config) -> int:
     from smtpgate.credentials.users import delete_user
 
-    _with_store(config, lambda store: delete_user(store, args.name))
+    with_store(config, lambda store: delete_user(store, args.name))
     print(f"deleted user {args.name}")
     return EXIT_OK
 
@@ -205,7 +209,7 @@ def cmd_user_del(args: argparse.Namespace, config: Config) -> int:
 def cmd_user_list(args: argparse.Namespace, config: Config) -> int:
     from smtpgate.credentials.users import list_users
 
-    for account in _with_store(config, list_users):
+    for account in with_store(config, list_users):
         print(describe_account(account))
     return EXIT_OK
 
@@ -214,7 +218,7 @@ def cmd_user_import(args: argparse.Namespace, config: Config) -> int:
     from smtpgate.credentials.users import import_passwd_file
 
     limits = dataclasses.asdict(config.import_)
-    count = _with_store(config, lambda store: import_passwd_file(store, args.file, limits=limits))
+    count = with_store(config, lambda store: import_passwd_file(store, args.file, limits=limits))
     print(f"imported {count} user{'' if count == 1 else 's'} from {args.file}")
     return EXIT_OK
 
@@ -224,7 +228,7 @@ def describe_account(account: Account) -> str:
     if account.allowed_mechanisms is None:
         mechanisms = "any"
     else:
-        mechanisms = ",".join(_mechanism_order(account.allowed_mechanisms))
+        mechanisms = ",".join(mechanism_order(account.allowed_mechanisms))
     acts = ",".join(sorted(account.may_act_as)) or "-"
     held: list[str] = []
     if account.password_hash is not None:
@@ -234,22 +238,6 @@ def describe_account(account: Account) -> str:
         f"{account.name}\tmechanisms={mechanisms}\tmay-act-as={acts}"
         f"\tcredentials={','.join(held) or '-'}"
     )
-
-
-def _mechanism_order(names: frozenset[str]) -> list[str]:
-    known = [m for m in KNOWN_MECHANISMS if m in names]
-    return known + sorted(names - set(known))
-
-
-def _cram_md5(config: Config) -> bool:
-    return "CRAM-MD5" in config.auth.mechanisms
-
-
-def _warn_disabled(mechanisms: list[str] | None, config: Config) -> None:
-    for name in mechanisms or ():
-        upper = name.upper()
-        if upper in KNOWN_MECHANISMS and upper not in config.auth.mechanisms:
-            print(f"smtpgate: warning: {upper} is not in auth.mechanisms", file=sys.stderr)
 
 
 def _checked(function: Callable[[str], T], value: str) -> T:
@@ -264,32 +252,6 @@ async def _require_user(store: CredentialStore, name: str) -> None:
 
     if await store.get(name) is None:
         raise UnknownUser(name)
-
-
-def _with_store(config: Config, action: Callable[[CredentialStore], Awaitable[T]]) -> T:
-    """Open the store, run ``action``, close it; store and input errors -> CliError."""
-    from smtpgate.credentials.base import StoreUnavailable, UnknownUser, UserExists
-    from smtpgate.credentials.sqlite import open_store
-
-    async def run() -> T:
-        store = open_store(config.store.url, config.data_dir)
-        try:
-            return await action(store)
-        finally:
-            await store.close()
-
-    try:
-        return asyncio.run(run())
-    except UnknownUser as exc:
-        raise CliError(f"unknown user {exc}") from None
-    except UserExists as exc:
-        raise CliError(f"user {exc} already exists; nothing changed") from None
-    except StoreUnavailable as exc:
-        raise CliError(f"user store unavailable: {exc}") from None
-    except ValueError as exc:  # bad name, mechanism, identity; PasswdFileError
-        raise CliError(str(exc)) from None
-    except OSError as exc:
-        raise CliError(f"{exc.filename or 'store'}: {exc.strerror or exc}") from None
 
 
 # -- passwords ------------------------------------------------------------------------------

@@ -293,8 +293,22 @@ class _Builder:
         return tuple(result)
 
     def check_store_url(self, url: str) -> None:
+        if url.startswith(("postgresql://", "postgres://")):
+            self.check_postgres_url(url)
+            return
         if not url.startswith("sqlite:///") or len(url) == len("sqlite:///"):
-            self.fail("store.url", f"expected sqlite:///PATH, got {describe(url)}")
+            expected = "expected sqlite:///PATH or postgresql://..."
+            self.fail("store.url", f"{expected}, got {describe(url)}")
+
+    def check_postgres_url(self, url: str) -> None:
+        """libpq must parse it; the message never quotes it (it may hold a password)."""
+        import psycopg
+        from psycopg.conninfo import conninfo_to_dict
+
+        try:
+            conninfo_to_dict(url)
+        except psycopg.Error:
+            self.fail("store.url", "not a valid PostgreSQL connection URL (postgresql://...)")
 
     def check_auth_usable(self, config: Config) -> None:
         if not config.auth.mechanisms and any(lst.require_auth for lst in config.listeners):

@@ -83,6 +83,7 @@ class AuthConfig:
     user_failure_limit: int = field(default=20, metadata=_min(1))
     user_failure_window: float = field(default=900.0, metadata=_above(0))
     show_user_in_received: bool = False
+    enforce_sender: bool = False  # people send only as their --address list (or their name)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Protocol
 
 from smtpgate.sasl.base import CramMd5Secret, ScramSecret, SecretScheme
@@ -41,6 +42,13 @@ class Account:
     cram_md5: CramMd5Secret | None = field(default=None, repr=False)
     allowed_mechanisms: frozenset[str] | None = None  # None: every enabled mechanism
     may_act_as: frozenset[str] = frozenset()
+    # Device accounts (credentials/devices.py): "person" or "device", and what binds it.
+    kind: str = "person"
+    senders: tuple[str, ...] = ()  # addresses and "*@domain", lower-case; a person's --address
+    networks: tuple[str, ...] = ()  # CIDRs it may log in from; empty: anywhere
+    max_per_day: int | None = None  # messages per UTC day; None: no limit
+    expires: date | None = None  # last UTC day it may log in
+    disabled: bool = False
 
     def secret_for(self, scheme: SecretScheme) -> ScramSecret | CramMd5Secret | None:
         return {

@@ -27,7 +27,9 @@ made by the first process that needs it: ``INSERT OR IGNORE`` then
 
 Rows hold secrets as text: SCRAM secrets in RFC 5803 form, the CRAM-MD5
 contexts as hex, the password hash as Dovecot ``{SCHEME}...``. Mechanism
-lists and authorization identities are comma-separated.
+lists, authorization identities, device senders and networks are
+comma-separated; a device's last valid day is ``YYYY-MM-DD`` (migration 3
+added the device columns; rows that existed before it are people).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ import secrets
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -82,6 +84,14 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             created TEXT NOT NULL
         )""",
     ),
+    (  # device accounts (credentials/devices.py); existing users become people
+        "ALTER TABLE users ADD COLUMN kind TEXT NOT NULL DEFAULT 'person'",
+        "ALTER TABLE users ADD COLUMN senders TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE users ADD COLUMN networks TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE users ADD COLUMN max_per_day INTEGER",
+        "ALTER TABLE users ADD COLUMN expires TEXT",
+        "ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0",
+    ),
     (  # admin page accounts (docs/admin.md): apart from SMTP users, never an SMTP login
         """CREATE TABLE admins (
             name TEXT PRIMARY KEY NOT NULL,
@@ -92,7 +102,11 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
-_COLUMNS = "name, password_hash, scram_sha1, scram_sha256, cram_md5, allowed_mechanisms, may_act_as"
+_COLUMNS = (
+    "name, password_hash, scram_sha1, scram_sha256, cram_md5, allowed_mechanisms, may_act_as, "
+    "kind, senders, networks, max_per_day, expires, disabled"
+)
+_UPDATABLE = [column.strip() for column in _COLUMNS.split(",")][1:]
 _SECRET_COLUMNS = ("password_hash", "scram_sha1", "scram_sha256", "cram_md5")
 _FAKE_SECRETS = "fake-secrets"  # the server_keys row behind unknown users' fake secrets
 _KEY_BYTES = 32
@@ -310,7 +324,7 @@ def _add_many(conn: sqlite3.Connection, accounts: Sequence[Account]) -> None:
     now = _now()
     insert = (
         f"INSERT INTO users ({_COLUMNS}, created, updated) "  # noqa: S608 (constant columns)
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING"
+        f"VALUES ({', '.join('?' * (len(_UPDATABLE) + 3))}) ON CONFLICT (name) DO NOTHING"
     )
     with _transaction(conn):
         for account in accounts:
@@ -322,9 +336,9 @@ def _add_many(conn: sqlite3.Connection, accounts: Sequence[Account]) -> None:
 def _replace(conn: sqlite3.Connection, account: Account) -> None:
     values = _to_row(account)
     with _transaction(conn):
+        assignments = "".join(f"{column} = ?, " for column in _UPDATABLE)
         cursor = conn.execute(
-            "UPDATE users SET password_hash = ?, scram_sha1 = ?, scram_sha256 = ?, cram_md5 = ?, "
-            "allowed_mechanisms = ?, may_act_as = ?, updated = ? WHERE name = ?",
+            f"UPDATE users SET {assignments}updated = ? WHERE name = ?",  # noqa: S608 (constant)
             (*values[1:], _now(), account.name),
         )
         if cursor.rowcount != 1:
@@ -427,6 +441,12 @@ def _to_row(account: Account) -> tuple[Any, ...]:
         *_secrets_to_text(account),
         None if allowed is None else ",".join(sorted(allowed)),
         ",".join(sorted(account.may_act_as)),
+        account.kind,
+        ",".join(account.senders),
+        ",".join(account.networks),
+        account.max_per_day,
+        None if account.expires is None else account.expires.isoformat(),
+        int(account.disabled),
     )
 
 
@@ -442,7 +462,8 @@ def _scram(text: str, mechanism: SecretScheme) -> ScramSecret:
 
 
 def _from_row(row: tuple[Any, ...]) -> Account:
-    name, password_hash, sha1, sha256, cram, allowed, may_act_as = row
+    name, password_hash, sha1, sha256, cram, allowed, may_act_as = row[:7]
+    kind, senders, networks, max_per_day, expires, disabled = row[7:]
     try:
         return Account(
             name=name,
@@ -452,6 +473,12 @@ def _from_row(row: tuple[Any, ...]) -> Account:
             cram_md5=None if cram is None else parse_cram_md5(cram),
             allowed_mechanisms=None if allowed is None else _split(allowed),
             may_act_as=_split(may_act_as or ""),
+            kind=str(kind),
+            senders=tuple(item for item in senders.split(",") if item),
+            networks=tuple(item for item in networks.split(",") if item),
+            max_per_day=None if max_per_day is None else int(max_per_day),
+            expires=None if expires is None else date.fromisoformat(expires),
+            disabled=bool(disabled),
         )
     except (ValueError, TypeError):
         raise StoreUnavailable(f"the stored record of user {name!r} is malformed") from None

@@ -12,6 +12,8 @@ refused command leaves the store untouched:
   only white space, no ``:``, at most 255 octets); lookups accept any
   preparable name, so that ``del`` still removes one stored before the rule;
 - ``--allow-mechanisms`` names are upper-cased and must be known;
+- ``--address`` values are sender addresses (``credentials/devices.py``:
+  ``parse_sender``), checked at MAIL FROM when ``[auth] enforce_sender``;
 - ``--may-act-as`` identities are kept as given, but may not be empty or
   contain a comma (the store keeps them as a comma-separated list).
 
@@ -34,16 +36,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from smtpgate.credentials.base import Account, CredentialStore, UnknownUser
+from smtpgate.credentials.devices import parse_sender
 from smtpgate.credentials.passwd_file import parse_passwd_file, prepare_name, prepare_new_name
 from smtpgate.credentials.passwords import secrets_from_password
 from smtpgate.sasl.registry import REGISTRY
 
 __all__ = [
     "add_user",
+    "allowed_mechanisms",
     "delete_user",
     "import_passwd_file",
     "list_users",
@@ -52,7 +56,7 @@ __all__ = [
 ]
 
 
-def _mechanisms(names: list[str] | None) -> frozenset[str] | None:
+def allowed_mechanisms(names: list[str] | None) -> frozenset[str] | None:
     """``--allow-mechanisms``, upper-cased; each must be in the sasl registry."""
     if names is None:
         return None
@@ -82,10 +86,12 @@ async def add_user(
     allow_mechanisms: list[str] | None,
     may_act_as: list[str],
     cram_md5: bool,
+    addresses: Sequence[str] = (),
 ) -> Account:
     """Create a user with every secret its password gives; UserExists if taken."""
     prepared = prepare_new_name(name)
-    allowed = _mechanisms(allow_mechanisms)
+    allowed = allowed_mechanisms(allow_mechanisms)
+    senders = tuple(dict.fromkeys(parse_sender(address) for address in addresses))
     identities = _identities(may_act_as)
     update = await asyncio.to_thread(secrets_from_password, password, cram_md5=cram_md5)
     account = Account(
@@ -96,6 +102,7 @@ async def add_user(
         cram_md5=update.cram_md5,
         allowed_mechanisms=allowed,
         may_act_as=identities,
+        senders=senders,
     )
     await store.add(account)
     return account

@@ -31,7 +31,7 @@ from smtpgate.admin.observe import CountingTarget
 from smtpgate.auth.service import AuthService, AuthSettings
 from smtpgate.config.schema import Config
 from smtpgate.credentials.base import CredentialStore
-from smtpgate.credentials.sqlite import open_store
+from smtpgate.credentials.open import open_store
 from smtpgate.delivery.base import DeliveryTarget
 from smtpgate.delivery.factory import make_target
 from smtpgate.policy.throttle import Throttle, ThrottleLimits, ThrottleState
@@ -40,6 +40,8 @@ from smtpgate.server.certs import ensure_self_signed
 from smtpgate.server.connection import Connection
 from smtpgate.server.context import ConnectionContext
 from smtpgate.server.preflight import bind_listener, uses_tls
+from smtpgate.server.quota_db import SqliteQuota
+from smtpgate.server.senders import DailyQuota, SenderPolicy
 from smtpgate.server.tls import make_server_context
 from smtpgate.server.transaction import Deliveries
 
@@ -58,6 +60,7 @@ class Server:
         reuse_port: bool = False,
         admission: Admission | None = None,
         serve_admin: bool = True,
+        quota: DailyQuota | None = None,
     ) -> None:
         self.config = config
         self.delivery = delivery if delivery is not None else make_target(config)
@@ -93,6 +96,8 @@ class Server:
             admission if admission is not None
             else LocalAdmission(lim.max_connections, lim.max_connections_per_ip)
         )
+        # Device quotas: in <data_dir>/quota.db, shared by workers, opened on first use.
+        self.quota = quota if quota is not None else SqliteQuota(config.data_dir / "quota.db")
         self.connections: set[Connection] = set()  # admitted and not yet lost
         self.addresses: list[tuple[str, int]] = []
         self._servers: list[asyncio.Server] = []
@@ -142,6 +147,7 @@ class Server:
         self.auth.close()
         if self.events is not None:
             self.events.close()
+        self.quota.close()
         if self._own_store:
             await self.store.close()
 
@@ -161,7 +167,10 @@ class Server:
             hostname=cfg.hostname,
             limits=cfg.limits,
             auth=self.auth,
-            deliveries=Deliveries(self.delivery, cfg.hostname, cfg.auth.show_user_in_received),
+            deliveries=Deliveries(
+                self.delivery, cfg.hostname, cfg.auth.show_user_in_received,
+                SenderPolicy(cfg.auth.enforce_sender, self.quota),
+            ),
             tls_context=self.tls_context,
             admission=self.admission,
         )

@@ -35,6 +35,7 @@ from typing import Any, TypeVar, cast
 
 from smtpgate.auth.service import Conversation, Peer, Turn
 from smtpgate.config.schema import ListenerConfig
+from smtpgate.credentials.base import Account
 from smtpgate.protocol import events as ev
 from smtpgate.protocol import replies as r
 from smtpgate.protocol.replies import Reply
@@ -66,6 +67,7 @@ class Connection(asyncio.Protocol):
         self.session: Session | None = None
         self.tls: TlsLayer | None = None
         self.conversation: Conversation | None = None
+        self.account: Account | None = None  # proven at the session's AUTH (server/senders.py)
         self.auth_failures = 0  # failed AUTHs on this connection: they survive STARTTLS
         self.transaction: Transaction | None = None
         self.task: asyncio.Task[None] | None = None
@@ -181,7 +183,7 @@ class Connection(asyncio.Protocol):
             if self.transaction is not None:
                 self.transaction.write(event.data)
         elif isinstance(event, ev.MailFrom):
-            session.accept()
+            self._mail_from(session, event.address)
         elif isinstance(event, ev.RcptTo):
             self._rcpt(session, event.address)
         elif isinstance(event, ev.DataStart):
@@ -280,11 +282,28 @@ class Connection(asyncio.Protocol):
                 session.auth_challenge(turn.challenge)
             else:
                 assert turn.reply is not None
+                self.account = turn.account
                 session.auth_finish(turn.reply, turn.user)
 
         self._run(answer())
 
     # -- the mail transaction ------------------------------------------------------
+    def _mail_from(self, session: Session, sender: str) -> None:
+        deliveries, user = self.context.deliveries, session.user
+        account = self.account if user is not None else None  # STARTTLS forgets the AUTH
+
+        def answer(refusal: Reply | None) -> None:
+            if refusal is None:
+                session.accept()
+            else:
+                session.reject(refusal)
+
+        self._off_loop(
+            deliveries.sender_check_blocks(account),
+            lambda: deliveries.check_sender(account, user or "", sender),
+            answer,
+        )
+
     def _rcpt(self, session: Session, address: str) -> None:
         deliveries = self.context.deliveries
         refusal = deliveries.check_recipient(address, may_relay=session.user is not None)

@@ -3,7 +3,8 @@
 Theory of operation
 -------------------
 ``Deliveries`` is made once per server around a ``DeliveryTarget``
-(``delivery/base.py``); the connection asks it for each RCPT
+(``delivery/base.py``); the connection asks it for each MAIL FROM
+(``check_sender``: ``server/senders.py``), for each RCPT
 (``check_recipient``) and, at DATA or the first BDAT, for one ``Transaction``
 per message. A transaction carries the envelope with its queue id and walks
 the contract in order::
@@ -31,8 +32,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from smtpgate.credentials.base import Account
 from smtpgate.delivery.base import Delivery, DeliveryError, DeliveryTarget, Envelope
 from smtpgate.delivery.received import received_header
 from smtpgate.protocol import replies as r
@@ -40,6 +42,7 @@ from smtpgate.protocol.replies import Reply
 from smtpgate.protocol.session import Session
 from smtpgate.protocol.states import State
 from smtpgate.server.ids import new_queue_id
+from smtpgate.server.senders import SenderPolicy
 
 log = logging.getLogger("smtpgate.server")
 
@@ -88,6 +91,15 @@ class Deliveries:
     target: DeliveryTarget
     hostname: str
     show_user_in_received: bool
+    senders: SenderPolicy = field(default_factory=lambda: SenderPolicy(enforce_sender=False))
+
+    def check_sender(self, account: Account | None, user: str, sender: str) -> Reply | None:
+        """MAIL FROM of an authenticated account: sender list and daily quota
+        (``server/senders.py``); may block when ``sender_check_blocks``."""
+        return self.senders.check(account, user, sender)
+
+    def sender_check_blocks(self, account: Account | None) -> bool:
+        return self.senders.needs_thread(account)
 
     def check_recipient(self, address: str, *, may_relay: bool) -> Reply | None:
         return self.target.check_recipient(address, may_relay=may_relay)
