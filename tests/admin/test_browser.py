@@ -2,8 +2,8 @@
 ``smtpgate serve`` with two workers, real SMTP clients (smtplib) on the side.
 
 One walk, in order: log in, see failed SMTP logins appear among the AUTH events,
-find their address blocked and unblock it, add a user and read its password off
-the screen (then send with it), read the configuration, log out. Each page is
+find their address blocked and unblock it, add a user and a device and read their
+passwords off the screen (then log in with them), read the configuration, log out. Each page is
 saved as a PNG under tests/admin/screenshots/ (git-ignored; the path is printed).
 The server runs as its own process: only one of its workers serves the admin
 listener, while failures and events from either worker show up on its pages.
@@ -223,10 +223,21 @@ def walk(page: Page, served: Served) -> None:
     expect(page.locator("#new-password")).to_have_count(0)
     expect(page.locator("table.users")).to_contain_text("copier-3f")
 
+    page.goto(base + "/devices")
+    page.fill("#device-new-name", "copier-4")
+    page.fill("#device-senders", "scan@example.test")
+    page.fill("#device-quota", "200")
+    page.click("#add-device")
+    expect(page.locator("#device-name")).to_have_text("copier-4")
+    device_password = page.locator("#device-password").inner_text()
+    shot(page, "06-devices")
+    assert served.smtp_auth("copier-4", device_password) == 235
+    expect(page.locator("table.devices")).to_contain_text("scan@example.test")
+
     page.goto(base + "/config")
     expect(page.locator("table.config")).to_contain_text("admin.address")
     expect(page.locator("table.config")).to_contain_text("ip_failure_limit")
-    shot(page, "06-config")
+    shot(page, "07-config")
 
     page.click("#logout")
     expect(page).to_have_url(base + "/login")

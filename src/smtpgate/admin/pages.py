@@ -24,6 +24,7 @@ from smtpgate.admin.http import CONTEXT, render, session_of
 from smtpgate.auth.outcomes import Outcome
 from smtpgate.config.schema import Config
 from smtpgate.credentials.base import StoreUnavailable, UnknownUser, UserExists
+from smtpgate.credentials.devices import DEVICE
 from smtpgate.credentials.users import add_user, delete_user, list_users
 
 log = logging.getLogger("smtpgate.admin")
@@ -69,7 +70,7 @@ async def overview(request: web.Request) -> web.Response:
 async def users(request: web.Request) -> web.Response:
     store = request.app[CONTEXT].store
     try:
-        accounts, error = await list_users(store), ""
+        accounts, error = [a for a in await list_users(store) if a.kind != DEVICE], ""
     except StoreUnavailable:
         accounts, error = [], "The credential store is unavailable."
     return render(
