@@ -21,12 +21,15 @@ ALLOWED: dict[str, set[str]] = {
     "policy": set(),
     "credentials": {"sasl"},
     "config": {"sasl"},
-    "auth": {"sasl", "credentials", "policy", "protocol"},
+    "ops": {"config"},
+    "auth": {"sasl", "credentials", "policy", "protocol", "ops"},
     "delivery": {"config", "protocol"},
+    "relay": {"config", "delivery", "ops", "protocol"},
     "admin": {"auth", "config", "credentials", "delivery", "policy", "protocol", "sasl"},
-    "server": {"admin", "auth", "config", "credentials", "delivery", "policy", "protocol", "sasl"},
-    "cli": {"admin", "auth", "config", "credentials", "delivery", "policy", "protocol", "sasl",
-            "server"},
+    "server": {"admin", "auth", "config", "credentials", "delivery", "ops", "policy", "protocol",
+               "relay", "sasl"},
+    "cli": {"admin", "auth", "config", "credentials", "delivery", "ops", "policy", "protocol",
+            "sasl", "server", "relay"},
 }
 # The sans-I/O core never touches these (practice 1).
 PURE_MODULES = ["protocol", "sasl", "policy/mechanisms.py"]

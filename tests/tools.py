@@ -20,6 +20,8 @@ DEBIAN_PACKAGE = {
     "gnutls-cli": "gnutls-bin",
     "openssl": "openssl",
     "chromium": "chromium",  # the admin page's browser tests (Playwright drives it)
+    "fail2ban-regex": "fail2ban",
+    "systemd-analyze": "systemd",
 }
 
 

@@ -24,7 +24,7 @@ async def test_health_ready_and_metrics(admin: Admin) -> None:
     assert await get(admin.url + "/readyz") == (200, "ready\n")
     status, text = await get(admin.url + "/metrics")
     assert status == 200
-    assert "# TYPE" in text and "python_info" in text  # prometheus-client's default registry
+    assert "# TYPE smtpgate_sessions_open gauge" in text  # ops/metrics.py's registry
 
 
 async def test_not_ready_when_the_store_fails(tmp_path: Path) -> None:

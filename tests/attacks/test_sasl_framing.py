@@ -13,11 +13,12 @@ import hashlib
 import sqlite3
 import ssl
 import time
+from collections.abc import Callable
 
 import pytest
 
 from smtpgate.server.app import Server
-from tests.attacks.raw import PLAIN_OK, Raw, addr, authed, b64, merge, plain
+from tests.attacks.raw import PLAIN_OK, Raw, Resp, addr, authed, b64, merge, plain
 from tests.e2e.conftest import PASSWORD, ServerFactory
 from tests.sasl.clients import ScramClient
 
@@ -242,7 +243,7 @@ async def _scram_first(c: Raw, client: ScramClient) -> bytes:
     return base64.b64decode(resp.lines[0])
 
 
-async def _scram_run(c: Raw, client: ScramClient) -> tuple[bytes, bytes, object]:
+async def _scram_run(c: Raw, client: ScramClient) -> tuple[bytes, bytes, Resp]:
     """Whole exchange; returns (server-first, client-final, final Resp)."""
     server_first = await _scram_first(c, client)
     final = client.client_final(server_first)
@@ -279,7 +280,7 @@ async def test_scram_replayed_client_final(running: ServerFactory) -> None:
     _, captured, resp = await _scram_run(
         c, ScramClient("SCRAM-SHA-256", "alice", PASSWORD, cnonce=cnonce)
     )
-    assert resp.code == 235  # type: ignore[attr-defined]
+    assert resp.code == 235
     for _ in range(2):
         d = await _client(server)
         replay = ScramClient("SCRAM-SHA-256", "alice", "unknown-to-attacker", cnonce=cnonce)
@@ -298,7 +299,7 @@ async def test_scram_malformed_messages(running: ServerFactory) -> None:
     for first in firsts:
         resp = await c.cmd(f"AUTH SCRAM-SHA-256 {b64(first)}")
         assert (resp.code, resp.enh) == (501, "5.5.2"), (first, resp)
-    finals = [
+    finals: list[Callable[[str, str], str]] = [
         lambda n, good: f"c=biws,{n}",  # no proof
         lambda n, good: f"c=biws,{n},p=AAAA",  # proof of the wrong length
         lambda n, good: "p=AAAA",
@@ -376,7 +377,7 @@ async def test_scram_channel_binding_attacks(
     e = await _client(server)
     _, _, resp = await _scram_run(e, ScramClient("SCRAM-SHA-256", "alice", PASSWORD,
                                                  gs2_flag="y"))
-    assert resp.code == 235  # type: ignore[attr-defined]
+    assert resp.code == 235
 
 
 async def test_absurd_stored_iteration_count_is_refused_quickly(

@@ -72,6 +72,10 @@ def test_check_config_builtin_defaults(
         "built-in defaults: OK\n"
         "listener 127.0.0.1:2587 tls=starttls require_auth=true\n"
         "listener 127.0.0.1:2465 tls=implicit require_auth=true\n"
+        "reload (SIGHUP): tls.cert, tls.key, log.format, log.user_names;"
+        " users and passwords: at the next AUTH\n"
+        "restart needed: data_dir, hostname, server.*, listener, auth.*, limits.*, store.*,"
+        " delivery.*, import.*, admin.*, relay.*\n"
     )
 
 
@@ -89,9 +93,9 @@ def test_check_config_from_environment(
     path.write_text("[[listener]]\naddress = '[::1]:587'\ntls = 'none'\nrequire_auth = false\n")
     monkeypatch.setenv("SMTPGATE_CONFIG", str(path))
     assert cli.main(["check-config"]) == 0
-    assert (
-        capsys.readouterr().out == f"{path}: OK\nlistener [::1]:587 tls=none require_auth=false\n"
-    )
+    assert capsys.readouterr().out.splitlines()[:2] == [
+        f"{path}: OK", "listener [::1]:587 tls=none require_auth=false"
+    ]
 
 
 @pytest.mark.parametrize("command", [["check-config"], ["user", "list"], ["serve"]])
@@ -132,8 +136,11 @@ def test_serve_calls_the_server_with_the_config(
 ) -> None:
     seen: list[Config] = []
 
-    def serve(config: Config) -> int:
+    sources: list[Path | None] = []
+
+    def serve(config: Config, source: Path | None = None) -> int:
         seen.append(config)
+        sources.append(source)
         return 0
 
     fake = types.ModuleType("smtpgate.server.run")
@@ -142,6 +149,7 @@ def test_serve_calls_the_server_with_the_config(
     assert cli.main(["serve"]) == 0
     assert seen[0].hostname == "mx.example"
     assert seen[0].data_dir == conf.parent / "data"
+    assert sources[0] == Path("smtpgate.toml")  # read again on SIGHUP
 
 
 # --- user commands in-process ------------------------------------------------------------------
@@ -305,7 +313,7 @@ def test_script_check_config(tmp_path: Path) -> None:
     done = run(["check-config"], tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0] == "built-in defaults: OK"
-    assert len(done.stdout.splitlines()) == 3
+    assert len(done.stdout.splitlines()) == 5  # 2 listeners, then reload and restart keys
 
 
 def test_script_bad_config_key(tmp_path: Path) -> None:

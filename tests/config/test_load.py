@@ -211,7 +211,7 @@ def test_missing_file_is_one_line_error(tmp_path: Path) -> None:
         ("hostname = 'bad host'", "hostname", "not a valid host name"),
         ("data_dir = ''", "data_dir", "expected a path"),
         ("[store]\nurl = 'mysql://x'", "store.url", "sqlite:///PATH"),
-        ("[delivery]\nmode = 'relay'", "delivery.mode", "must be one of maildir, discard"),
+        ("[delivery]\nmode = 'mbox'", "delivery.mode", "must be one of maildir, discard, relay"),
         ("listener = []", "listener", "at least one"),
         ("[listener]\naddress = 'a:1'", "listener", "[[listener]]"),
         ("[[listener]]\ntls = 'none'", "listener[1].address", "required"),

@@ -152,7 +152,7 @@ async def test_add_device_stores_the_spec_and_secrets(store: SqliteStore) -> Non
         "device", ("scan@example.org", "*@example.net"), ("127.0.0.2/32",)
     )
     assert (stored.max_per_day, stored.expires, stored.disabled) == (40, date(2030, 1, 31), False)
-    assert stored.allowed_mechanisms == {"PLAIN", "LOGIN"}
+    assert stored.allowed_mechanisms == frozenset({"PLAIN", "LOGIN"})
     assert stored.scram_sha256 is not None and stored.cram_md5 is not None
     assert verify_account_password(stored, password)
     assert password not in repr(stored)

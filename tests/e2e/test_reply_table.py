@@ -67,7 +67,7 @@ class Smtp:
         self.writer = writer
 
     async def reply(self) -> bytes:
-        lines = []
+        lines: list[bytes] = []
         while True:
             line = await asyncio.wait_for(self.reader.readline(), TIMEOUT)
             assert line, f"connection closed after {b''.join(lines)!r}"
@@ -253,7 +253,7 @@ async def test_454_store_failing(running: ServerFactory) -> None:
     server = await running(auth={"max_failures_per_connection": 2})
     if isinstance(server, Cluster):
         pytest.skip("injects a store object in-process; 454_store_broken_on_disk runs on workers")
-    server.auth.store = FailingStore()  # type: ignore[assignment]
+    server.auth.store = FailingStore()
     async with ready(server) as c:
         for _ in range(3):  # not counted: no 421 although max_failures_per_connection = 2
             expect(await c.cmd(b"AUTH PLAIN " + plain_b64()), "454 4.7.0")

@@ -17,6 +17,7 @@ from smtpgate.sasl.base import (
     FailureKind,
     MechanismContext,
     NeedSecret,
+    SecretScheme,
     Success,
 )
 from smtpgate.sasl.cram_md5 import (
@@ -47,7 +48,8 @@ def _rfc_mech() -> CramMd5:
 def test_rfc2195_example() -> None:
     mech = _rfc_mech()
     assert mech.start(None) == Challenge(RFC_CHALLENGE)
-    assert mech.step(RFC_RESPONSE) == NeedSecret(authcid="tim", authzid="", scheme="CRAM-MD5")
+    expected = NeedSecret(authcid="tim", authzid="", scheme=SecretScheme.CRAM_MD5)
+    assert mech.step(RFC_RESPONSE) == expected
     step = mech.resume(cram_md5_secret("tanstaaftanstaaf"))
     assert step == Success(authcid="tim", authzid="")
     assert isinstance(mech.step(RFC_RESPONSE), Failure)  # after the end
@@ -117,7 +119,7 @@ def test_username_with_space_uses_last_space() -> None:
     mech.start(None)
     digest = hmac.new(b"pw", RFC_CHALLENGE, "md5").hexdigest()
     step = mech.step(f"john smith {digest}".encode())
-    assert step == NeedSecret(authcid="john smith", authzid="", scheme="CRAM-MD5")
+    assert step == NeedSecret(authcid="john smith", authzid="", scheme=SecretScheme.CRAM_MD5)
     assert isinstance(mech.resume(cram_md5_secret("pw")), Success)
 
 

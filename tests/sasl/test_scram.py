@@ -15,6 +15,7 @@ from smtpgate.sasl.base import (
     FailureKind,
     MechanismContext,
     NeedSecret,
+    SecretScheme,
     Success,
 )
 from smtpgate.sasl.scram import (
@@ -69,7 +70,7 @@ def test_rfc_example(cls: ScramClass, v: dict[str, str]) -> None:
     secret = derive_scram_secret(cls.name, "pencil", base64.b64decode(v["salt"]), 4096)
     mech = cls(MechanismContext(nonce=_fixed(v["snonce"])))
     step = mech.start(f"n,,n=user,r={v['cnonce']}".encode())
-    assert step == NeedSecret(authcid="user", authzid="", scheme=cls.name)
+    assert step == NeedSecret(authcid="user", authzid="", scheme=SecretScheme(cls.name))
     step = mech.resume(secret)
     assert step == Challenge(f"r={v['cnonce']}{v['snonce']},s={v['salt']},i=4096".encode())
     step = mech.step(v["final"].encode())
@@ -110,7 +111,7 @@ def test_username_and_authzid_escapes_decoded() -> None:
 def test_username_is_saslprepped() -> None:
     mech = ScramSha256(MechanismContext())
     step = mech.start("n,,n=\u2168,r=abc".encode())
-    assert step == NeedSecret(authcid="IX", authzid="", scheme="SCRAM-SHA-256")
+    assert step == NeedSecret(authcid="IX", authzid="", scheme=SecretScheme.SCRAM_SHA_256)
 
 
 def test_wrong_password_is_invalid() -> None:

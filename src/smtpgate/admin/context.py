@@ -26,10 +26,3 @@ class AdminContext:
     events: EventLog
     metrics: MetricsRender | None = None
     ready: ReadyCheck | None = None
-
-
-def default_metrics() -> tuple[bytes, str]:
-    """prometheus-client's default registry (the process and platform collectors)."""
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-    return generate_latest(), CONTENT_TYPE_LATEST

@@ -1,4 +1,4 @@
-"""Typed AUTH outcomes and the one table that maps them to replies (SPEC section 4)."""
+"""Typed AUTH outcomes and the one table that maps them to replies (README: the reply contract)."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ REPLIES: dict[Outcome, Reply] = {
 
 # Failed AUTHs for failure_delay, max_failures_per_connection and the IP/login
 # windows: 535 and malformed exchanges (501, 500 5.5.6) and cancels. Not 432,
-# 454, 504, 534, 538: nothing about the password was learned (SPEC section 4).
+# 454, 504, 534, 538: nothing about the password was learned (README).
 COUNTED_FAILURES = frozenset(
     {
         Outcome.INVALID,

@@ -16,7 +16,7 @@ worker thread (``VerifyPassword``), and then the policy checks that apply
 only once credentials are proven: authorization identity, the account's
 allowed mechanisms (534), and the password transition.
 
-Password transition (SPEC section 4): an account that lacks the secret a
+Password transition (README, "The password transition"): an account that lacks the secret a
 mechanism needs answers 432 4.7.12. A successful PLAIN/LOGIN over TLS derives
 the missing SCRAM/CRAM-MD5 secrets from the proven password and rehashes
 legacy hashes to Argon2id, in one store transaction, so the next SCRAM works.
@@ -72,6 +72,7 @@ from smtpgate.credentials.passwords import (
     verify_account_password,
     verify_dummy,
 )
+from smtpgate.ops import logs, metrics
 from smtpgate.policy.mechanisms import Gate, gate, mechanism_allowed, usable_mechanisms
 from smtpgate.policy.throttle import Throttle, client_key
 from smtpgate.protocol import replies as r
@@ -185,10 +186,12 @@ class Conversation:
         self._account: Account | None = None
         self._login: str | None = None  # the login being tried, for the per-login window
         self._success: sasl.Success | None = None  # SCRAM: waiting for the empty response
+        self._step_started = 0.0  # when the client's current line arrived, for the metrics
 
     # -- what the connection calls ------------------------------------------
     async def start(self, mechanism: str, initial: bytes | None, problem: AuthAbort | None) -> Turn:
         self._reset(mechanism)
+        self._step_started = time.perf_counter()
         svc = self.service
         if svc.throttle.ip_blocked(self.peer.ip):
             return await self._finish(Outcome.BLOCKED)
@@ -206,6 +209,7 @@ class Conversation:
         return await self._drive(mech.start(initial))
 
     async def respond(self, data: bytes) -> Turn:
+        self._step_started = time.perf_counter()
         if self._success is not None:  # RFC 4422 section 5: empty answer to server-final
             success, self._success = self._success, None
             if data:
@@ -216,6 +220,7 @@ class Conversation:
         return await self._drive(self._mech.step(data))
 
     async def abort(self, reason: AuthAbort) -> Turn:
+        self._step_started = time.perf_counter()
         return await self._finish(_ABORTS[reason])
 
     # -- driving the mechanism ----------------------------------------------
@@ -352,6 +357,7 @@ class Conversation:
         log.info(
             "session=%s auth ok mechanism=%s user=%s", self.peer.session_id, self._mech_name, user
         )
+        self._measure(r.AUTH_SUCCEEDED.code)
         self._mech = None
         return Turn(reply=r.AUTH_SUCCEEDED, user=user, account=account)
 
@@ -361,24 +367,40 @@ class Conversation:
         self._success = None
         svc = self.service
         self._tell(outcome, self._login or "")
-        log.info(
-            "session=%s auth failed mechanism=%s outcome=%s ip=%s",
-            self.peer.session_id, self._mech_name or "-", outcome.value, self.peer.ip,
-        )
-        if outcome is Outcome.BUSY and svc.settings.failure_delay > 0:
-            await svc.sleep(svc.settings.failure_delay)  # no busy loop of instant refusals
-        if outcome not in COUNTED_FAILURES:
-            return Turn(reply=REPLIES[outcome])
-        self.failures += 1
-        svc.throttle.record_failure(self.peer.ip, self._login)
-        delay = svc.settings.failure_delay
-        if self._login:
-            delay += svc.throttle.extra_delay(self._login, self.peer.ip)
+        counted = outcome in COUNTED_FAILURES
+        reply = REPLIES[outcome]
+        if counted:
+            self.failures += 1
+            svc.throttle.record_failure(self.peer.ip, self._login)
+            if self.failures >= svc.settings.max_failures_per_connection:
+                reply = r.TOO_MANY_AUTH_FAILURES
+        # Logged before the delay: a client that hangs up while waiting is still seen.
+        self._log_failure(outcome, reply.code)
+        delay = 0.0
+        if outcome is Outcome.BUSY:
+            delay = svc.settings.failure_delay  # no busy loop of instant refusals
+        elif counted:
+            delay = svc.settings.failure_delay
+            if self._login:
+                delay += svc.throttle.extra_delay(self._login, self.peer.ip)
         if delay > 0:
             await svc.sleep(delay)
-        if self.failures >= svc.settings.max_failures_per_connection:
-            return Turn(reply=r.TOO_MANY_AUTH_FAILURES)
-        return Turn(reply=REPLIES[outcome])
+        return Turn(reply=reply)
+
+    def _log_failure(self, outcome: Outcome, code: int) -> None:
+        mechanism = self._mech_name if self._mech_name in metrics.KNOWN_MECHANISMS else "other"
+        logs.auth_failure(
+            session=self.peer.session_id, listener=self.peer.listener, ip=self.peer.ip,
+            mechanism=mechanism if self._mech_name else "-", reply=code, outcome=outcome.value,
+            login=self._login, known=self._account is not None,
+        )
+        if outcome is Outcome.BLOCKED:
+            metrics.get().blocked("login" if self._login else "ip")
+        self._measure(code)
+
+    def _measure(self, code: int) -> None:
+        seconds = time.perf_counter() - self._step_started
+        metrics.get().auth(self._mech_name, code, seconds)
 
     def _tell(self, outcome: Outcome, login: str) -> None:
         if self.service.on_event is not None:

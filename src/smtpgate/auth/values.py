@@ -43,6 +43,7 @@ class Peer:
     tls_active: bool = False
     bindings: ChannelBindings | None = None
     session_id: str = ""
+    listener: str = ""  # the listener's address, for log lines
 
 
 @dataclass(frozen=True, slots=True)

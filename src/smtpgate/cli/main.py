@@ -49,6 +49,7 @@ from smtpgate.cli.common import (
     with_store,
 )
 from smtpgate.cli.device import add_device_parsers
+from smtpgate.cli.queue import add_queue_parsers
 from smtpgate.config.load import BUILTIN, ConfigError, find_config_path, load_config
 from smtpgate.config.schema import Config
 from smtpgate.sasl.base import SecretScheme
@@ -122,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     imports.set_defaults(handler=cmd_user_import)
     add_device_parsers(commands)
     store_commands.register(commands)
+    add_queue_parsers(commands)  # queue, relay test, oauth authorize (docs/relay.md)
 
     from smtpgate.cli import admin  # admin add, admin del
 
@@ -142,12 +144,13 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     # OpenSSL).
     from smtpgate.server.run import serve
 
-    return serve(config)
+    return serve(config, args.source)
 
 
 def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
     """The config parses, and serve's start-up checks pass (paths, TLS pair): nothing
     is created, no port is bound (a running server holds them)."""
+    from smtpgate.ops.reload import describe as describe_reload
     from smtpgate.server.preflight import StartupError, check
 
     try:
@@ -158,6 +161,8 @@ def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
     for listener in config.listeners:
         auth = "true" if listener.require_auth else "false"
         print(f"listener {listener.address} tls={listener.tls} require_auth={auth}")
+    for line in describe_reload(config):
+        print(line)
     return EXIT_OK
 
 

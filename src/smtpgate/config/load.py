@@ -34,6 +34,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
+from smtpgate.config.relay import build_relay, local_domains
 from smtpgate.config.schema import (
     KNOWN_MECHANISMS,
     AdminConfig,
@@ -43,6 +44,7 @@ from smtpgate.config.schema import (
     ImportConfig,
     LimitsConfig,
     ListenerConfig,
+    LogConfig,
     ServerConfig,
     StoreConfig,
     TlsConfig,
@@ -63,8 +65,9 @@ _SECTIONS: dict[str, type[Any]] = {
     "delivery": DeliveryConfig,
     "import": ImportConfig,
     "admin": AdminConfig,
+    "log": LogConfig,
 }
-_TOP_KEYS = ("data_dir", "hostname", "listener", *_SECTIONS)
+_TOP_KEYS = ("data_dir", "hostname", "listener", "relay", *_SECTIONS)
 _LISTENER_DERIVED = frozenset({"host", "port"})
 
 
@@ -168,8 +171,12 @@ class _Builder:
             delivery=sections["delivery"],
             import_=sections["import"],
             admin=sections["admin"],
+            relay=build_relay(self, data.get("relay", {}), data_dir),
+            log=sections["log"],
         )
         self.check_auth_usable(config)
+        if config.delivery.mode == "relay" and not config.relay.host:
+            self.fail("relay.host", 'required with delivery.mode = "relay"')
         return config
 
     def section(self, name: str, table: object) -> Any:
@@ -184,6 +191,8 @@ class _Builder:
                 parse_address(values["address"])
             except ValueError as exc:
                 self.fail("admin.address", str(exc))
+        if name == "delivery" and "local_domains" in values:
+            values["local_domains"] = local_domains(self, values["local_domains"])
         return cls(**values)
 
     def table(

@@ -32,7 +32,12 @@ from typing import Literal
 from smtpgate.sasl.registry import KNOWN_MECHANISMS as KNOWN_MECHANISMS  # noqa: PLC0414
 
 TlsMode = Literal["none", "starttls", "implicit"]
-DeliveryMode = Literal["maildir", "discard"]
+DeliveryMode = Literal["maildir", "discard", "relay"]
+RelayTls = Literal["starttls", "implicit", "none"]
+RelayAuth = Literal["none", "plain", "login", "xoauth2", "oauthbearer"]
+OAuthFlow = Literal["refresh_token", "client_credentials"]
+LogFormat = Literal["text", "json"]
+LogUserNames = Literal["plain", "hashed", "omit"]
 
 DEFAULT_MECHANISMS: tuple[str, ...] = (
     "SCRAM-SHA-256-PLUS",
@@ -129,6 +134,47 @@ class StoreConfig:
 @dataclass(frozen=True, slots=True)
 class DeliveryConfig:
     mode: DeliveryMode = "maildir"
+    local_domains: tuple[str, ...] = ()  # lower-case; these go to Maildir even in relay mode
+
+
+# Relay (docs/relay.md). File keys are absolute after load ("" = not set); durations are
+# seconds, written in TOML as "2m", "1h", "5d" (config.durations).
+DEFAULT_RETRY: tuple[float, ...] = (120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0)
+
+
+@dataclass(frozen=True, slots=True)
+class RelayAccount:
+    senders: tuple[str, ...] = ("*",)  # "*", "*@domain" or exact addresses; lower-case
+    auth: RelayAuth = "none"
+    username: str = ""
+    password_file: str = ""  # relative to data_dir
+    oauth2_flow: OAuthFlow = "refresh_token"
+    token_url: str = ""  # https, or http on a loopback address
+    client_id: str = ""
+    client_secret_file: str = ""
+    scope: str = ""
+    refresh_token_file: str = ""  # written by `smtpgate oauth authorize`, rotated in place
+    device_url: str = ""  # device authorization endpoint; "" = derived from token_url
+
+
+@dataclass(frozen=True, slots=True)
+class RelayConfig:
+    host: str = ""  # the smarthost; required when delivery.mode = "relay"
+    port: int = field(default=587, metadata=_min(1))
+    tls: RelayTls = "starttls"
+    verify: bool = True
+    ca_file: str = ""  # extra CA bundle, relative to data_dir; "" = the system store
+    max_connections: int = field(default=4, metadata=_min(1))
+    retry: tuple[float, ...] = DEFAULT_RETRY  # TOML: "2m, 5m, ..." (last repeats)
+    max_queue_lifetime: float = 5 * 86400.0  # TOML: "5d"
+    delay_warning: float = 0.0  # TOML: "4h"; 0 (TOML "") = no delay notices
+    accounts: tuple[RelayAccount, ...] = (RelayAccount(),)  # TOML: [[relay.account]]
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    format: LogFormat = "text"  # standard error, one line per record (ops/logs.py)
+    user_names: LogUserNames = "plain"  # login names in AUTH failure lines
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +203,8 @@ class Config:
     delivery: DeliveryConfig = DeliveryConfig()
     import_: ImportConfig = ImportConfig()  # TOML: [import] (a Python keyword)
     admin: AdminConfig = AdminConfig()
+    relay: RelayConfig = RelayConfig()
+    log: LogConfig = LogConfig()
 
 
 _HOSTNAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")

@@ -20,3 +20,5 @@ def make_target(config: Config) -> DeliveryTarget:
             return target
         case "discard":
             return DiscardTarget()
+        case "relay":  # needs its deliverer running: smtpgate.relay.service.Relay builds both
+            raise ValueError('delivery.mode = "relay": use smtpgate.relay.service.Relay(config)')

@@ -1,4 +1,4 @@
-"""Which SASL mechanisms a connection may use now (SPEC section 4).
+"""Which SASL mechanisms a connection may use now (README, "SMTP AUTH: the reply contract").
 
 Pure: the answer depends only on the configured list, TLS state and policy.
 What each mechanism is (plaintext, channel-bound) is the sasl registry's to

@@ -1,4 +1,4 @@
-"""Failed-login throttling: per connection, per client IP, per login (SPEC section 3).
+"""Failed-login throttling: per connection, per client IP, per login (README, Configuration).
 
 Theory of operation
 -------------------

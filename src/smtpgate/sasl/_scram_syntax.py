@@ -23,7 +23,7 @@ from smtpgate.sasl.saslprep import SaslPrepError, saslprep
 
 __all__ = ["ClientFinal", "ClientFirst", "is_printable", "parse_client_final", "parse_client_first"]
 
-MAX_MESSAGE = 12288  # octets; SPEC section 4 caps AUTH lines at this
+MAX_MESSAGE = 12288  # octets; the reply contract caps AUTH lines at this (500 5.5.6)
 MAX_NAME = 1024  # octets of a saslname (username, authzid) as sent
 MAX_NONCE = 1024  # octets of a nonce
 MAX_CB_NAME = 64  # octets of a channel binding type name

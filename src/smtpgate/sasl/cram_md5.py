@@ -194,7 +194,7 @@ class CramMd5:
         if self._state is not _State.START:
             return self._finish(OUT_OF_SEQUENCE)
         if initial is not None:
-            # RFC 2195 section 2: the server speaks first (SPEC section 4: 501 5.7.0).
+            # RFC 2195 section 2: the server speaks first (the reply contract: 501 5.7.0).
             return self._finish(malformed("CRAM-MD5 takes no initial response"))
         self._challenge = self._make_challenge()
         self._state = _State.AWAIT_RESPONSE

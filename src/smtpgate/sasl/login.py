@@ -2,8 +2,8 @@
 
 Theory of operation
 -------------------
-The server asks ``Username:`` and ``Password:`` (draft section 2; SPEC
-section 4 fixes these exact prompts because some printers quit on anything
+The server asks ``Username:`` and ``Password:`` (draft section 2; the README
+reply contract fixes these exact prompts because some printers quit on anything
 else). An initial response carries the user name, as copiers send
 ``AUTH LOGIN <b64-user>``, so only the password is asked for; an empty
 initial response (``=``) is an empty user name.

@@ -10,7 +10,7 @@ it ends in ``VerifyPassword`` and the host checks the password.
 Outcomes:
 
 * empty message (``AUTH PLAIN =``): a failed login, ``Failure(INVALID)``
-  (SPEC section 4: 535 5.7.8);
+  (the reply contract: 535 5.7.8);
 * broken syntax (not two NULs, not UTF-8, empty authcid) or a name or
   password SASLprep rejects: ``Failure(MALFORMED)``;
 * empty password: ``Failure(INVALID)`` (RFC 4616 section 2: verification

@@ -24,17 +24,19 @@ from types import TracebackType
 from OpenSSL import SSL
 
 from smtpgate.admin.accounts import AdminAccounts
-from smtpgate.admin.context import AdminContext, default_metrics
+from smtpgate.admin.context import AdminContext
 from smtpgate.admin.events import EventLog
 from smtpgate.admin.listener import AdminListener
 from smtpgate.admin.observe import CountingTarget
 from smtpgate.auth.service import AuthService, AuthSettings
-from smtpgate.config.schema import Config
+from smtpgate.config.schema import Config, TlsConfig
 from smtpgate.credentials.base import CredentialStore
 from smtpgate.credentials.open import open_store
 from smtpgate.delivery.base import DeliveryTarget
 from smtpgate.delivery.factory import make_target
+from smtpgate.ops.metrics import render as render_metrics
 from smtpgate.policy.throttle import Throttle, ThrottleLimits, ThrottleState
+from smtpgate.relay.service import Relay
 from smtpgate.server.admission import Admission, LocalAdmission
 from smtpgate.server.certs import ensure_self_signed
 from smtpgate.server.connection import Connection
@@ -63,6 +65,10 @@ class Server:
         quota: DailyQuota | None = None,
     ) -> None:
         self.config = config
+        self.relay: Relay | None = None  # the queue's deliverer, in mode "relay"
+        if delivery is None and config.delivery.mode == "relay":
+            self.relay = Relay(config)
+            delivery = self.relay.target
         self.delivery = delivery if delivery is not None else make_target(config)
         # With [admin] address set, every worker logs AUTH outcomes and messages for the
         # admin page; ``serve_admin`` says whether this process also serves it (run.py).
@@ -124,6 +130,8 @@ class Server:
                      listener.require_auth)
         if self.admin is not None:
             await self.admin.start()
+        if self.relay is not None:
+            await self.relay.start()
 
     async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
         if self.admin is not None:
@@ -144,6 +152,8 @@ class Server:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 1.0)
         self._servers.clear()
+        if self.relay is not None:
+            await self.relay.stop()
         self.auth.close()
         if self.events is not None:
             self.events.close()
@@ -180,6 +190,14 @@ class Server:
             self._tls_context = self._load_tls()
         return self._tls_context
 
+    def reload_tls(self, tls: TlsConfig) -> None:
+        """Serve ``tls``'s pair to new connections; open ones keep theirs (SIGHUP).
+
+        Raises TlsConfigError, and keeps the running pair, when the new one is unusable.
+        """
+        if self._tls_context is not None:
+            self._tls_context = make_server_context(tls.cert, tls.key)
+
     # -- helpers ---------------------------------------------------------------
     def _admin_listener(self) -> AdminListener | None:
         if self.events is None:
@@ -193,7 +211,7 @@ class Server:
                 admins=self.store if isinstance(self.store, AdminAccounts) else _NO_ADMINS,
                 throttle=self.auth.throttle,
                 events=self.events,
-                metrics=default_metrics,  # the ops branch's render function goes here
+                metrics=render_metrics,
             )
         )
 

@@ -1,4 +1,4 @@
-"""The self-signed TLS pair generated on first start (SPEC: ``[tls]``).
+"""The self-signed TLS pair generated on first start (``[tls]`` in README, Configuration).
 
 Theory of operation
 -------------------

@@ -36,6 +36,7 @@ from typing import Any, TypeVar, cast
 from smtpgate.auth.service import Conversation, Peer, Turn
 from smtpgate.config.schema import ListenerConfig
 from smtpgate.credentials.base import Account
+from smtpgate.ops import metrics
 from smtpgate.protocol import events as ev
 from smtpgate.protocol import replies as r
 from smtpgate.protocol.replies import Reply
@@ -76,6 +77,8 @@ class Connection(asyncio.Protocol):
         self.deadline = Deadline(self._expired)
         self._write_paused = False  # the client is not reading our replies
         self._hold_output = False  # see _run
+        self.stats = metrics.get().listener(listener.address)  # bound once: no lookups later
+        self._tls_gauge: metrics.Gauge | None = None  # the TLS version gauge counting us
 
     # -- asyncio callbacks ---------------------------------------------------
     @guarded
@@ -93,6 +96,8 @@ class Connection(asyncio.Protocol):
             return
         self.admitted = True
         self.live.add(self)
+        self.stats.open.inc()
+        self.stats.total.inc()
         log.info("session=%s connect from %s on %s", self.id, self.peer, self.listener.address)
         if self.listener.tls == "implicit":
             self._start_tls()
@@ -132,6 +137,9 @@ class Connection(asyncio.Protocol):
             self.admitted = False
             self.live.discard(self)
             self.context.admission.release(self.ip)
+            self.stats.open.dec()
+            if self._tls_gauge is not None:
+                self._tls_gauge.dec()
             log.info("session=%s disconnect from %s", self.id, self.peer)
 
     def crash(self, exc: BaseException) -> None:
@@ -268,7 +276,7 @@ class Connection(asyncio.Protocol):
     def _conversation(self) -> Conversation:
         if self.conversation is None:
             bindings = self.tls.channel_bindings() if self.tls is not None else None
-            peer = Peer(self.ip, self.tls is not None, bindings, self.id)
+            peer = Peer(self.ip, self.tls is not None, bindings, self.id, self.listener.address)
             self.conversation = self.context.auth.conversation(peer)
             self.conversation.failures = self.auth_failures
         return self.conversation
@@ -371,10 +379,17 @@ class Connection(asyncio.Protocol):
         self._send_raw(tls.outgoing())
         if not was_done and tls.handshake_done:
             log.info("session=%s TLS %s %s", self.id, tls.version, tls.cipher)
+            self._count_tls(tls.version)
             self._new_session(greet=self.listener.tls == "implicit")
         if tls.closed:
             self._close()
         return plaintext
+
+    def _count_tls(self, version: str) -> None:
+        gauge = metrics.get().tls_gauge(version)
+        if gauge is not None and self.admitted and self._tls_gauge is None:
+            gauge.inc()
+            self._tls_gauge = gauge
 
     def _send_raw(self, data: bytes) -> None:
         if data and self.transport is not None and not self.transport.is_closing():

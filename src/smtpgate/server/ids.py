@@ -2,7 +2,7 @@
 
 * Session ids (``next_session_id``): a random per-process prefix and a
   counter, in hex. A forked worker draws a new prefix (``os.register_at_fork``).
-* Queue ids (``new_queue_id``, SPEC: letters and digits): the time in
+* Queue ids (``new_queue_id``, letters and digits as the 250 reply shows them): the time in
   microseconds (11 base-36 digits), the process id (5) and a per-process
   counter. Two processes alive at once differ in pid; one pid reused after a
   restart differs in time.

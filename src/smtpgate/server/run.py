@@ -19,6 +19,16 @@ its connection slots at once and starts a new worker in its place; a worker
 that fails while starting stops the whole server. Each worker stops
 gracefully: it stops accepting, answers idle clients 421 4.3.2, lets DATA
 finish within ``SHUTDOWN_GRACE`` seconds, then exits 0.
+
+Operations (docs/operations.md): logs go to standard error in the
+``[log] format`` (``ops/logs.py``). With several workers, metrics use
+prometheus-client's multiprocess mode in ``<data_dir>/metrics``, emptied at
+start; the supervisor marks a dead worker's files (``ops/metrics.py``).
+SIGHUP, sent to the supervisor, is forwarded to every worker; each process
+reads the configuration file again, applies the log settings and the TLS
+pair to new connections (a pair that does not load is refused with a log
+line and the running one kept) and names the changed keys that need a
+restart (``ops/reload.py``).
 """
 
 from __future__ import annotations
@@ -31,9 +41,14 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
+from smtpgate.config.load import ConfigError, load_config
 from smtpgate.config.schema import Config
+from smtpgate.ops import logs, metrics
+from smtpgate.ops.reload import restart_needed
 from smtpgate.server.admission import Admission, ConnectionTable
 from smtpgate.server.app import SHUTDOWN_GRACE, Server
 from smtpgate.server.certs import CertificateError
@@ -45,32 +60,64 @@ log = logging.getLogger("smtpgate")
 EXIT_STARTUP = 3  # a worker could not start: the supervisor stops everything
 RESPAWN_DELAY = 1.0  # seconds between two starts of one worker slot
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_HELD_SIGNALS = (*_STOP_SIGNALS, signal.SIGHUP)  # blocked while a worker is forked
 
 
-def setup_logging() -> None:
+def setup_logging(config: Config, *, names: bool = True) -> None:
+    """Standard error in ``[log] format``; ``names``: False until data_dir holds the key."""
     level = os.environ.get("SMTPGATE_LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(
-        level=getattr(logging, level, logging.INFO),
-        format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    user_names = config.log.user_names if names else "omit"
+    logs.configure(config.log.format, user_names, config.data_dir, stream=sys.stderr,
+                   level=getattr(logging, level, logging.INFO))
 
 
 def worker_count(config: Config) -> int:
     return config.server.workers or os.cpu_count() or 1
 
 
-def serve(config: Config) -> int:
-    setup_logging()
+def serve(config: Config, source: Path | None = None) -> int:
+    """``source``: the configuration file, read again on SIGHUP (None: built-in defaults)."""
+    setup_logging(config, names=False)
     try:
         prepare(config)
-    except StartupError as exc:
+        setup_logging(config)
+    except (StartupError, OSError) as exc:
         log.error("cannot start: %s", exc)
         return 1
     workers = worker_count(config)
     if workers == 1:
-        return 0 if run_worker(config, None) == 0 else 1
-    return Supervisor(config, workers).run()
+        return 0 if run_worker(config, None, source) == 0 else 1
+    metrics.enable_multiprocess(config.data_dir / "metrics")
+    return Supervisor(config, workers, source).run()
+
+
+def reload_config(source: Path | None, running: Config) -> Config | None:
+    """SIGHUP: read the file again and apply its log settings. The result is ``running``
+    with the reloadable keys (``ops/reload.py``) of the file; None if the file is bad."""
+    try:
+        new = load_config(source, environ={}) if source is not None else running
+        setup_logging(new)
+    except (ConfigError, OSError, ValueError) as exc:
+        log.error("reload refused: %s; the running configuration stays", exc)
+        return None
+    changed = restart_needed(running, new)
+    if changed:
+        log.warning("reload: changed keys need a restart: %s", ", ".join(changed))
+    return replace(running, tls=new.tls, log=new.log)
+
+
+def reload_worker(server: Server, source: Path | None) -> None:
+    """SIGHUP in a worker: new log settings, a new TLS pair for new connections."""
+    new = reload_config(source, server.config)
+    if new is None:
+        return
+    try:
+        server.reload_tls(new.tls)
+    except (TlsConfigError, OSError) as exc:
+        log.error("reload: TLS pair refused, the running one stays: %s", exc)
+        return
+    server.config = new
+    log.info("reloaded: TLS certificate and key, log settings")
 
 
 def event_loop_runner() -> Callable[[Coroutine[Any, Any, int]], int]:
@@ -83,17 +130,20 @@ def event_loop_runner() -> Callable[[Coroutine[Any, Any, int]], int]:
     return uvloop.run
 
 
-def run_worker(config: Config, admission: Admission | None, serve_admin: bool = True) -> int:
+def run_worker(
+    config: Config, admission: Admission | None, source: Path | None = None,
+    serve_admin: bool = True,
+) -> int:
     """Serve until SIGTERM/SIGINT; ``admission`` is the shared table's view in a worker."""
     try:
-        return event_loop_runner()(_serve_until_signal(config, admission, serve_admin))
+        return event_loop_runner()(_serve_until_signal(config, admission, source, serve_admin))
     except StartupError as exc:
         log.error("cannot start: %s", exc)
         return EXIT_STARTUP
 
 
 async def _serve_until_signal(
-    config: Config, admission: Admission | None, serve_admin: bool
+    config: Config, admission: Admission | None, source: Path | None, serve_admin: bool
 ) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -111,6 +161,7 @@ async def _serve_until_signal(
         await _start(server)
     except (OSError, ValueError, CertificateError, TlsConfigError) as exc:
         raise StartupError(" ".join(str(exc).split()) or type(exc).__name__) from None
+    loop.add_signal_handler(signal.SIGHUP, reload_worker, server, source)
     await stop.wait()
     log.info("stopping: no new connections, %d open", len(server.connections))
     await server.stop(grace=SHUTDOWN_GRACE)
@@ -131,8 +182,9 @@ async def _start(server: Server) -> None:
 class Supervisor:
     """Forks the workers, restarts one that dies, frees its connection slots."""
 
-    def __init__(self, config: Config, workers: int) -> None:
+    def __init__(self, config: Config, workers: int, source: Path | None = None) -> None:
         self.config = config
+        self.source = source
         self.workers = workers
         limits = config.limits
         self.table = ConnectionTable(
@@ -146,6 +198,7 @@ class Supervisor:
     def run(self) -> int:
         for sig in _STOP_SIGNALS:
             signal.signal(sig, self._stop)
+        signal.signal(signal.SIGHUP, self._reload)
         for index in range(self.workers):
             self._spawn(index)
         log.info("started %d workers: %s", self.workers, " ".join(map(str, self.children)))
@@ -154,6 +207,7 @@ class Supervisor:
             index = self.children.pop(pid, -1)
             if index >= 0:
                 self.table.forget_worker(index)  # its connections are gone with it
+                metrics.mark_dead(pid)  # ... and its open sessions
                 self._reap(index, pid, os.waitstatus_to_exitcode(wait_status))
         self.table.close()
         return self.status
@@ -173,7 +227,7 @@ class Supervisor:
 
     def _spawn(self, index: int) -> None:
         # Signals wait until the child is registered, so none is lost in between.
-        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
         try:
             pid = os.fork()
             if pid == 0:
@@ -181,18 +235,33 @@ class Supervisor:
             self.children[pid] = index
             self.started[index] = time.monotonic()
         finally:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD_SIGNALS)
 
     def _child(self, index: int) -> None:
         code = 1
         try:
             for sig in _STOP_SIGNALS:
                 signal.signal(sig, signal.SIG_DFL)  # the worker's event loop installs its own
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+            # A SIGHUP before the worker listens has nothing to reload: it starts afresh.
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD_SIGNALS)
+            metrics.start_worker()
             # Worker 0 alone serves [admin] address: its sessions live in its memory.
-            code = run_worker(self.config, self.table.worker(index), serve_admin=index == 0)
+            code = run_worker(
+                self.config, self.table.worker(index), self.source, serve_admin=index == 0
+            )
         finally:
             os._exit(code)
+
+    def _reload(self, signum: int, _frame: object) -> None:
+        """SIGHUP: our own log settings, then every worker reloads itself."""
+        new = reload_config(self.source, self.config)
+        if new is not None:
+            self.config = new  # for workers started from now on
+        for child in self.children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGHUP)
+        log.info("reload: SIGHUP sent to %d workers", len(self.children))
 
     def _stop(self, signum: int, _frame: object) -> None:
         self.stopping = True

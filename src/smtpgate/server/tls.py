@@ -50,7 +50,7 @@ completes, and cached:
   section 2). In TLS 1.3 an absent context and an empty one give the same value
   (RFC 8446 section 7.5), so this matches GnuTLS (gsasl) and OpenSSL clients.
   On 1.2 it would be safe only with extended master secret (RFC 9266 section
-  4.2), which pyOpenSSL cannot confirm, so it is only offered on 1.3 (SPEC).
+  4.2), which pyOpenSSL cannot confirm, so it is only offered on 1.3.
 """
 
 from __future__ import annotations

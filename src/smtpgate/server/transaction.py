@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from smtpgate.credentials.base import Account
 from smtpgate.delivery.base import Delivery, DeliveryError, DeliveryTarget, Envelope
 from smtpgate.delivery.received import received_header
+from smtpgate.ops import metrics
 from smtpgate.protocol import replies as r
 from smtpgate.protocol.replies import Reply
 from smtpgate.protocol.session import Session
@@ -119,6 +120,7 @@ class Transaction:
         self._deliveries = deliveries
         self._delivery: Delivery | None = None
         self._failure: DeliveryError | None = None
+        self.size = 0  # body bytes received, for the metrics
         self._aborted = False  # abort() may come from the loop while begin() runs in a thread
         self._lock = threading.Lock()
 
@@ -147,6 +149,7 @@ class Transaction:
         return r.LOCAL_ERROR
 
     def write(self, data: bytes) -> None:
+        self.size += len(data)
         if self._delivery is None or self._failure is not None:
             return
         try:
@@ -156,6 +159,12 @@ class Transaction:
 
     def end(self, rejection: Reply | None) -> Reply:
         """Commit unless the session already refused the message; the reply to send."""
+        started = time.perf_counter()
+        reply = self._end(rejection)
+        metrics.get().message(reply.code, self.size, time.perf_counter() - started)
+        return reply
+
+    def _end(self, rejection: Reply | None) -> Reply:
         if rejection is not None:
             self.abort()
             log.info("%s message rejected: %d", self._tag, rejection.code)

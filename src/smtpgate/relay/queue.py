@@ -1,0 +1,307 @@
+"""The durable queue on disk: ``<data_dir>/queue/`` (RFC 5321 section 4.5.4 "retry strategies"
+assumes one; this is it).
+
+Theory of operation
+-------------------
+Layout (directories 0700, files 0600)::
+
+    queue/<ID>.msg      the message as accepted
+    queue/<ID>.json     its envelope and delivery state (``relay.entry``)
+    queue/tmp/          files being written; nothing here is queued
+    queue/corrupt/      entries that could not be parsed, moved aside, never deleted
+    queue/kick          touched by the CLI: the running deliverer rescans
+
+Acceptance (``QueueWriter``): the message is written to ``tmp/<ID>.msg``
+while it arrives; ``commit`` fsyncs it, writes and fsyncs ``tmp/<ID>.json``,
+renames the message and then the record into ``queue/`` and fsyncs the
+directory. Only then does it return, and only then does the server send 250.
+A crash before the last rename leaves no ``.json``: the message was never
+acknowledged and start-up removes the leftover.
+
+Updates (``save``) write a new record to ``tmp/``, fsync it and rename it
+over the old one (atomic on POSIX), then fsync the directory. Removal unlinks
+the record first, then the message, so a crash in between leaves only an
+unacknowledged-looking ``.msg`` that start-up removes.
+
+Claiming (``claim``): whoever delivers, changes or removes an entry holds an
+exclusive ``flock`` on its ``.msg`` file (never replaced, so the lock is on
+one inode for the entry's life). The writer holds it from creation until
+commit returns. Several server processes (``[server] workers``) and the CLI
+therefore never work on the same entry at once; a busy entry is skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import secrets
+import string
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from smtpgate.delivery.base import DeliveryError
+from smtpgate.relay.entry import QueueEntry, parse
+
+log = logging.getLogger("smtpgate.relay")
+
+QUEUE_DIR = "queue"
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+_ID_CHARS = string.digits + string.ascii_uppercase  # ASCII order: ids sort by time
+_BUFFER = 64 * 1024
+STALE_TMP = 600.0  # seconds: an unlocked tmp record older than this is a crash leftover
+
+
+class Busy(Exception):
+    """Another process or task holds the entry."""
+
+
+class Missing(Exception):
+    """No such queue entry."""
+
+
+def new_queue_id() -> str:
+    """An id for a message the relay itself queues (a DSN): letters and digits, 11 base-36
+    digits of microseconds (like the server's ids, so names sort by time), 6 random."""
+    micros = time.time_ns() // 1000
+    digits = ""
+    while micros:
+        micros, rest = divmod(micros, 36)
+        digits = _ID_CHARS[rest] + digits
+    return digits.rjust(11, "0") + "".join(secrets.choice(_ID_CHARS) for _ in range(6))
+
+
+def valid_id(queue_id: str) -> bool:
+    return 0 < len(queue_id) <= 64 and queue_id.isascii() and queue_id.isalnum()
+
+
+class QueueStore:
+    """The files of ``queue/`` (see the module docstring)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.tmp = root / "tmp"
+        self.corrupt = root / "corrupt"
+        self.kick_file = root / "kick"
+
+    def ensure(self) -> None:
+        for folder in (self.root, self.tmp, self.corrupt):
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def message_path(self, queue_id: str) -> Path:
+        return self.root / f"{queue_id}.msg"
+
+    def state_path(self, queue_id: str) -> Path:
+        return self.root / f"{queue_id}.json"
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def ids(self) -> list[str]:
+        """The ids of every queued entry (those with a record), oldest id first."""
+        try:
+            with os.scandir(self.root) as entries:
+                names = [e.name[:-5] for e in entries if e.name.endswith(".json")]
+        except FileNotFoundError:
+            return []  # nothing was ever queued
+        return sorted(n for n in names if valid_id(n))
+
+    def load(self, queue_id: str) -> QueueEntry:
+        """The entry; ``Missing`` if gone, ``CorruptEntry`` if unreadable."""
+        if not valid_id(queue_id):
+            raise Missing(queue_id)
+        try:
+            data = self.state_path(queue_id).read_bytes()
+        except FileNotFoundError:
+            raise Missing(queue_id) from None
+        return parse(data, queue_id)
+
+    def read_message(self, queue_id: str) -> bytes:
+        try:
+            return self.message_path(queue_id).read_bytes()
+        except FileNotFoundError:
+            raise Missing(queue_id) from None
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def writer(self, entry: QueueEntry) -> QueueWriter:
+        return QueueWriter(self, entry)
+
+    def save(self, entry: QueueEntry) -> None:
+        """Replace the record atomically (tmp, fsync, rename, fsync the directory)."""
+        tmp = self.tmp / f"{entry.id}.json.{secrets.token_hex(4)}"
+        try:
+            _write_synced(tmp, entry.to_json())
+            os.rename(tmp, self.state_path(entry.id))
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        fsync_dir(self.root)
+
+    def remove(self, queue_id: str) -> None:
+        """Record first, then message; then fsync the directory."""
+        with contextlib.suppress(FileNotFoundError):
+            self.state_path(queue_id).unlink()
+        with contextlib.suppress(FileNotFoundError):
+            self.message_path(queue_id).unlink()
+        fsync_dir(self.root)
+
+    def move_corrupt(self, queue_id: str, reason: str) -> None:
+        """Move both files to ``corrupt/`` (never deleted) with one log line."""
+        for path in (self.state_path(queue_id), self.message_path(queue_id)):
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(path, self.corrupt / path.name)
+        fsync_dir(self.root)
+        log.error("queue=%s unreadable queue record moved to %s: %s", queue_id, self.corrupt,
+                  reason)
+
+    def kick(self) -> None:
+        """Tell a running deliverer to rescan (the CLI calls this after a change)."""
+        with contextlib.suppress(OSError):
+            self.kick_file.touch(mode=0o600)
+            os.utime(self.kick_file)
+
+    def kick_mtime(self) -> float:
+        try:
+            return self.kick_file.stat().st_mtime
+        except OSError:
+            return 0.0
+
+    # -- claiming and start-up ---------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def claim(self, queue_id: str) -> Iterator[None]:
+        """Hold the entry's lock; ``Busy`` if someone else does, ``Missing`` if it is gone."""
+        try:
+            fd = os.open(self.message_path(queue_id), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise Missing(queue_id) from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise Busy(queue_id) from None
+            if not self.state_path(queue_id).exists():
+                raise Missing(queue_id)
+            yield
+        finally:
+            os.close(fd)
+
+    def clean_leftovers(self) -> int:
+        """Remove what no acknowledged message owns: tmp files, ``.msg`` without ``.json``."""
+        removed = 0
+        old = time.time() - STALE_TMP
+        for path in [*self.tmp.iterdir(), *self.root.glob("*.msg")]:
+            if path.parent == self.root and self.state_path(path.stem).exists():
+                continue
+            if path.suffix != ".msg" and path.stat().st_mtime > old:
+                continue  # a record another process is writing right now
+            if _unlink_unless_locked(path):
+                removed += 1
+        return removed
+
+
+class QueueWriter:
+    """One message being accepted into the queue (see the module docstring)."""
+
+    def __init__(self, store: QueueStore, entry: QueueEntry) -> None:
+        self.store = store
+        self.entry = entry
+        self._tmp_msg = store.tmp / f"{entry.id}.msg"
+        self._tmp_json = store.tmp / f"{entry.id}.json"
+        self._file: BinaryIO | None = None
+        self._published = False
+
+    def open(self) -> None:
+        """Create the tmp file and lock it (in the server's worker thread)."""
+        try:
+            self.store.ensure()
+            fd = os.open(self._tmp_msg, _CREATE, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._file = os.fdopen(fd, "wb", buffering=_BUFFER)
+        except OSError as exc:
+            self.abort()
+            raise _error(exc, "creating the queue file") from exc
+
+    def write(self, data: bytes) -> None:
+        if self._file is None:
+            raise DeliveryError("queue: write before open")
+        try:
+            self._file.write(data)
+            self.entry.size += len(data)
+        except OSError as exc:
+            self.abort()
+            raise _error(exc, "writing the message") from exc
+
+    def commit(self) -> None:
+        """Durable when this returns: fsync, record, renames, directory fsync."""
+        if self._file is None:
+            raise DeliveryError("queue: commit without a message")
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            _write_synced(self._tmp_json, self.entry.to_json())
+            os.rename(self._tmp_msg, self.store.message_path(self.entry.id))
+            self._published = True
+            os.rename(self._tmp_json, self.store.state_path(self.entry.id))
+            fsync_dir(self.store.root)
+        except OSError as exc:
+            self.abort()
+            raise _error(exc, "committing the message") from exc
+        self._close()
+
+    def abort(self) -> None:
+        """Leave nothing behind (also after a successful commit: used to undo a split)."""
+        self._close()
+        paths = [self._tmp_msg, self._tmp_json]
+        if self._published:
+            paths = [self.store.state_path(self.entry.id), self.store.message_path(self.entry.id)]
+        for path in paths:
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+    def _close(self) -> None:
+        if self._file is not None:
+            handle, self._file = self._file, None
+            with contextlib.suppress(OSError):
+                handle.close()  # also releases the lock
+
+
+def _error(exc: OSError, step: str) -> DeliveryError:
+    reason = exc.strerror or exc.__class__.__name__
+    return DeliveryError(f"queue: {step} failed: {reason}", disk_full=exc.errno in _DISK_FULL)
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with os.fdopen(os.open(path, _CREATE, 0o600), "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _unlink_unless_locked(path: Path) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        path.unlink()
+        return True
+    except OSError:  # locked by a writer in another process, or already gone
+        return False
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

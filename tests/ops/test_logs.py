@@ -1,0 +1,123 @@
+"""[log] format and user_names, the AUTH failure line, and the session-wide log guard."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import aiosmtplib
+import pytest
+
+from smtpgate.ops import logs
+from tests.e2e.conftest import PASSWORD, ServerFactory
+from tests.log_guard import LogGuard, passwords_in_tests
+
+FAILURE: dict[str, Any] = {"session": "s1", "listener": "127.0.0.1:2587", "ip": "192.0.2.7",
+           "mechanism": "PLAIN", "reply": 535, "outcome": "invalid"}
+
+
+def lines(stream: io.StringIO) -> list[str]:
+    return [line for line in stream.getvalue().splitlines() if "auth failed" in line]
+
+
+def test_text_line_has_every_field_in_order(log_stream: io.StringIO, tmp_path: Path) -> None:
+    logs.configure("text", "plain", tmp_path, stream=log_stream, level=logging.INFO)
+    logs.auth_failure(**FAILURE, login="alice", known=True)
+    [line] = lines(log_stream)
+    assert line.split(" ", 5)[3:5] == ["INFO", "smtpgate.auth:"]  # date time pid level name
+    assert line.endswith(
+        "auth failed session=s1 listener=127.0.0.1:2587 ip=192.0.2.7 mechanism=PLAIN "
+        "reply=535 outcome=invalid user=alice"
+    )
+
+
+def test_json_line_is_one_object_with_the_fields(log_stream: io.StringIO, tmp_path: Path) -> None:
+    logs.configure("json", "plain", tmp_path, stream=log_stream, level=logging.INFO)
+    logs.auth_failure(**FAILURE, login="alice", known=True)
+    logging.getLogger("smtpgate.server").info("listening on %s", "127.0.0.1:2587")
+    first, second = (json.loads(line) for line in log_stream.getvalue().splitlines())
+    assert {k: first[k] for k in FAILURE} == FAILURE
+    assert first["message"] == "auth failed" and first["user"] == "alice"
+    assert first["level"] == "INFO" and first["logger"] == "smtpgate.auth"
+    assert first["time"][:4].isdigit() and first["time"][10] == "T"
+    assert second["message"] == "listening on 127.0.0.1:2587"
+
+
+def test_a_name_cannot_forge_a_field(log_stream: io.StringIO, tmp_path: Path) -> None:
+    logs.configure("text", "plain", tmp_path, stream=log_stream, level=logging.INFO)
+    logs.auth_failure(**FAILURE, login='x ip=10.9.9.9 "\n', known=True)
+    [line] = log_stream.getvalue().splitlines()
+    assert " ip=192.0.2.7 " in line
+    assert line.endswith('user="x\\u0020ip=10.9.9.9\\u0020\\"\\n"')  # no space, no newline
+
+
+def test_hashed_names_are_stable_per_name_and_key(log_stream: io.StringIO, tmp_path: Path) -> None:
+    logs.configure("text", "hashed", tmp_path, stream=log_stream)
+    alice = logs.user_field("alice", known=True)
+    assert alice is not None and alice.startswith("h:") and "alice" not in alice
+    assert logs.user_field("bob", known=True) != alice
+    logs.configure("text", "hashed", tmp_path, stream=log_stream)  # a restart: same key file
+    assert logs.user_field("alice", known=True) == alice
+    assert (tmp_path / logs.KEY_FILE).stat().st_mode & 0o777 == 0o600
+    (tmp_path / "other").mkdir()
+    logs.configure("text", "hashed", tmp_path / "other", stream=log_stream)
+    assert logs.user_field("alice", known=True) != alice  # another installation, another key
+
+
+def test_omit_and_unknown_names(log_stream: io.StringIO, tmp_path: Path) -> None:
+    logs.configure("text", "plain", tmp_path, stream=log_stream)
+    unknown = logs.user_field(PASSWORD, known=False)  # a password typed as the user name
+    assert unknown is not None and unknown.startswith("unknown:h:") and PASSWORD not in unknown
+    logs.configure("text", "omit", tmp_path, stream=log_stream, level=logging.INFO)
+    assert logs.user_field("alice", known=True) is None
+    logs.auth_failure(**FAILURE, login="alice", known=True)
+    assert "user=" not in log_stream.getvalue() and "alice" not in log_stream.getvalue()
+
+
+async def test_server_logs_one_line_per_failed_auth(
+    running: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = await running()
+    host, port = server.addresses[0]  # STARTTLS: PLAIN and LOGIN need TLS
+    caplog.set_level(logging.INFO, logger="smtpgate")
+    async with aiosmtplib.SMTP(hostname=host, port=port, start_tls=True,
+                               validate_certs=False) as smtp:
+        await smtp.ehlo()
+        with pytest.raises(aiosmtplib.SMTPAuthenticationError):
+            await smtp.auth_plain("alice", "not the password")
+    failed = [r for r in caplog.records if r.getMessage().startswith("auth failed")]
+    assert len(failed) == 1, [r.getMessage() for r in caplog.records]
+    fields = getattr(failed[0], logs.FIELDS)
+    assert fields["listener"] == server.config.listeners[0].address
+    assert fields["ip"] == "127.0.0.1" and fields["reply"] == 535
+    assert fields["user"] == "alice" and fields["mechanism"] == "PLAIN"
+
+
+# -- the guard of tests/conftest.py ---------------------------------------------------------
+
+
+def record(message: str, *args: object) -> logging.LogRecord:
+    return logging.LogRecord("smtpgate.x", logging.INFO, __file__, 1, message, args, None)
+
+
+def test_guard_finds_passwords_their_base64_and_hashes() -> None:
+    guard = LogGuard({"hunter2-hunter2"})
+    guard.handle(record("user=alice ok"))
+    assert guard.leaks == []
+    guard.handle(record("got %s", "hunter2-hunter2"))
+    guard.handle(record("line " + base64.b64encode(b"hunter2-hunter2").decode()))
+    guard.handle(record("hash $argon2id$v=19$m=65536"))
+    assert len(guard.leaks) == 3
+
+
+def test_guard_knows_the_suite_passwords_and_is_installed() -> None:
+    assert {PASSWORD, "not the password"} <= passwords_in_tests()
+    guards = [h for h in logging.getLogger().handlers if isinstance(h, LogGuard)]
+    assert len(guards) == 1
+    seen = guards[0].records
+    logging.getLogger("smtpgate.test").debug("a record the guard must see")
+    assert guards[0].records == seen + 1
