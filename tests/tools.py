@@ -19,6 +19,7 @@ DEBIAN_PACKAGE = {
     "curl": "curl",
     "gnutls-cli": "gnutls-bin",
     "openssl": "openssl",
+    "chromium": "chromium",  # the admin page's browser tests (Playwright drives it)
     "fail2ban-regex": "fail2ban",
     "systemd-analyze": "systemd",
 }

@@ -75,7 +75,7 @@ def test_check_config_builtin_defaults(
         "reload (SIGHUP): tls.cert, tls.key, log.format, log.user_names;"
         " users and passwords: at the next AUTH\n"
         "restart needed: data_dir, hostname, server.*, listener, auth.*, limits.*, store.*,"
-        " state.*, delivery.*, submission.*, import.*, relay.*\n"
+        " state.*, delivery.*, submission.*, import.*, admin.*, relay.*\n"
     )
 
 

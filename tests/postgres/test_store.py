@@ -186,9 +186,9 @@ async def test_migration_from_version_1_and_idempotence(pg_url: str) -> None:
     store = PostgresStore(pg_url)
     await store.add(Account(name="old"))
     await store.close()
-    _query(  # back to version 1: no key table, no device columns
+    _query(  # back to version 1: no key table, no device columns, no admins
         pg_url,
-        "DROP TABLE server_keys; ALTER TABLE users DROP COLUMN kind, DROP COLUMN senders,"
+        "DROP TABLE server_keys, admins; ALTER TABLE users DROP COLUMN kind, DROP COLUMN senders,"
         " DROP COLUMN networks, DROP COLUMN max_per_day, DROP COLUMN expires,"
         " DROP COLUMN disabled; UPDATE schema_version SET version = 1",
     )

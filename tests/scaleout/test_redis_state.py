@@ -42,6 +42,19 @@ def test_failure_windows_are_shared(redis_url: str) -> None:
     assert two.last("good", "alice\0192.0.2.1") is None
 
 
+def test_unblock_clears_the_shared_window(redis_url: str) -> None:
+    """The admin page's unblock: every instance sees the address clear at once; the
+    list of busy addresses is the instance's own (Redis keys are digests)."""
+    one, two = throttle(redis_url), throttle(redis_url)
+    now = time.time()
+    for _ in range(3):
+        one.add("ip", "192.0.2.9", now)
+    assert one.busiest("ip", now - 10, 2) == [("192.0.2.9", 3)]
+    assert two.busiest("ip", now - 10, 2) == []  # two recorded nothing itself
+    two.clear("ip", "192.0.2.9")
+    assert one.count("ip", "192.0.2.9", now - 10) == 0
+
+
 def test_windows_hold_no_plaintext_and_expire(redis_url: str) -> None:
     state = throttle(redis_url)
     state.add("login", "alice@example.com", time.time())

@@ -55,7 +55,7 @@ from typing import Any, TypeVar
 from smtpgate.auth.cache import VerifiedCache
 from smtpgate.auth.fair import FairHasher, HashingBusy
 from smtpgate.auth.outcomes import COUNTED_FAILURES, REPLIES, Outcome
-from smtpgate.auth.values import AuthSettings, Peer, Turn
+from smtpgate.auth.values import AuthEvent, AuthSettings, Peer, Turn
 from smtpgate.credentials.base import (
     Account,
     CredentialStore,
@@ -108,6 +108,7 @@ class AuthService:
         cache: VerifiedCache | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         hasher: FairHasher | None = None,
+        on_event: Callable[[AuthEvent], None] | None = None,
         today: Callable[[], date] = lambda: datetime.now(UTC).date(),
     ) -> None:
         self.store = store
@@ -116,6 +117,7 @@ class AuthService:
         self.throttle = throttle
         self.cache = cache if cache is not None else VerifiedCache()
         self.sleep = sleep
+        self.on_event = on_event  # told every finished AUTH (the admin page's event log)
         self.today = today  # the UTC date, for device expiry
         self._fake_key: bytes | None = None  # from the store, on first use
         # Argon2id takes 64 MiB and a core per verify: one thread per core.
@@ -351,6 +353,7 @@ class Conversation:
     async def _succeed(self, authcid: str, authzid: str, account: Account | None) -> Turn:
         self.service.throttle.record_success(self.peer.ip, authcid)
         user = authzid or authcid
+        self._tell(Outcome.OK, authcid)
         log.info(
             "session=%s auth ok mechanism=%s user=%s", self.peer.session_id, self._mech_name, user
         )
@@ -363,6 +366,7 @@ class Conversation:
         self._mech = None
         self._success = None
         svc = self.service
+        self._tell(outcome, self._login or "")
         counted = outcome in COUNTED_FAILURES
         reply = REPLIES[outcome]
         if counted:
@@ -397,6 +401,10 @@ class Conversation:
     def _measure(self, code: int) -> None:
         seconds = time.perf_counter() - self._step_started
         metrics.get().auth(self._mech_name, code, seconds)
+
+    def _tell(self, outcome: Outcome, login: str) -> None:
+        if self.service.on_event is not None:
+            self.service.on_event(AuthEvent(self.peer.ip, login, self._mech_name, outcome.value))
 
     def _reset(self, mechanism: str) -> None:
         self._mech = None

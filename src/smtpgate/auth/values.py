@@ -55,3 +55,17 @@ class Turn:
     reply: Reply | None = None
     user: str | None = None
     account: Account | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuthEvent:
+    """One finished AUTH, for an observer (the admin page's event log); never a secret.
+
+    ``login`` is the name the client tried ("" when it gave none), ``outcome``
+    an ``Outcome`` value ("ok" on success).
+    """
+
+    ip: str
+    login: str
+    mechanism: str
+    outcome: str

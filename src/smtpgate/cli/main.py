@@ -124,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_device_parsers(commands)
     store_commands.register(commands)
     add_queue_parsers(commands)  # queue, relay test, oauth authorize (docs/relay.md)
+
+    from smtpgate.cli import admin  # admin add, admin del
+
+    admin.register(commands, read_password, CliError)
     return parser
 
 

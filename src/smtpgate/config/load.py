@@ -40,6 +40,7 @@ from smtpgate.config.relay import build_relay, local_domains
 from smtpgate.config.schema import (
     DEVICE_PROFILE,
     KNOWN_MECHANISMS,
+    AdminConfig,
     AuthConfig,
     Config,
     DeliveryConfig,
@@ -70,6 +71,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "delivery": DeliveryConfig,
     "submission": SubmissionConfig,
     "import": ImportConfig,
+    "admin": AdminConfig,
     "log": LogConfig,
 }
 _TOP_KEYS = ("data_dir", "hostname", "listener", "relay", *_SECTIONS)
@@ -177,6 +179,7 @@ class _Builder:
             delivery=sections["delivery"],
             submission=sections["submission"],
             import_=sections["import"],
+            admin=sections["admin"],
             relay=build_relay(self, data.get("relay", {}), data_dir),
             log=sections["log"],
         )
@@ -192,6 +195,11 @@ class _Builder:
             values["mechanisms"] = self.mechanisms(values["mechanisms"])
         if name == "store" and "url" in values:
             self.check_store_url(values["url"])
+        if name == "admin" and values.get("address"):
+            try:
+                parse_address(values["address"])
+            except ValueError as exc:
+                self.fail("admin.address", str(exc))
         if name == "delivery" and "local_domains" in values:
             values["local_domains"] = local_domains(self, values["local_domains"])
         if name == "state" and values.get("url"):

@@ -220,6 +220,13 @@ class SubmissionConfig:
     add_missing_headers: bool = True  # Date and Message-ID (RFC 6409 section 8)
 
 
+@dataclass(frozen=True, slots=True)
+class AdminConfig:
+    """``[admin]``: the HTTP listener of /healthz, /readyz, /metrics and the admin page."""
+
+    address: str = ""  # "" = off; "127.0.0.1:8025" or "[::1]:8025"
+
+
 DEFAULT_LISTENERS: tuple[ListenerConfig, ...] = (
     ListenerConfig("127.0.0.1:2587", "127.0.0.1", 2587, "starttls", True),
     ListenerConfig("127.0.0.1:2465", "127.0.0.1", 2465, "implicit", True),
@@ -240,6 +247,7 @@ class Config:
     delivery: DeliveryConfig = DeliveryConfig()
     submission: SubmissionConfig = SubmissionConfig()
     import_: ImportConfig = ImportConfig()  # TOML: [import] (a Python keyword)
+    admin: AdminConfig = AdminConfig()
     relay: RelayConfig = RelayConfig()
     log: LogConfig = LogConfig()
 

@@ -111,6 +111,13 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE users ADD COLUMN expires TEXT",
         "ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0",
     ),
+    (  # admin page accounts: the SQLite store's migration 4
+        """CREATE TABLE admins (
+            name TEXT PRIMARY KEY NOT NULL,
+            password_hash TEXT NOT NULL,
+            created TIMESTAMPTZ NOT NULL DEFAULT now()
+        )""",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -185,6 +192,17 @@ class PostgresStore:
 
     async def fake_secret_key(self) -> bytes:
         return await self._run(_fake_secret_key)
+
+    async def add_admin(self, name: str, password_hash: str) -> None:
+        await self._run(
+            lambda conn: _admin_write(conn, _ADD_ADMIN, (name, password_hash), UserExists(name))
+        )
+
+    async def admin_hash(self, name: str) -> str | None:
+        return await self._run(lambda conn: _admin_hash(conn, name)) if _storable(name) else None
+
+    async def delete_admin(self, name: str) -> None:
+        await self._run(lambda conn: _admin_write(conn, _DELETE_ADMIN, (name,), UnknownUser(name)))
 
     async def copy_in(self, accounts: Sequence[Account], fake_secret_key: bytes) -> None:
         """``store migrate``: add every account and set the fake-secret key, all or nothing.
@@ -406,3 +424,21 @@ async def _fake_secret_key(conn: Conn) -> bytes:
     if len(key) < _KEY_BYTES:
         raise StoreUnavailable("the stored server key is malformed")
     return key
+
+
+_ADD_ADMIN = "INSERT INTO admins (name, password_hash) VALUES (%s, %s) ON CONFLICT DO NOTHING"
+_DELETE_ADMIN = "DELETE FROM admins WHERE name = %s"
+
+
+async def _admin_write(
+    conn: Conn, query: str, params: tuple[str, ...], unchanged: Exception
+) -> None:
+    """Add or delete one admin row; raise ``unchanged`` when no row changed."""
+    if (await conn.execute(query, params)).rowcount != 1:
+        raise unchanged
+
+
+async def _admin_hash(conn: Conn, name: str) -> str | None:
+    cur = await conn.execute("SELECT password_hash FROM admins WHERE name = %s", (name,))
+    row = await cur.fetchone()
+    return None if row is None else str(row[0])

@@ -93,6 +93,13 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE users ADD COLUMN expires TEXT",
         "ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0",
     ),
+    (  # admin page accounts (docs/admin.md): apart from SMTP users, never an SMTP login
+        """CREATE TABLE admins (
+            name TEXT PRIMARY KEY NOT NULL,
+            password_hash TEXT NOT NULL,
+            created TEXT NOT NULL
+        )""",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -144,6 +151,15 @@ class SqliteStore:
 
     async def names(self) -> list[str]:
         return await self._run(_names)
+
+    async def add_admin(self, name: str, password_hash: str) -> None:
+        await self._run(lambda conn: _add_admin(conn, name, password_hash))
+
+    async def admin_hash(self, name: str) -> str | None:
+        return await self._run(lambda conn: _admin_hash(conn, name))
+
+    async def delete_admin(self, name: str) -> None:
+        await self._run(lambda conn: _delete_admin(conn, name))
 
     async def fake_secret_key(self) -> bytes:
         return await self._run(lambda conn: _server_key(conn, _FAKE_SECRETS))
@@ -364,6 +380,28 @@ def _delete(conn: sqlite3.Connection, name: str) -> None:
 
 def _names(conn: sqlite3.Connection) -> list[str]:
     return [str(row[0]) for row in conn.execute("SELECT name FROM users ORDER BY name")]
+
+
+def _add_admin(conn: sqlite3.Connection, name: str, password_hash: str) -> None:
+    with _transaction(conn):
+        cursor = conn.execute(
+            "INSERT INTO admins (name, password_hash, created) VALUES (?, ?, ?) "
+            "ON CONFLICT (name) DO NOTHING",
+            (name, password_hash, _now()),
+        )
+        if cursor.rowcount != 1:
+            raise UserExists(name)
+
+
+def _admin_hash(conn: sqlite3.Connection, name: str) -> str | None:
+    row = conn.execute("SELECT password_hash FROM admins WHERE name = ?", (name,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def _delete_admin(conn: sqlite3.Connection, name: str) -> None:
+    with _transaction(conn):
+        if conn.execute("DELETE FROM admins WHERE name = ?", (name,)).rowcount != 1:
+            raise UnknownUser(name)
 
 
 def _server_key(conn: sqlite3.Connection, purpose: str) -> bytes:

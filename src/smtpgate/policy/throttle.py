@@ -29,6 +29,7 @@ from typing import Protocol
 KNOWN_GOOD_SECONDS = 30 * 24 * 3600  # the one declaration of the 30-day known-good period
 MAX_SLOWDOWN = 30.0  # seconds: the extra delay on one failed login never exceeds this
 MAX_TRACKED = 100_000  # keys per table; the oldest are dropped beyond it
+MAX_LISTED = 1000  # blocked keys one busiest() call returns
 
 
 def client_key(ip: str) -> str:
@@ -50,6 +51,11 @@ class ThrottleState(Protocol):
     def count(self, table: str, key: str, since: float) -> int: ...
 
     def last(self, table: str, key: str) -> float | None: ...
+
+    # For the admin page: what is blocked now, and lifting a block.
+    def busiest(self, table: str, since: float, minimum: int) -> list[tuple[str, int]]: ...
+
+    def clear(self, table: str, key: str) -> None: ...
 
 
 class MemoryThrottleState:
@@ -78,6 +84,15 @@ class MemoryThrottleState:
     def last(self, table: str, key: str) -> float | None:
         times = self._tables.get(table, {}).get(key)
         return times[-1] if times else None
+
+    def busiest(self, table: str, since: float, minimum: int) -> list[tuple[str, int]]:
+        """Keys with at least ``minimum`` entries since ``since``, most first (at most 1000)."""
+        found = [(key, self.count(table, key, since)) for key in list(self._tables.get(table, {}))]
+        over = [(key, n) for key, n in found if n >= minimum]
+        return sorted(over, key=lambda item: (-item[1], item[0]))[:MAX_LISTED]
+
+    def clear(self, table: str, key: str) -> None:
+        self._tables.get(table, {}).pop(key, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +154,23 @@ class Throttle:
 
     def record_success(self, ip: str, login: str) -> None:
         self.state.add("good", f"{login}\0{client_key(ip)}", self.clock())
+
+    def blocked_ips(self) -> list[tuple[str, int]]:
+        """(address key, failures) of every blocked address, most failures first."""
+        since = self.clock() - self.limits.ip_failure_window
+        return self.state.busiest("ip", since, self.limits.ip_failure_limit)
+
+    def blocked_logins(self) -> list[tuple[str, int]]:
+        """(login, failures) of every login at its limit (known-good addresses still pass)."""
+        since = self.clock() - self.limits.user_failure_window
+        return self.state.busiest("login", since, self.limits.user_failure_limit)
+
+    def unblock_ip(self, ip: str) -> None:
+        """Forget the failures of ``ip`` (or of its /64, or of a key from blocked_ips)."""
+        self.state.clear("ip", client_key(ip) if "/" not in ip else ip)
+
+    def unblock_login(self, login: str) -> None:
+        self.state.clear("login", login)
 
     def _login_failures(self, login: str) -> int:
         since = self.clock() - self.limits.user_failure_window

@@ -25,12 +25,18 @@ from types import TracebackType
 
 from OpenSSL import SSL
 
+from smtpgate.admin.accounts import AdminAccounts
+from smtpgate.admin.context import AdminContext
+from smtpgate.admin.events import EventLog
+from smtpgate.admin.listener import AdminListener
+from smtpgate.admin.observe import CountingTarget
 from smtpgate.auth.service import AuthService, AuthSettings
 from smtpgate.config.schema import Config, ListenerConfig, TlsConfig
 from smtpgate.credentials.base import CredentialStore
 from smtpgate.credentials.open import open_store
 from smtpgate.delivery.base import DeliveryTarget
 from smtpgate.delivery.factory import make_target
+from smtpgate.ops.metrics import render as render_metrics
 from smtpgate.policy.throttle import MemoryThrottleState, Throttle, ThrottleLimits, ThrottleState
 from smtpgate.relay.service import Relay
 from smtpgate.server.admission import Admission, LocalAdmission
@@ -43,6 +49,7 @@ from smtpgate.server.senders import DailyQuota, QuotaUnavailable, SenderPolicy
 from smtpgate.server.tls import legacy_tls, make_server_context
 from smtpgate.server.transaction import Deliveries
 from smtpgate.state import SharedState, open_shared_state
+from smtpgate.state import ready as state_ready
 from smtpgate.state.quota import RedisQuota
 
 log = logging.getLogger("smtpgate.server")
@@ -59,6 +66,7 @@ class Server:
         throttle_state: ThrottleState | None = None,
         reuse_port: bool = False,
         admission: Admission | None = None,
+        serve_admin: bool = True,
         quota: DailyQuota | None = None,
     ) -> None:
         self.config = config
@@ -67,6 +75,13 @@ class Server:
             self.relay = Relay(config)
             delivery = self.relay.target
         self.delivery = delivery if delivery is not None else make_target(config)
+        # With [admin] address set, every worker logs AUTH outcomes and messages for the
+        # admin page; ``serve_admin`` says whether this process also serves it (run.py).
+        self.events = (
+            EventLog(config.data_dir / "admin-events.db") if config.admin.address else None
+        )
+        if self.events is not None:
+            self.delivery = CountingTarget(self.delivery, self.events.message)
         self._own_store = store is None
         self.store = store if store is not None else open_store(config.store.url, config.data_dir)
         lim = config.limits
@@ -90,7 +105,8 @@ class Server:
         )
         # Wall time: a shared state compares times written by other processes.
         throttle = Throttle(limits, throttle_state, clock=time.time)
-        self.auth = AuthService(self.store, settings, throttle)
+        on_event = None if self.events is None else self.events.auth  # the admin page's log
+        self.auth = AuthService(self.store, settings, throttle, on_event=on_event)
         self.device_auth = self._device_auth(settings, throttle)
         self.reuse_port = reuse_port
         self.admission: Admission = admission
@@ -102,6 +118,7 @@ class Server:
         self.addresses: list[tuple[str, int]] = []
         self._servers: list[asyncio.Server] = []
         self._tls_contexts: dict[tuple[str, str], SSL.Context] = {}  # (min_tls, ciphers)
+        self.admin = self._admin_listener() if serve_admin else None
 
     # -- lifecycle ---------------------------------------------------------
     async def start(self) -> None:
@@ -126,10 +143,14 @@ class Server:
             self.addresses.append((host, port))
             log.info("listening on %s tls=%s require_auth=%s", _fmt(host, port), listener.tls,
                      listener.require_auth)
+        if self.admin is not None:
+            await self.admin.start()
         if self.relay is not None:
             await self.relay.start()
 
     async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
+        if self.admin is not None:
+            await self.admin.stop()
         for server in self._servers:
             server.close()
         for conn in list(self.connections):
@@ -152,6 +173,8 @@ class Server:
             self.shared.close()
             self.shared = None
         self.auth.close()
+        if self.events is not None:
+            self.events.close()
         self.quota.close()
         if self._own_store:
             await self.store.close()
@@ -202,6 +225,27 @@ class Server:
         self._tls_contexts.update(fresh)
 
     # -- helpers ---------------------------------------------------------------
+    def _admin_listener(self) -> AdminListener | None:
+        if self.events is None:
+            return None
+        if not isinstance(self.store, AdminAccounts):
+            log.warning("the credential store has no admin accounts: nobody can log in")
+        return AdminListener(
+            AdminContext(
+                config=self.config,
+                store=self.store,
+                admins=self.store if isinstance(self.store, AdminAccounts) else _NO_ADMINS,
+                throttle=self.auth.throttle,
+                events=self.events,
+                metrics=render_metrics,
+                ready=self._state_ready,
+            )
+        )
+
+    async def _state_ready(self) -> bool:
+        """/readyz: the shared state answers (always true without ``[state] url``)."""
+        return all((await state_ready(self.shared)).values())
+
     def _load_tls(self, min_tls: str, ciphers: str) -> SSL.Context:
         cert, key = self.config.tls.cert, self.config.tls.key
         if ensure_self_signed(cert, key, self.config.hostname):
@@ -217,7 +261,8 @@ class Server:
             return self.auth
         wider = dataclasses.replace(settings, mechanisms=(*settings.mechanisms, "CRAM-MD5"))
         return AuthService(
-            self.store, wider, throttle, cache=self.auth.cache, hasher=self.auth.hasher
+            self.store, wider, throttle, cache=self.auth.cache, hasher=self.auth.hasher,
+            on_event=self.auth.on_event,
         )
 
 
@@ -226,6 +271,22 @@ def _warn_if_weakened(listener: ListenerConfig) -> None:
     if listener.tls != "none" and legacy_tls(listener.min_tls):
         log.warning("listener %s allows TLS %s (below 1.2): for legacy devices only",
                     listener.address, listener.min_tls)
+
+
+class _NoAdmins:
+    """A store without admin accounts: every admin login fails."""
+
+    async def add_admin(self, name: str, password_hash: str) -> None:
+        raise ValueError("this credential store cannot hold admin accounts")
+
+    async def admin_hash(self, name: str) -> str | None:
+        return None
+
+    async def delete_admin(self, name: str) -> None:
+        raise ValueError("this credential store cannot hold admin accounts")
+
+
+_NO_ADMINS = _NoAdmins()
 
 
 def _fmt(host: str, port: int) -> str:

@@ -12,7 +12,9 @@ supervisor creates the shared connection table (``server/admission.py``),
 then forks N workers that each bind every listener with SO_REUSEPORT, so the
 kernel spreads connections over them; workers share failed-login windows
 through ``<data_dir>/throttle.db`` (with ``[state] url`` each worker also
-talks to Redis, and the file is its fallback: docs/scaling.md). The
+talks to Redis, and the file is its fallback: docs/scaling.md). Worker 0
+alone serves ``[admin] address`` (login sessions live in its memory; the AUTH
+events and failure windows it shows are in files every worker writes). The
 supervisor forwards SIGTERM/SIGINT and waits. When a worker dies (a crash,
 the OOM killer) the supervisor frees its connection slots at once and starts
 a new worker in its place; a worker that fails while starting stops the
@@ -130,17 +132,20 @@ def event_loop_runner() -> Callable[[Coroutine[Any, Any, int]], int]:
     return uvloop.run
 
 
-def run_worker(config: Config, admission: Admission | None, source: Path | None = None) -> int:
+def run_worker(
+    config: Config, admission: Admission | None, source: Path | None = None,
+    serve_admin: bool = True,
+) -> int:
     """Serve until SIGTERM/SIGINT; ``admission`` is the shared table's view in a worker."""
     try:
-        return event_loop_runner()(_serve_until_signal(config, admission, source))
+        return event_loop_runner()(_serve_until_signal(config, admission, source, serve_admin))
     except StartupError as exc:
         log.error("cannot start: %s", exc)
         return EXIT_STARTUP
 
 
 async def _serve_until_signal(
-    config: Config, admission: Admission | None, source: Path | None
+    config: Config, admission: Admission | None, source: Path | None, serve_admin: bool
 ) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -151,7 +156,10 @@ async def _serve_until_signal(
     try:
         # Workers share failure windows through a file; one process keeps them in memory.
         state = SqliteThrottleState(config.data_dir / "throttle.db") if shared else None
-        server = Server(config, reuse_port=shared, throttle_state=state, admission=admission)
+        server = Server(
+            config, reuse_port=shared, throttle_state=state, admission=admission,
+            serve_admin=serve_admin,
+        )
         await _start(server)
     except (OSError, ValueError, CertificateError, TlsConfigError) as exc:
         raise StartupError(" ".join(str(exc).split()) or type(exc).__name__) from None
@@ -240,7 +248,10 @@ class Supervisor:
             signal.signal(signal.SIGHUP, signal.SIG_IGN)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD_SIGNALS)
             metrics.start_worker()
-            code = run_worker(self.config, self.table.worker(index), self.source)
+            # Worker 0 alone serves [admin] address: its sessions live in its memory.
+            code = run_worker(
+                self.config, self.table.worker(index), self.source, serve_admin=index == 0
+            )
         finally:
             os._exit(code)
 

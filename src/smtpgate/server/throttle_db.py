@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from smtpgate.credentials.sqlite import use_wal
-from smtpgate.policy.throttle import KNOWN_GOOD_SECONDS
+from smtpgate.policy.throttle import KNOWN_GOOD_SECONDS, MAX_LISTED
 from smtpgate.server.certs import make_private_dirs
 
 T = TypeVar("T")
@@ -77,6 +77,23 @@ class SqliteThrottleState:
             return None if row[0] is None else float(row[0])
 
         return self._use(read, None)
+
+    def busiest(self, table: str, since: float, minimum: int) -> list[tuple[str, int]]:
+        def read(conn: sqlite3.Connection) -> list[tuple[str, int]]:
+            rows = conn.execute(
+                "SELECT key, COUNT(*) AS n FROM events WHERE tbl = ? AND at >= ? "
+                "GROUP BY key HAVING n >= ? ORDER BY n DESC, key LIMIT ?",
+                (table, since, minimum, MAX_LISTED),
+            )
+            return [(str(key), int(n)) for key, n in rows]
+
+        return self._use(read, [])
+
+    def clear(self, table: str, key: str) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM events WHERE tbl = ? AND key = ?", (table, key))
+
+        self._use(write, None)
 
     def close(self) -> None:
         with self._lock:

@@ -78,3 +78,14 @@ class RedisThrottleState:
         except StateDown:
             return self._fallback.last(table, key) if self._link.fail_open else None
         return float(rows[0][1]) if rows else None
+
+    def busiest(self, table: str, since: float, minimum: int) -> list[tuple[str, int]]:
+        """This instance's view (the admin page): Redis keys are digests, so they name
+        nobody; the local fallback records every failure with its key."""
+        return self._fallback.busiest(table, since, minimum)
+
+    def clear(self, table: str, key: str) -> None:
+        """Unblock everywhere: the shared window and this instance's copy."""
+        self._fallback.clear(table, key)
+        with contextlib.suppress(StateDown):  # logged by the link
+            self._link.run(lambda c: c.delete(window_key(table, key)))
