@@ -76,6 +76,10 @@ def build_envelope(session: Session, *, session_id: str, peer: str, tls: bool) -
         smtputf8="SMTPUTF8" in params,
         received_at=time.time(),
         queue_id=new_queue_id(),
+        ret=params.get("RET"),
+        envid=params.get("ENVID"),
+        notify=tuple(p.get("NOTIFY") for p in mail.rcpt_params),
+        orcpt=tuple(p.get("ORCPT") for p in mail.rcpt_params),
     )
 
 
