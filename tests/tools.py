@@ -21,6 +21,7 @@ DEBIAN_PACKAGE = {
     "openssl": "openssl",
     "fail2ban-regex": "fail2ban",
     "systemd-analyze": "systemd",
+    "strace": "strace",
 }
 
 
