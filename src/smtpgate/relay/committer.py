@@ -2,21 +2,20 @@
 
 Theory of operation
 -------------------
-Making one message durable costs an fsync of its file, of its record and of
-the ``queue/`` directory after the renames. Fifty connections finishing
-messages together would each wait for their own directory fsync in turn.
-Instead, each ``QueueWriter.commit`` hands its writer to the one committer
-thread of its ``QueueStore`` and waits. The thread takes every commit that is
-waiting as one batch and, in this order:
+Making one message durable takes a flush of its file and of its record, the
+renames into ``queue/``, and a flush of the ``queue/`` directory. Each
+``QueueWriter.commit`` flushes its own two files in its own (server worker)
+thread, so the flushes of messages finishing together run side by side and
+the kernel joins them in one journal commit; it then hands the writer to the
+one committer thread of its ``QueueStore`` and waits. The thread takes every
+commit that is waiting as one batch and
 
-1. flushes: for each message, fsync its file, then write and fsync its
-   record (both still in ``tmp/``);
-2. renames each message and then its record into ``queue/``;
-3. fsyncs ``queue/`` once, covering every rename of the batch;
+1. renames each message and then its record into ``queue/``;
+2. fsyncs ``queue/`` once, covering every rename of the batch;
 
 and only then wakes the waiters, so no message is acknowledged (250) before
-the directory flush that covers it. A message whose step fails is left out
-of the later steps and its waiter gets the error (451/452, and the writer
+the directory flush that covers it. A message whose rename fails is left out
+of the directory flush and its waiter gets the error (451/452, and the writer
 removes what it wrote); a failed directory fsync fails the whole batch.
 While a batch is on disk, the next one gathers in the queue, so batches grow
 with the load and a lone message waits for nobody. A batch takes at most
@@ -34,9 +33,7 @@ MAX_BATCH = 256
 
 
 class Committable(Protocol):
-    def flush_files(self) -> None: ...  # fsync the message, write and fsync the record
-
-    def publish(self) -> None: ...  # rename both into queue/
+    def publish(self) -> None: ...  # rename the flushed message and record into queue/
 
 
 class _Job:
@@ -88,16 +85,20 @@ class Committer:
                     job.done.set()
 
     def _commit_batch(self, batch: list[_Job]) -> None:
-        flushed = _each(batch, lambda w: w.flush_files())
-        published = _each(flushed, lambda w: w.publish())
-        if not published:
-            return
-        try:
-            self._sync_dir()
-        except Exception as exc:  # every waiter must hear of it
-            error = exc if isinstance(exc, OSError) else OSError(f"queue commit: {exc!r}")
-            for job in published:
-                job.error = error
+        published = _each(batch, lambda w: w.publish())
+        _all_or_fail(published, self._sync_dir)
+
+
+def _all_or_fail(jobs: list[_Job], flush: Callable[[], None]) -> None:
+    """One flush for all ``jobs``; if it fails, each of them gets the error."""
+    if not jobs:
+        return
+    try:
+        flush()
+    except Exception as exc:  # every waiter must hear of it
+        error = exc if isinstance(exc, OSError) else OSError(f"queue commit: {exc!r}")
+        for job in jobs:
+            job.error = error
 
 
 def _each(jobs: list[_Job], step: Callable[[Committable], None]) -> list[_Job]:

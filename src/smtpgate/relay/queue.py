@@ -15,8 +15,8 @@ Acceptance (``QueueWriter``): the message is written to ``tmp/<ID>.msg``
 while it arrives; ``commit`` fsyncs it, writes and fsyncs ``tmp/<ID>.json``,
 renames the message and then the record into ``queue/`` and fsyncs the
 directory. Only then does it return, and only then does the server send 250.
-Messages committing at about the same time do this as one batch, sharing the
-directory fsync (group commit: ``relay.committer``).
+Messages committing at about the same time share the renames and the
+directory fsync as one batch (group commit: ``relay.committer``).
 A crash before the last rename leaves no ``.json``: the message was never
 acknowledged and start-up removes the leftover.
 
@@ -243,25 +243,22 @@ class QueueWriter:
             raise _error(exc, "writing the message") from exc
 
     def commit(self) -> None:
-        """Durable when this returns: fsync, record, renames, directory fsync (in a batch)."""
+        """Durable when this returns: fsync, record, then renames and directory fsync in a
+        batch with the other messages committing now."""
         if self._file is None:
             raise DeliveryError("queue: commit without a message")
         try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            _write_synced(self._tmp_json, self.entry.to_json())
             self.store.committer.commit(self)
         except OSError as exc:
             self.abort()
             raise _error(exc, "committing the message") from exc
         self._close()
 
-    def flush_files(self) -> None:
-        """Group commit step 1 (committer thread): the message and its record on disk."""
-        assert self._file is not None
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        _write_synced(self._tmp_json, self.entry.to_json())
-
     def publish(self) -> None:
-        """Group commit step 2: the message, then the record that makes it queued."""
+        """In the committer's batch: the message, then the record that makes it queued."""
         os.rename(self._tmp_msg, self.store.message_path(self.entry.id))
         self._published = True
         os.rename(self._tmp_json, self.store.state_path(self.entry.id))
