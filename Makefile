@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 # the tests run (tests/tools.py names the command each provides; tests/test_packaging.py
 # checks they are all here); swaks needs Net::SSLeay for TLS, which is only a Recommends.
 # `make -s deb-packages` prints it (the README points there instead of copying it).
-DEB_PACKAGES := swaks gsasl msmtp curl libnet-ssleay-perl gnutls-bin openssl postgresql fail2ban systemd redis-server haproxy chromium
+DEB_PACKAGES := swaks gsasl msmtp curl libnet-ssleay-perl gnutls-bin openssl postgresql fail2ban systemd redis-server haproxy chromium strace
 
 .PHONY: serve test lint venv test-venv deb-tools deb-packages bench fuzz clean
 

@@ -22,6 +22,7 @@ DEBIAN_PACKAGE = {
     "chromium": "chromium",  # the admin page's browser tests (Playwright drives it)
     "fail2ban-regex": "fail2ban",
     "systemd-analyze": "systemd",
+    "strace": "strace",
 }
 
 

@@ -11,6 +11,9 @@ offering AUTH XOAUTH2 and OAUTHBEARER that accept only live tokens of the
 token server, and PLAIN/LOGIN for one user. ``rcpt_replies`` maps a
 recipient to its RCPT reply (``"421 ..."`` also closes the connection);
 ``accepted`` collects (envelope sender, recipients, data, auth user).
+With ``handler.dsn`` on it also offers DSN (RFC 3461) and keeps the MAIL and
+RCPT parameters of each accepted message in ``options``; with it off, such
+parameters get aiosmtpd's 555, as from any smarthost without DSN.
 """
 
 from __future__ import annotations
@@ -179,11 +182,15 @@ class Handler:
         self.accepted: list[tuple[str, list[str], bytes, str | None]] = []
         self.token_checks: list[tuple[str, bool]] = []
         self.connections = 0
+        self.dsn = False  # offer DSN and accept its parameters
+        self.options: list[tuple[list[str], list[str]]] = []  # (MAIL, RCPT) params, per message
 
     async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope,
                           hostname: str, responses: list[str]) -> list[str]:
         self.connections += 1
         session.host_name = hostname
+        if self.dsn:
+            responses.insert(-1, "250-DSN")
         return responses
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
@@ -191,6 +198,7 @@ class Handler:
         reply = self.rcpt_replies.get(address)
         if reply is None:
             envelope.rcpt_tos.append(address)
+            envelope.rcpt_options.extend(options)
             return "250 2.1.5 OK"
         if reply.startswith("421"):
             transport = server.transport
@@ -206,6 +214,7 @@ class Handler:
             user = session.auth_data.login.decode()
         self.accepted.append((envelope.mail_from or "", list(envelope.rcpt_tos),
                               bytes(envelope.original_content or b""), user))
+        self.options.append((list(envelope.mail_options), list(envelope.rcpt_options)))
         await asyncio.sleep(self.data_delay)
         return "250 2.0.0 Ok: queued upstream"
 
@@ -235,13 +244,31 @@ def _password_check(server: SMTP, session: Session, envelope: Envelope, mechanis
     return AuthResult(success=ok, handled=False, auth_data=data if ok else None)
 
 
+_DSN_PARAMETERS = frozenset({"RET", "ENVID", "NOTIFY", "ORCPT"})
+
+
+class _DsnSMTP(SMTP):
+    """aiosmtpd's server, taking the RFC 3461 parameters when its handler offers DSN."""
+
+    def _getparams(self, params: Any) -> Any:
+        found = super()._getparams(params)
+        if found is None or not getattr(self.event_handler, "dsn", False):
+            return found
+        return {k: v for k, v in found.items() if k not in _DSN_PARAMETERS}
+
+
+class _Controller(Controller):
+    def factory(self) -> SMTP:
+        return _DsnSMTP(self.handler, **self.SMTP_kwargs)
+
+
 class Smarthost:
     def __init__(self, tokens: TokenState | None = None, *, port: int = 0,
                  tls: ssl.SSLContext | None = None, implicit: ssl.SSLContext | None = None
                  ) -> None:
         self.handler = Handler(tokens)
         self.port = port or free_port()
-        self.controller = Controller(
+        self.controller = _Controller(
             self.handler, hostname="127.0.0.1", port=self.port,
             authenticator=_password_check, auth_require_tls=False,
             tls_context=tls, require_starttls=tls is not None, ssl_context=implicit,

@@ -50,6 +50,13 @@ class Envelope:
     queue_id: str = ""  # letters and digits: the 250 reply, the Received id, every log line
     trusted_network: bool = False  # no AUTH: the client is in the listener's trusted_networks
     extra: dict[str, str] = field(default_factory=dict)
+    # RFC 3461 DSN parameters: RET= ("FULL"/"HDRS"), ENVID= (decoded), and per recipient,
+    # in the order of ``recipients``, NOTIFY= ("NEVER" or e.g. "FAILURE,DELAY") and
+    # ORCPT= ("rfc822;addr", decoded); None where the client gave none.
+    ret: str | None = None
+    envid: str | None = None
+    notify: tuple[str | None, ...] = ()
+    orcpt: tuple[str | None, ...] = ()
 
 
 class Delivery(Protocol):

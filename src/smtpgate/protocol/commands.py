@@ -3,7 +3,8 @@
 Pure functions; each returns a value or raises ``SyntaxProblem`` carrying the
 reply to send. Grammar: RFC 5321 section 4.1.2 (paths, Mailbox, Local-part,
 Domain, address-literal), RFC 6531 (UTF-8 in addresses with SMTPUTF8),
-RFC 3461 section 4 (xtext, used by MAIL FROM AUTH=, RFC 4954 section 5),
+RFC 3461 section 4 (xtext, used by MAIL FROM AUTH=, RFC 4954 section 5, and
+by the DSN parameters RET, ENVID, NOTIFY and ORCPT),
 RFC 4648 section 4 (base64 in AUTH, RFC 4954 section 4).
 
 Keywords, numbers and mechanism names are ASCII: text is matched against
@@ -160,8 +161,30 @@ def parse_auth_param(value: str | None) -> str:
     return decoded
 
 
+def encode_xtext(text: str) -> str:
+    """RFC 3461 section 4: '+', '=' and anything outside '!'..'~' as ``+XX``."""
+    return "".join(c if "!" <= c <= "~" and c not in "+=" else f"+{ord(c):02X}"
+                   for c in text)
+
+
+def _printable_xtext(value: str | None, limit: int) -> str:
+    """An xtext value decoded; 501 unless it is printable ASCII of at most ``limit``."""
+    if value is None:
+        raise SyntaxProblem(r.BAD_PARAMETER)
+    decoded = decode_xtext(value)
+    if not decoded or len(decoded) > limit or not all(" " <= c <= "~" for c in decoded):
+        raise SyntaxProblem(r.BAD_PARAMETER)  # never CR/LF/NUL: it lands in DSN fields
+    return decoded
+
+
 _BODY_VALUES = frozenset({"7BIT", "8BITMIME"})
-MAIL_PARAMETERS = frozenset({"SIZE", "BODY", "SMTPUTF8", "AUTH"})
+_RET_VALUES = frozenset({"FULL", "HDRS"})
+_NOTIFY_VALUES = frozenset({"SUCCESS", "FAILURE", "DELAY"})
+_ADDR_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-]{0,19}", re.ASCII)  # "rfc822", "utf-8"
+MAX_ENVID = 100  # RFC 3461 section 4.4
+MAX_ORCPT = 500  # RFC 3461 section 4.2
+MAIL_PARAMETERS = frozenset({"SIZE", "BODY", "SMTPUTF8", "AUTH", "RET", "ENVID"})
+RCPT_PARAMETERS = frozenset({"NOTIFY", "ORCPT"})
 
 
 def check_mail_params(params: dict[str, str | None], *, max_size: int) -> dict[str, str | None]:
@@ -183,9 +206,48 @@ def check_mail_params(params: dict[str, str | None], *, max_size: int) -> dict[s
                 raise SyntaxProblem(r.BAD_PARAMETER)
         elif key == "AUTH":
             checked["AUTH"] = parse_auth_param(value)
+        elif key == "RET":  # RFC 3461 section 4.3
+            if value is None or not value.isascii() or value.upper() not in _RET_VALUES:
+                raise SyntaxProblem(r.BAD_PARAMETER)
+            checked["RET"] = value.upper()
+        elif key == "ENVID":  # RFC 3461 section 4.4
+            checked["ENVID"] = _printable_xtext(value, MAX_ENVID)
         else:
             raise SyntaxProblem(r.UNKNOWN_PARAMETER)
     return checked
+
+
+def check_rcpt_params(params: dict[str, str | None]) -> dict[str, str | None]:
+    """RCPT TO's DSN parameters (RFC 3461 sections 4.1, 4.2); a bad value is 501 5.5.4.
+
+    NOTIFY comes back upper-case ("NEVER" or a comma list of SUCCESS, FAILURE,
+    DELAY); ORCPT as ``addr-type;address`` with the address decoded from xtext.
+    """
+    checked = dict(params)
+    for key, value in params.items():
+        if key == "NOTIFY":
+            checked["NOTIFY"] = parse_notify(value)
+        elif key == "ORCPT":
+            addr_type, semi, address = (value or "").partition(";")
+            if not semi or not _ADDR_TYPE.fullmatch(addr_type) or len(value or "") > MAX_ORCPT:
+                raise SyntaxProblem(r.BAD_PARAMETER)
+            checked["ORCPT"] = f"{addr_type};{_printable_xtext(address, MAX_ORCPT)}"
+        else:
+            raise SyntaxProblem(r.UNKNOWN_PARAMETER)
+    return checked
+
+
+def parse_notify(value: str | None) -> str:
+    """``NEVER`` alone, or SUCCESS / FAILURE / DELAY, each at most once (RFC 3461 4.1)."""
+    words = (value or "").split(",")
+    if not (value or "").isascii():
+        raise SyntaxProblem(r.BAD_PARAMETER)
+    upper = [w.upper() for w in words]
+    if upper == ["NEVER"]:
+        return "NEVER"
+    if len(set(upper)) != len(upper) or not set(upper) <= _NOTIFY_VALUES:
+        raise SyntaxProblem(r.BAD_PARAMETER)
+    return ",".join(upper)
 
 
 _NUMBER = re.compile(r"[0-9]{1,20}")  # ASCII digits only; 20 digits hold any 64-bit size

@@ -35,6 +35,7 @@ def ehlo_keywords(params: SessionParams) -> list[str]:
     """
     words = ["PIPELINING", f"SIZE {params.max_message_size}", "8BITMIME", "SMTPUTF8",
              "ENHANCEDSTATUSCODES", "CHUNKING"]
+    words.append("DSN")  # RFC 3461: NOTIFY, ORCPT on RCPT; RET, ENVID on MAIL
     if params.starttls_offered and not params.tls_active:
         words.append("STARTTLS")
     if params.auth_mechanisms:

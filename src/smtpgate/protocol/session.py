@@ -145,6 +145,7 @@ class Session:
             self._send(r.SENDER_OK)
         elif isinstance(event, ev.RcptTo):
             t.recipients.append(event.address)
+            t.rcpt_params.append(event.params)
             self._send(r.RECIPIENT_OK)
         elif self._first_chunk is not None:
             t.chunked = True
@@ -346,14 +347,16 @@ class Session:
 
     def _rcpt(self, arg: str) -> None:
         path = c.parse_path_argument(
-            arg, "TO:", allow_null=False, bad=r.BAD_RECIPIENT_SYNTAX, recognised=_NO_PARAMETERS
+            arg, "TO:", allow_null=False, bad=r.BAD_RECIPIENT_SYNTAX,
+            recognised=c.RCPT_PARAMETERS if self.esmtp else _NO_PARAMETERS,
         )
+        params = c.check_rcpt_params(path.params)
         if not path.address.isascii() and "SMTPUTF8" not in self.transaction.params:
             self._send(r.EIGHT_BIT_WITHOUT_SMTPUTF8)
         elif len(self.transaction.recipients) >= self.params.max_recipients:
             self._send(r.TOO_MANY_RECIPIENTS)  # RFC 5321 section 4.5.3.1.10
         else:
-            self._await(ev.RcptTo(path.address, path.params))
+            self._await(ev.RcptTo(path.address, params))
 
     def _data(self, arg: str) -> None:
         if arg:

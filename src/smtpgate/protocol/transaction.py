@@ -18,6 +18,7 @@ class Transaction:
     sender: str | None = None  # the reverse-path once MAIL is accepted; "" is the null sender
     params: dict[str, str | None] = field(default_factory=dict)  # MAIL's, AUTH= decoded
     recipients: list[str] = field(default_factory=list)  # accepted RCPTs, in order
+    rcpt_params: list[dict[str, str | None]] = field(default_factory=list)  # each RCPT's
     chunked: bool = False  # a BDAT chunk was accepted: DATA is refused (RFC 3030 section 3)
     size: int = 0  # message octets received so far (unstuffed)
     rejection: Reply | None = None  # the message will be refused with this at its end

@@ -56,6 +56,7 @@ from smtpgate.config.schema import Config, RelayAccount
 from smtpgate.ops import metrics
 from smtpgate.relay.accounts import choose
 from smtpgate.relay.bounce import send_dsn
+from smtpgate.relay.dsn import upstream_options, wants_report
 from smtpgate.relay.entry import CorruptEntry, QueueEntry, Recipient
 from smtpgate.relay.oauth import TokenClient, TokenError, account_key
 from smtpgate.relay.queue import Busy, Missing, QueueStore
@@ -318,7 +319,7 @@ class Deliverer:
         try:
             upstream = await self._upstream(account, session)
             results = await upstream.send(entry.mail_from, [r.address for r in entry.pending],
-                                          message)
+                                          message, upstream_options(entry))
         except UpstreamError as exc:
             await self._defer(entry, str(exc))
             return
@@ -372,15 +373,20 @@ class Deliverer:
             return
         if now - entry.received_at < warn_after:
             return
-        for recipient in entry.pending:
-            recipient.reply = recipient.reply or f"451 4.4.1 {entry.last_error}"
-        await self._bounce(entry, entry.pending, "delayed")
         entry.delay_warned = True
+        asked = [r for r in entry.pending if wants_report(r, "delayed")]  # RFC 3461 NOTIFY
+        for recipient in asked:
+            recipient.reply = recipient.reply or f"451 4.4.1 {entry.last_error}"
+        if asked:
+            await self._bounce(entry, asked, "delayed")
 
     async def _finish(self, entry: QueueEntry) -> None:
         failed = entry.failed
-        if failed and entry.mail_from:
-            await self._bounce(entry, failed, "failed")
+        asked = [r for r in failed if wants_report(r, "failed")]  # RFC 3461 NOTIFY
+        if asked and entry.mail_from:
+            await self._bounce(entry, asked, "failed")
+        elif failed and entry.mail_from:
+            log.info("queue=%s no bounce: NOTIFY did not ask for one", entry.id)
         elif failed:
             log.info("queue=%s a bounce could not be delivered; not bounced again", entry.id)
         await asyncio.to_thread(self.store.remove, entry.id)

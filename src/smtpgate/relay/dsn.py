@@ -5,11 +5,19 @@
     multipart/report; report-type=delivery-status
       1. text/plain           what happened, for people
       2. message/delivery-status
-           per message:   Reporting-MTA, Arrival-Date (RFC 3464 section 2.2)
-           per recipient: Final-Recipient, Action (failed | delayed), Status,
-                          Remote-MTA and Diagnostic-Code when the upstream
-                          replied, Last-Attempt-Date (section 2.3)
-      3. text/rfc822-headers  the original header (not the body: the sender has it)
+           per message:   Reporting-MTA, Original-Envelope-Id (ENVID), Arrival-Date
+                          (RFC 3464 section 2.2)
+           per recipient: Original-Recipient (ORCPT), Final-Recipient, Action
+                          (failed | delayed), Status, Remote-MTA and
+                          Diagnostic-Code when the upstream replied,
+                          Last-Attempt-Date (section 2.3)
+      3. text/rfc822-headers  the original header (RET=HDRS or no RET), or
+         message/rfc822       the whole original (RET=FULL, RFC 3461 section 4.3)
+
+RFC 3461 NOTIFY (``wants_report``): NEVER asks for no report; a list asks
+only for the events it names; none at all means failure and delay reports.
+When the smarthost offers DSN, the parameters go upstream with the message
+(``upstream_options``), so the final MTA can honour them too.
 
 It is sent with the null reverse-path (``MAIL FROM:<>``, RFC 5321 section
 4.5.5), and the deliverer never bounces a message whose sender is already
@@ -23,6 +31,7 @@ import secrets
 from datetime import UTC, datetime
 from email.utils import format_datetime, formatdate, make_msgid
 
+from smtpgate.protocol.commands import encode_xtext
 from smtpgate.relay.entry import QueueEntry, Recipient
 
 _STATUS = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}")
@@ -48,6 +57,31 @@ def diagnostic(recipient: Recipient) -> str | None:
     return _one_line(recipient.reply) if _REPLY.fullmatch(code) else None
 
 
+_NOTIFY_WORD = {"failed": "FAILURE", "delayed": "DELAY"}
+
+
+def wants_report(recipient: Recipient, action: str) -> bool:
+    """Whether the recipient's NOTIFY (RFC 3461 section 4.1) asks for this report."""
+    if not recipient.notify:
+        return True  # no NOTIFY: failure and delay reports, as RFC 3461 allows
+    return _NOTIFY_WORD[action] in recipient.notify.split(",")
+
+
+def upstream_options(entry: QueueEntry) -> tuple[list[str], dict[str, list[str]]]:
+    """MAIL FROM and per-recipient RCPT TO parameters that pass the DSN request on."""
+    mail = [f"RET={entry.ret}"] if entry.ret else []
+    if entry.envid:
+        mail.append(f"ENVID={encode_xtext(entry.envid)}")
+    rcpt: dict[str, list[str]] = {}
+    for recipient in entry.recipients:
+        options = [f"NOTIFY={recipient.notify}"] if recipient.notify else []
+        if recipient.orcpt:
+            addr_type, _, address = recipient.orcpt.partition(";")
+            options.append(f"ORCPT={addr_type};{encode_xtext(address)}")
+        rcpt[recipient.address] = options
+    return mail, rcpt
+
+
 def build_dsn(
     entry: QueueEntry, recipients: list[Recipient], action: str, *,
     reporting_mta: str, original: bytes, now: float,
@@ -66,13 +100,19 @@ def build_dsn(
     parts = [
         ("text/plain; charset=us-ascii", _human(entry, recipients, action, reporting_mta)),
         ("message/delivery-status", _status(entry, recipients, action, reporting_mta, now)),
-        ("text/rfc822-headers", _original_header(original)),
     ]
     lines = [*headers, "", "This is a MIME-encapsulated delivery status report.", ""]
     for content_type, body in parts:
         lines += [f"--{boundary}", f"Content-Type: {content_type}", "", body]
-    lines += [f"--{boundary}--", ""]
-    return "\r\n".join(lines).encode("utf-8", "replace")
+    if entry.ret == "FULL":
+        returned = _crlf(original)  # bytes as accepted: 8-bit text stays as it was
+        lines += [f"--{boundary}", "Content-Type: message/rfc822", "", ""]
+    else:
+        returned = b""
+        lines += [f"--{boundary}", "Content-Type: text/rfc822-headers", "",
+                  _original_header(original)]
+    head = "\r\n".join(lines).encode("utf-8", "replace")
+    return head + returned + f"\r\n--{boundary}--\r\n".encode()
 
 
 def _subject(action: str) -> str:
@@ -100,11 +140,16 @@ def _status(
     entry: QueueEntry, recipients: list[Recipient], action: str, mta: str, now: float
 ) -> str:
     arrival = format_datetime(datetime.fromtimestamp(entry.received_at, tz=UTC))
-    blocks = [f"Reporting-MTA: dns; {mta}\r\nX-Smtpgate-Queue-ID: {entry.id}\r\n"
+    envid = f"Original-Envelope-Id: {entry.envid}\r\n" if entry.envid else ""
+    blocks = [f"Reporting-MTA: dns; {mta}\r\n{envid}X-Smtpgate-Queue-ID: {entry.id}\r\n"
               f"Arrival-Date: {arrival}\r\n"]
     last = format_datetime(datetime.fromtimestamp(now, tz=UTC))
     for recipient in recipients:
-        fields = [
+        fields = []
+        if recipient.orcpt:
+            addr_type, _, address = recipient.orcpt.partition(";")
+            fields.append(f"Original-Recipient: {addr_type}; {address}")
+        fields += [
             f"Final-Recipient: rfc822; {recipient.address}",
             f"Action: {action}",
             f"Status: {status_code(recipient, action)}",
@@ -123,6 +168,10 @@ def _original_header(original: bytes) -> str:
     head = original[:MAX_HEADER].replace(b"\r\n", b"\n").split(b"\n\n", 1)[0]
     text = head.decode("utf-8", "replace")
     return "\r\n".join(text.split("\n")) + "\r\n"
+
+
+def _crlf(data: bytes) -> bytes:
+    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
 def _one_line(text: str) -> str:

@@ -34,6 +34,8 @@ class Recipient:
     status: Status = "pending"
     reply: str = ""  # the last upstream reply for this recipient, "550 5.1.1 ..."
     remote_mta: str = ""  # the host that gave it
+    notify: str = ""  # RFC 3461 NOTIFY: "" (not given), "NEVER" or e.g. "FAILURE,DELAY"
+    orcpt: str = ""  # RFC 3461 ORCPT, "rfc822;addr" decoded from xtext; "" if not given
 
 
 @dataclass(slots=True)
@@ -50,6 +52,8 @@ class QueueEntry:
     last_error: str = ""
     held: bool = False
     delay_warned: bool = False
+    ret: str = ""  # RFC 3461 RET: "FULL", "HDRS" or "" (not given: headers only)
+    envid: str = ""  # RFC 3461 ENVID, decoded from xtext
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -95,7 +99,8 @@ def _recipient(value: Any) -> Recipient:
     if not isinstance(value, dict):
         raise TypeError("recipient is not an object")
     recipient = Recipient(**value)
-    if recipient.status not in STATUSES or not isinstance(recipient.address, str):
+    texts = (recipient.address, recipient.notify, recipient.orcpt)
+    if recipient.status not in STATUSES or not all(isinstance(t, str) for t in texts):
         raise TypeError(f"bad recipient {recipient.address!r}")
     return recipient
 
@@ -110,6 +115,7 @@ def _check_types(entry: QueueEntry, expected_id: str) -> None:
         (isinstance(entry.attempts, int), "attempts"),
         (isinstance(entry.held, bool), "held"),
         (isinstance(entry.extra, dict), "extra"),
+        (entry.ret in ("", "FULL", "HDRS") and isinstance(entry.envid, str), "ret/envid"),
     ]
     for ok, what in checks:
         if not ok:

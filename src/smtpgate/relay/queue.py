@@ -15,6 +15,8 @@ Acceptance (``QueueWriter``): the message is written to ``tmp/<ID>.msg``
 while it arrives; ``commit`` fsyncs it, writes and fsyncs ``tmp/<ID>.json``,
 renames the message and then the record into ``queue/`` and fsyncs the
 directory. Only then does it return, and only then does the server send 250.
+Messages committing at about the same time share the renames and the
+directory fsync as one batch (group commit: ``relay.committer``).
 A crash before the last rename leaves no ``.json``: the message was never
 acknowledged and start-up removes the leftover.
 
@@ -45,6 +47,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from smtpgate.delivery.base import DeliveryError
+from smtpgate.relay.committer import Committer
 from smtpgate.relay.entry import QueueEntry, parse
 
 log = logging.getLogger("smtpgate.relay")
@@ -88,6 +91,7 @@ class QueueStore:
         self.tmp = root / "tmp"
         self.corrupt = root / "corrupt"
         self.kick_file = root / "kick"
+        self.committer = Committer(lambda: fsync_dir(self.root))
 
     def ensure(self) -> None:
         for folder in (self.root, self.tmp, self.corrupt):
@@ -239,21 +243,25 @@ class QueueWriter:
             raise _error(exc, "writing the message") from exc
 
     def commit(self) -> None:
-        """Durable when this returns: fsync, record, renames, directory fsync."""
+        """Durable when this returns: fsync, record, then renames and directory fsync in a
+        batch with the other messages committing now."""
         if self._file is None:
             raise DeliveryError("queue: commit without a message")
         try:
             self._file.flush()
             os.fsync(self._file.fileno())
             _write_synced(self._tmp_json, self.entry.to_json())
-            os.rename(self._tmp_msg, self.store.message_path(self.entry.id))
-            self._published = True
-            os.rename(self._tmp_json, self.store.state_path(self.entry.id))
-            fsync_dir(self.store.root)
+            self.store.committer.commit(self)
         except OSError as exc:
             self.abort()
             raise _error(exc, "committing the message") from exc
         self._close()
+
+    def publish(self) -> None:
+        """In the committer's batch: the message, then the record that makes it queued."""
+        os.rename(self._tmp_msg, self.store.message_path(self.entry.id))
+        self._published = True
+        os.rename(self._tmp_json, self.store.state_path(self.entry.id))
 
     def abort(self) -> None:
         """Leave nothing behind (also after a successful commit: used to undo a split)."""

@@ -72,15 +72,20 @@ class RelayTarget:
     def _writer(self, envelope: Envelope, remote: list[str]) -> QueueWriter:
         queue_id = envelope.queue_id if valid_id(envelope.queue_id) else new_queue_id()
         now = time.time()
+        notify = dict(zip(envelope.recipients, envelope.notify, strict=False))
+        orcpt = dict(zip(envelope.recipients, envelope.orcpt, strict=False))
         entry = QueueEntry(
             id=queue_id,
             mail_from=envelope.mail_from,
-            recipients=[Recipient(r) for r in dict.fromkeys(remote)],
+            recipients=[Recipient(r, notify=notify.get(r) or "", orcpt=orcpt.get(r) or "")
+                        for r in dict.fromkeys(remote)],
             received_at=envelope.received_at or now,
             authenticated_user=envelope.authenticated_user,
             peer=envelope.peer,
             next_attempt=now,
             extra=dict(envelope.extra),
+            ret=envelope.ret or "",
+            envid=envelope.envid or "",
         )
         writer = self.store.writer(entry)
         writer.open()

@@ -200,10 +200,16 @@ class Upstream:
             raise UpstreamError("mail", _reason(exc)) from None
         return Result(response.code, response.message)
 
-    async def send(self, sender: str, recipients: list[str], message: bytes) -> dict[str, Result]:
-        """One transaction; the upstream reply per recipient."""
+    async def send(
+        self, sender: str, recipients: list[str], message: bytes,
+        dsn: tuple[list[str], dict[str, list[str]]] = ([], {}),
+    ) -> dict[str, Result]:
+        """One transaction; the upstream reply per recipient. ``dsn`` holds the RFC 3461
+        MAIL and per-recipient RCPT parameters, sent only when the upstream offers DSN."""
+        if not self.smtp.supports_extension("dsn"):
+            dsn = ([], {})
         try:
-            return await self._transaction(sender, recipients, message)
+            return await self._transaction(sender, recipients, message, dsn)
         except aiosmtplib.SMTPResponseException as exc:
             reason = "upstream closing" if exc.code == 421 else "unexpected reply"
             raise UpstreamError("send", reason, f"{exc.code} {exc.message}") from None
@@ -211,9 +217,10 @@ class Upstream:
             raise UpstreamError("send", _reason(exc)) from None
 
     async def _transaction(
-        self, sender: str, recipients: list[str], message: bytes
+        self, sender: str, recipients: list[str], message: bytes,
+        dsn: tuple[list[str], dict[str, list[str]]],
     ) -> dict[str, Result]:
-        options = []
+        options = list(dsn[0])
         if self.smtp.supports_extension("8bitmime") and any(b > 0x7F for b in message):
             options.append("BODY=8BITMIME")
         try:
@@ -227,7 +234,7 @@ class Upstream:
         accepted: list[str] = []
         for recipient in recipients:
             try:
-                await self.smtp.rcpt(recipient)
+                await self.smtp.rcpt(recipient, options=dsn[1].get(recipient, []))
                 accepted.append(recipient)
             except aiosmtplib.SMTPRecipientRefused as exc:
                 if exc.code == 421:

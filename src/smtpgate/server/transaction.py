@@ -81,6 +81,10 @@ def build_envelope(
         received_at=time.time(),
         queue_id=new_queue_id(),
         trusted_network=trusted_network,
+        ret=params.get("RET"),
+        envid=params.get("ENVID"),
+        notify=tuple(p.get("NOTIFY") for p in mail.rcpt_params),
+        orcpt=tuple(p.get("ORCPT") for p in mail.rcpt_params),
     )
 
 
