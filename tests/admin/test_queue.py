@@ -13,7 +13,7 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
-from smtpgate.admin.queue import header_section
+from smtpgate.admin.queue import header_section, span
 from smtpgate.relay.queue import QUEUE_DIR, QueueStore
 from smtpgate.relay.service import Relay
 from smtpgate.server.app import Server
@@ -116,3 +116,8 @@ def test_header_section_stops_at_the_empty_line() -> None:
     assert header_section(b"A: 1\r\nB: 2\r\n\r\nbody\r\n") == "A: 1\nB: 2"
     assert header_section(b"A: 1\n\nbody") == "A: 1"
     assert re.fullmatch(r"A: \ufffd", header_section(b"A: \xff\r\n\r\n"))
+
+
+def test_spans_read_as_people_say_them() -> None:
+    assert [span(s) for s in (0.2, 42, 3594, 3600, 3600 + 300, 2 * 86400 + 4 * 3600)] == [
+        "1s", "42s", "59m", "1h", "1h 5m", "2d 4h"]

@@ -26,7 +26,6 @@ from aiohttp import web
 
 from smtpgate.admin.http import CONTEXT, render, session_of
 from smtpgate.admin.pages import back, notice
-from smtpgate.config.durations import format_duration
 from smtpgate.config.schema import Config
 from smtpgate.relay import admin
 from smtpgate.relay.entry import QueueEntry
@@ -153,12 +152,22 @@ def header_section(head: bytes) -> str:
 
 
 def _row(entry: QueueEntry, now: float) -> Row:
-    age = format_duration(max(1, round(now - entry.received_at)))
     waiting = entry.pending and not entry.held
-    next_in = format_duration(max(1, round(entry.next_attempt - now))) if waiting else "-"
+    next_in = span(entry.next_attempt - now) if waiting else "-"
     if waiting and entry.next_attempt <= now:
         next_in = "now"
-    return Row(entry, age, next_in)
+    return Row(entry, span(now - entry.received_at), next_in)
+
+
+def span(seconds: float) -> str:
+    """A rough length of time for people: "42s", "59m", "3h 5m", "2d 4h"."""
+    whole = max(1, round(seconds))
+    minutes, hours, days = whole // 60, whole // 3600, whole // 86400
+    if days:
+        return f"{days}d {hours % 24}h".removesuffix(" 0h")
+    if hours:
+        return f"{hours}h {minutes % 60}m".removesuffix(" 0m")
+    return f"{minutes}m" if minutes else f"{whole}s"
 
 
 def _page_number(text: str) -> int:
