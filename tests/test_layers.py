@@ -26,7 +26,7 @@ ALLOWED: dict[str, set[str]] = {
     "delivery": {"config", "protocol"},
     "relay": {"config", "delivery", "ops", "protocol"},
     "state": {"config", "policy"},
-    "admin": {"auth", "config", "credentials", "delivery", "policy", "protocol", "sasl"},
+    "admin": {"auth", "config", "credentials", "delivery", "policy", "protocol", "relay", "sasl"},
     "server": {"admin", "auth", "config", "credentials", "delivery", "ops", "policy", "protocol",
                "relay", "sasl", "state"},
     "cli": {"admin", "auth", "config", "credentials", "delivery", "ops", "policy", "protocol",

@@ -3,7 +3,10 @@
 
 One walk, in order: log in, see failed SMTP logins appear among the AUTH events,
 find their address blocked and unblock it, add a user and a device and read their
-passwords off the screen (then log in with them), read the configuration, log out. Each page is
+passwords off the screen (then log in with them), edit the device, retry a queued
+message, read the configuration, log out. The server relays to a smarthost port
+nobody listens on (retry an hour away), so a message sent stays queued until the
+page's "Retry" makes the deliverer try it again at once. Each page is
 saved as a PNG under tests/admin/screenshots/ (git-ignored; the path is printed).
 The server runs as its own process: only one of its workers serves the admin
 listener, while failures and events from either worker show up on its pages.
@@ -26,7 +29,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.admin.conftest import ADMIN, ADMIN_PASSWORD, admin_sections
 from tests.e2e.cluster import SMTPGATE, START_TIMEOUT, _accepts, to_toml
-from tests.e2e.conftest import PASSWORD, config_data
+from tests.e2e.conftest import PASSWORD, config_data, free_port
 from tests.tools import require_tool
 
 SHOTS = Path(__file__).parent / "screenshots"
@@ -85,11 +88,13 @@ def browser(endpoint: str) -> Iterator[Browser]:
 
 
 class Served:
-    """``smtpgate serve`` (workers = 2) with [admin] address, an admin and user alice."""
+    """``smtpgate serve`` (workers = 2) with [admin] address, an admin and user alice,
+    relaying to a smarthost that is down."""
 
     def __init__(self, root: Path) -> None:
+        relay = {"host": "127.0.0.1", "port": free_port(), "tls": "none", "retry": "1h"}
         data = config_data(root, **admin_sections(auth={"ip_failure_limit": 3}),
-                           delivery={"mode": "discard"}, server={"workers": 2})
+                           delivery={"mode": "relay"}, relay=relay, server={"workers": 2})
         self.config_file = root / "smtpgate.toml"
         self.config_file.write_text(to_toml(data))
         self.admin_url = "http://" + data["admin"]["address"]
@@ -234,6 +239,21 @@ def walk(page: Page, served: Served) -> None:
     assert served.smtp_auth("copier-4", device_password) == 235
     expect(page.locator("table.devices")).to_contain_text("scan@example.test")
 
+    row = page.locator("table.devices tr", has_text="copier-4")
+    row.locator("details.edit summary").click()
+    row.locator("input[name=senders]").fill("scan@example.test, fax@example.test")
+    row.locator("input[name=networks]").fill("127.0.0.0/8")
+    row.get_by_role("button", name="Save").click()
+    expect(page.locator(".notice")).to_have_text("Saved copier-4.")
+    row = page.locator("table.devices tr", has_text="copier-4")
+    expect(row).to_contain_text("fax@example.test")
+    expect(row).to_contain_text("127.0.0.0/8")
+    row.locator("details.edit summary").click()
+    shot(page, "08-device-edit")
+    assert served.smtp_auth("copier-4", device_password) == 235  # same password
+
+    retry_queued(page, base)
+
     page.goto(base + "/config")
     expect(page.locator("table.config")).to_contain_text("admin.address")
     expect(page.locator("table.config")).to_contain_text("ip_failure_limit")
@@ -243,3 +263,29 @@ def walk(page: Page, served: Served) -> None:
     expect(page).to_have_url(base + "/login")
     page.goto(base + "/")
     expect(page).to_have_url(base + "/login")
+
+
+def retry_queued(page: Page, base: str) -> None:
+    """The message alice sent waits (the smarthost is down); "Retry" has it tried again."""
+    page.goto(base + "/queue")
+    row = page.locator("table.queue tbody tr", has_text="alice@example.test")
+    for _ in range(100):  # the first attempt comes moments after acceptance
+        if row.locator(".attempts").inner_text() == "1":
+            break
+        time.sleep(0.1)
+        page.reload()
+    expect(row.locator(".attempts")).to_have_text("1")
+    expect(row.locator(".state")).to_have_text("deferred")
+    expect(page.locator("#queue-total")).to_have_text("1 message(s) queued")
+    row.locator("a").click()
+    expect(page.locator("#headers")).to_contain_text("Subject: from the browser test")
+    shot(page, "09-queue-message")
+    page.get_by_role("button", name="Retry").click()
+    expect(page.locator(".notice")).to_contain_text("will be tried now.")
+    for _ in range(100):  # the deliverers rescan within a second of the kick
+        if row.locator(".attempts").inner_text() == "2":
+            break
+        time.sleep(0.1)
+        page.reload()
+    expect(row.locator(".attempts")).to_have_text("2")
+    shot(page, "10-queue")

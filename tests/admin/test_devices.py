@@ -64,3 +64,25 @@ async def test_refusals_change_nothing(admin: Admin) -> None:
         assert "no device ghost" in await act(client, "disable", name="ghost")
         async with client.get("/users") as page:
             assert "alice" in await page.text()
+
+
+async def test_edit_senders_networks_and_quota(admin: Admin) -> None:
+    async with admin.client() as client:
+        await log_in(client)
+        password = shown(await act(client, "add", name="scanner", senders="a@example.test",
+                                   networks="10.0.0.0/8", max_per_day="5"))
+        assert not await smtp_login(admin, password, user="scanner")  # not from 127.0.0.1
+        text = await act(client, "edit", name="scanner", senders="b@example.test, c@example.test",
+                         networks="127.0.0.0/8", max_per_day="")
+        assert "Saved scanner." in text
+        account = await admin.server.store.get("scanner")
+        assert account is not None
+        assert account.senders == ("b@example.test", "c@example.test")
+        assert account.networks == ("127.0.0.0/8",) and account.max_per_day is None
+        assert await smtp_login(admin, password, user="scanner")  # same password, new network
+
+        assert "Not changed:" in await act(client, "edit", name="scanner", senders="",
+                                           networks="", max_per_day="")
+        assert "Not changed:" in await act(client, "edit", name="alice", senders="x@example.test")
+        after = await admin.server.store.get("scanner")
+        assert after is not None and after.senders == account.senders

@@ -27,7 +27,9 @@ async def test_every_route_wants_a_login(admin: Admin) -> None:
     routes = guarded_routes(admin)
     assert {("GET", "/"), ("GET", "/users"), ("POST", "/users/add"), ("GET", "/events"),
             ("GET", "/blocks"), ("POST", "/blocks/unblock"), ("GET", "/config"),
-            ("POST", "/logout")} <= set(routes)
+            ("POST", "/logout"), ("GET", "/queue"), ("GET", "/queue/show"),
+            ("POST", "/queue/retry"), ("POST", "/queue/delete"),
+            ("POST", "/devices/edit")} <= set(routes)
     async with admin.client() as client:
         for method, path in [*routes, ("GET", "/no-such-page"), ("POST", "/no-such-page")]:
             async with client.request(method, path, allow_redirects=False) as response:

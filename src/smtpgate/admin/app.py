@@ -32,7 +32,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from smtpgate.admin import devices, pages
+from smtpgate.admin import devices, pages, queue
 from smtpgate.admin.accounts import check_login
 from smtpgate.admin.context import AdminContext
 from smtpgate.admin.http import (
@@ -83,6 +83,7 @@ def make_app(context: AdminContext, sessions: Sessions | None = None) -> web.App
     app.router.add_static("/static/", STATIC)
     pages.add_routes(app.router)
     devices.add_routes(app.router)
+    queue.add_routes(app.router)
     return app
 
 

@@ -23,6 +23,7 @@ from smtpgate.credentials.device_admin import (
     revoke_device,
     rotate_device,
     set_disabled,
+    update_device,
 )
 
 log = logging.getLogger("smtpgate.admin")
@@ -37,6 +38,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_post("/devices/disable", device_disable)
     router.add_post("/devices/enable", device_enable)
     router.add_post("/devices/revoke", device_revoke)
+    router.add_post("/devices/edit", device_edit)
 
 
 async def devices(request: web.Request) -> web.Response:
@@ -104,6 +106,22 @@ async def device_revoke(request: web.Request) -> web.Response:
         raise back("/devices", f"Not revoked: {_reason(exc)}") from None
     log.info("admin=%s revoked device %s", session_of(request).admin, name)
     raise back("/devices", f"Revoked {name}.")
+
+
+async def device_edit(request: web.Request) -> web.Response:
+    """Replace senders, networks and quota in one write (an empty quota: no limit)."""
+    form = await request.post()
+    name = str(form.get("name", ""))
+    quota = str(form.get("max_per_day", "")).strip()
+    try:
+        await update_device(
+            request.app[CONTEXT].store, name, _items(form.get("senders")),
+            _items(form.get("networks")), int(quota) if quota else None,
+        )
+    except (UnknownUser, ValueError, StoreUnavailable) as exc:
+        raise back("/devices", f"Not changed: {_reason(exc)}") from None
+    log.info("admin=%s edited device %s", session_of(request).admin, name)
+    raise back("/devices", f"Saved {name}.")
 
 
 async def _switch(request: web.Request, *, disabled: bool) -> web.Response:

@@ -43,6 +43,7 @@ __all__ = [
     "revoke_device",
     "rotate_device",
     "set_disabled",
+    "update_device",
 ]
 
 # Lower-case letters and digits a copier's panel offers, without the look-alikes
@@ -150,6 +151,24 @@ async def rotate_device(store: CredentialStore, name: str, *, cram_md5: bool) ->
 async def set_disabled(store: CredentialStore, name: str, disabled: bool) -> None:
     current = await get_device(store, name)
     await store.replace(dataclasses.replace(current, disabled=disabled))
+
+
+async def update_device(
+    store: CredentialStore,
+    name: str,
+    senders: Sequence[str],
+    networks: Sequence[str],
+    max_per_day: int | None,
+) -> Account:
+    """Replace a device's senders, networks and daily quota; secrets and the rest stay."""
+    current = await get_device(store, name)
+    spec = DeviceSpec(senders=senders, networks=networks, max_per_day=max_per_day)
+    checked = _checked(current.name, spec)
+    updated = dataclasses.replace(
+        current, senders=checked.senders, networks=checked.networks, max_per_day=max_per_day
+    )
+    await store.replace(updated)
+    return updated
 
 
 async def revoke_device(store: CredentialStore, name: str) -> None:
