@@ -77,3 +77,4 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 python3 "$BENCH/runner.py" &
 runner_pid=$!
 wait "$runner_pid"
+[ "${BENCH_SCALEOUT:-1}" = 0 ] || python3 "$BENCH/scaleout.py"  # W1/W2 behind HAProxy, ~75 s
