@@ -12,6 +12,7 @@ import sqlite3
 import stat
 import statistics
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from tests.attacks.raw import Raw, addr, b64, plain
@@ -159,24 +160,37 @@ async def test_unknown_user_and_wrong_password_take_the_same_time(
     running: ServerFactory,
 ) -> None:
     """Median time over 50 interleaved tries each differs by less than 10% (failure_delay
-    = 0, so the Argon2id verify, real or dummy, dominates)."""
+    = 0, so the Argon2id verify, real or dummy, dominates). A busy machine can skew one
+    series, so a mechanism gets up to three series; a real difference (an unknown user
+    skipping the verify is 90% faster) fails all three."""
     server = await running(**CONFIG)
     c = await Raw.open(addr(server))
     await c.ehlo()
     report = []
     for name, timer in (("PLAIN", _time_plain), ("LOGIN", _time_login)):
-        known: list[float] = []
-        unknown: list[float] = []
         await timer(c, "alice")  # warm up (the dummy hash is made once)
         await timer(c, "mallory")
         tries = TRIES if name == "PLAIN" else 20
-        for i in range(tries):
-            order = [("alice", known), ("mallory", unknown)]
-            for user, bucket in order if i % 2 else reversed(order):
-                bucket.append(await timer(c, user))
-        m_known, m_unknown = statistics.median(known), statistics.median(unknown)
-        diff = abs(m_known - m_unknown) / max(m_known, m_unknown)
-        report.append(f"{name}: wrong password median {m_known * 1000:.1f} ms, unknown user "
-                      f"median {m_unknown * 1000:.1f} ms, difference {diff:.1%} ({tries} each)")
-        assert diff < 0.10, report[-1]
+        for _series in range(3):
+            diff, line = await _median_difference(c, timer, name, tries)
+            report.append(line)
+            if diff < 0.10:
+                break
+        assert diff < 0.10, "\n".join(report)
     print("\n" + "\n".join(report))
+
+
+async def _median_difference(
+    c: Raw, timer: Callable[[Raw, str], Awaitable[float]], name: str, tries: int
+) -> tuple[float, str]:
+    """Relative difference of the median times of a known and an unknown name."""
+    known: list[float] = []
+    unknown: list[float] = []
+    for i in range(tries):
+        order = [("alice", known), ("mallory", unknown)]
+        for user, bucket in order if i % 2 else reversed(order):
+            bucket.append(await timer(c, user))
+    m_known, m_unknown = statistics.median(known), statistics.median(unknown)
+    diff = abs(m_known - m_unknown) / max(m_known, m_unknown)
+    return diff, (f"{name}: wrong password median {m_known * 1000:.1f} ms, unknown user "
+                  f"median {m_unknown * 1000:.1f} ms, difference {diff:.1%} ({tries} each)")
