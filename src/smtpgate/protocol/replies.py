@@ -55,6 +55,8 @@ TOO_MANY_ERRORS = Reply(421, "4.7.0", "Too many errors, closing connection")
 TOO_MANY_AUTH_FAILURES = Reply(421, "4.7.0", "Too many failed authentications, closing connection")
 LOCAL_ERROR = Reply(451, "4.3.0", "Local error in processing, try again later")
 INSUFFICIENT_STORAGE = Reply(452, "4.3.1", "Insufficient system storage, try again later")
+# RFC 3463 4.7.1, temporary: a device over its messages per UTC day tries again later.
+OVER_DAILY_QUOTA = Reply(451, "4.7.1", "Daily message limit reached for this account")
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")
 
 # --- 5xx protocol ----------------------------------------------------------
@@ -116,3 +118,7 @@ AUTH_INVALID = Reply(535, "5.7.8", "Authentication credentials invalid")
 ENCRYPTION_REQUIRED = Reply(
     538, "5.7.11", "Encryption required for requested authentication mechanism"
 )
+
+# RFC 5321 553 (mailbox name not allowed), RFC 3463 5.7.1 (not authorized): MAIL FROM
+# outside the account's senders.
+SENDER_NOT_ALLOWED = Reply(553, "5.7.1", "Sender address not allowed for this account")

@@ -46,10 +46,8 @@ __all__ = [
     "SenderPolicy",
 ]
 
-# RFC 5321 553: mailbox name not allowed; RFC 3463 5.7.1: delivery not authorized.
-SENDER_NOT_ALLOWED = Reply(553, "5.7.1", "Sender address not allowed for this account")
-# RFC 3463 4.7.1, temporary: the device may try again later (the next UTC day).
-OVER_DAILY_QUOTA = Reply(451, "4.7.1", "Daily message limit reached for this account")
+SENDER_NOT_ALLOWED = r.SENDER_NOT_ALLOWED  # the replies catalogue holds them; kept
+OVER_DAILY_QUOTA = r.OVER_DAILY_QUOTA  # here by name for the callers and tests
 
 
 class QuotaUnavailable(Exception):
