@@ -80,6 +80,8 @@ async def test_list_show_retry_delete(relaying: tuple[Admin, QueueStore]) -> Non
             listing = await page.text()
         assert queue_id in listing and "&lt;alice@example.test&gt;" in listing
         assert "deferred" in listing and "1 message(s) queued" in listing
+        async with client.get("/") as page:  # the overview sums the queue up
+            assert "1 message(s) waiting" in await page.text()
 
         async with client.get("/queue/show", params={"id": queue_id}) as page:
             shown = await page.text()
@@ -105,6 +107,8 @@ async def test_no_queue_outside_relay_mode(admin: Admin) -> None:
         await log_in(client)
         async with client.get("/queue") as page:
             assert 'id="no-queue"' in await page.text()
+        async with client.get("/") as page:
+            assert "there is no queue" in await page.text()
         token = await csrf_of(client, "/queue")
         async with client.post("/queue/delete", data={"csrf": token, "id": "ABC"}) as page:
             assert "there is no queue" in await page.text()

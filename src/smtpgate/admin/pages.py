@@ -9,6 +9,7 @@ checked the session and the CSRF token.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
@@ -26,6 +27,7 @@ from smtpgate.config.schema import Config
 from smtpgate.credentials.base import StoreUnavailable, UnknownUser, UserExists
 from smtpgate.credentials.devices import DEVICE
 from smtpgate.credentials.users import add_user, delete_user, list_users
+from smtpgate.relay.queue import QUEUE_DIR, QueueStore
 
 log = logging.getLogger("smtpgate.admin")
 SECRET_WORDS = ("password", "secret", "token")  # config keys whose values are never shown
@@ -61,10 +63,19 @@ async def overview(request: web.Request) -> web.Response:
         chart("Messages accepted", hours, (("messages", "bar-msg"),)),
         chart("AUTH outcomes", hours, (("auth_ok", "bar-ok"), ("auth_failed", "bar-fail"))),
     ]
+    store = queue_store(context.config)
+    queued = None if store is None else len(await asyncio.to_thread(store.ids))
     return render(
         request, "overview.html", charts=charts, blocked_ips=context.throttle.blocked_ips(),
-        blocked_logins=context.throttle.blocked_logins(), notice=notice(request),
+        blocked_logins=context.throttle.blocked_logins(), notice=notice(request), queued=queued,
     )
+
+
+def queue_store(config: Config) -> QueueStore | None:
+    """The relay queue, or None when this server does not relay."""
+    if config.delivery.mode != "relay":
+        return None
+    return QueueStore(config.data_dir / QUEUE_DIR)
 
 
 async def users(request: web.Request) -> web.Response:

@@ -25,11 +25,10 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from smtpgate.admin.http import CONTEXT, render, session_of
-from smtpgate.admin.pages import back, notice
-from smtpgate.config.schema import Config
+from smtpgate.admin.pages import back, notice, queue_store
 from smtpgate.relay import admin
 from smtpgate.relay.entry import QueueEntry
-from smtpgate.relay.queue import QUEUE_DIR, Missing, QueueStore
+from smtpgate.relay.queue import Missing, QueueStore
 
 log = logging.getLogger("smtpgate.admin")
 PER_PAGE = 50  # like `smtpgate queue list`
@@ -51,13 +50,6 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/queue/show", show)
     router.add_post("/queue/retry", retry)
     router.add_post("/queue/delete", delete)
-
-
-def queue_store(config: Config) -> QueueStore | None:
-    """The relay queue, or None when this server does not relay."""
-    if config.delivery.mode != "relay":
-        return None
-    return QueueStore(config.data_dir / QUEUE_DIR)
 
 
 async def queue(request: web.Request) -> web.Response:
