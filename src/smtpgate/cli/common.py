@@ -52,8 +52,11 @@ def warn_disabled(mechanisms: list[str] | None, config: Config) -> None:
             print(f"smtpgate: warning: {upper} is not in auth.mechanisms", file=sys.stderr)
 
 
-def with_store(config: Config, action: Callable[[CredentialStore], Awaitable[T]]) -> T:
-    """Open the store, run ``action``, close it; store and input errors -> CliError."""
+def with_store(
+    config: Config, action: Callable[[CredentialStore], Awaitable[T]], *, kind: str = "user"
+) -> T:
+    """Open the store, run ``action``, close it; store and input errors -> CliError
+    (``kind`` names the account in them: "user", "admin")."""
     from smtpgate.credentials.base import StoreUnavailable, UnknownUser, UserExists
     from smtpgate.credentials.open import open_store
 
@@ -67,11 +70,11 @@ def with_store(config: Config, action: Callable[[CredentialStore], Awaitable[T]]
     try:
         return asyncio.run(run())
     except UnknownUser as exc:
-        raise CliError(f"unknown user {exc}") from None
+        raise CliError(f"unknown {kind} {exc}") from None
     except UserExists as exc:
-        raise CliError(f"user {exc} already exists; nothing changed") from None
+        raise CliError(f"{kind} {exc} already exists; nothing changed") from None
     except StoreUnavailable as exc:
-        raise CliError(f"user store unavailable: {exc}") from None
+        raise CliError(f"{kind} store unavailable: {exc}") from None
     except ValueError as exc:  # bad name, mechanism, identity; PasswdFileError
         raise CliError(str(exc)) from None
     except OSError as exc:

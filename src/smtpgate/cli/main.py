@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from smtpgate.cli import admin  # admin add, admin del
 
-    admin.register(commands, read_password, CliError)
+    admin.register(commands, read_password)
     return parser
 
 

@@ -203,8 +203,11 @@ class QueueStore:
         for path in [*self.tmp.iterdir(), *self.root.glob("*.msg")]:
             if path.parent == self.root and self.state_path(path.stem).exists():
                 continue
-            if path.suffix != ".msg" and path.stat().st_mtime > old:
-                continue  # a record another process is writing right now
+            try:
+                if path.suffix != ".msg" and path.stat().st_mtime > old:
+                    continue  # a record another process is writing right now
+            except FileNotFoundError:
+                continue  # another process renamed it into place since the listing
             if _unlink_unless_locked(path):
                 removed += 1
         return removed
