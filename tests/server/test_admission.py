@@ -67,3 +67,15 @@ def test_total_limit_across_workers() -> None:
     second.release("192.0.2.3")
     assert first.admit("192.0.2.4") is None
     table.close()
+
+
+def test_a_second_view_of_one_worker_index_takes_only_empty_slots() -> None:
+    # The racing test above keeps worker 0's view in the parent while a dead child 0's
+    # slots are still in the table: the view must not overwrite them and under-count.
+    table = ConnectionTable(2, max_connections=10, max_per_ip=2)
+    assert table.worker(0).admit("192.0.2.1") is None
+    second = table.worker(0)
+    assert second.admit("192.0.2.1") is None
+    assert second.admit("192.0.2.1") == MAX_CONNECTIONS_PER_IP
+    assert table.live() == 2
+    table.close()

@@ -154,6 +154,15 @@ class ConnectionTable:
         (total,) = struct.unpack_from("<I", self._map, 4 * index)
         struct.pack_into("<I", self._map, 4 * index, max(0, total + delta))
 
+    def free_slots(self, index: int) -> list[int]:
+        """The empty slots of worker ``index``, lowest last (taken first). Read, not assumed:
+        a second view of one index (a test, a replacement not yet forgotten) must not
+        overwrite the slots the first one holds."""
+        start, empty = self._region_start(index), bytes(_SLOT)
+        with self.locked():
+            return [slot for slot in range(self.max_connections - 1, -1, -1)
+                    if self._map[start + slot * _SLOT : start + (slot + 1) * _SLOT] == empty]
+
     def total(self) -> int:
         return sum(struct.unpack_from(f"<{self.workers}I", self._map, 0))
 
@@ -167,7 +176,7 @@ class SharedAdmission:
     def __init__(self, table: ConnectionTable, index: int) -> None:
         self._table = table
         self._index = index
-        self._free = list(range(table.max_connections - 1, -1, -1))
+        self._free = table.free_slots(index)
         self._held: defaultdict[str, list[int]] = defaultdict(list)  # ip -> its slots here
 
     def admit(self, ip: str) -> str | None:
