@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -72,6 +73,19 @@ class ServeProcess:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
 
+    def kill_all(self) -> None:
+        """SIGKILL the workers and the supervisor at once: a crash, nothing cleaned up."""
+        assert self.proc is not None
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        pids = [int(p) for p in children.read_text().split()] + [self.proc.pid]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.proc.wait(10)
+        deadline = time.monotonic() + 10  # a worker inside a flush dies when the call returns
+        while time.monotonic() < deadline and any(_running(pid) for pid in pids):
+            time.sleep(0.02)
+
     def stop(self) -> int:
         assert self.proc is not None
         if self.proc.poll() is None:
@@ -96,3 +110,12 @@ class ServeProcess:
 
     def output(self) -> str:
         return self.stdout.read_text(errors="replace") + self.stderr.read_text(errors="replace")
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie has ended: only its exit status is left)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")

@@ -9,6 +9,7 @@ import os
 import stat
 import string
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from smtpgate.config.load import build_config
 from smtpgate.delivery.base import DeliveryError, Envelope
 from smtpgate.delivery.discard import DiscardTarget
 from smtpgate.delivery.factory import make_target
+from smtpgate.delivery.groupcommit import Committer
 from smtpgate.delivery.maildir import NAME_MAX, MaildirTarget, maildir_name
 
 MESSAGE = b"Subject: hi\r\n\r\nbody line\r\n"
@@ -387,15 +389,29 @@ def test_abort_leaves_nothing(tmp_path: Path) -> None:
         delivery.commit()
 
 
+def failing_flush(monkeypatch: pytest.MonkeyPatch, failing: int, error: OSError) -> list[
+        list[str]]:
+    """Make the ``failing``-th flush pass of the group commit fail; the directories each
+    pass was asked to flush (the first pass: sidecar folders; the second: the new/ dirs)."""
+    real = Committer.flush
+    passes: list[list[str]] = []
+
+    def flush(self: Committer, fds: list[int], dirs: Iterable[str]) -> None:
+        passes.append(list(dirs))
+        if len(passes) == failing:
+            raise error
+        real(self, fds, passes[-1])
+
+    monkeypatch.setattr(Committer, "flush", flush)
+    return passes
+
+
 def test_fsync_enospc_gives_disk_full_and_nothing_in_new(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def full(fd: int) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device")
-
+    failing_flush(monkeypatch, 1, OSError(errno.ENOSPC, "No space left on device"))
     delivery = MaildirTarget(tmp_path, hostname="h").start(envelope("bob@x", "carol@x"))
     delivery.write(MESSAGE)
-    monkeypatch.setattr(os, "fsync", full)
     with pytest.raises(DeliveryError) as info:
         delivery.commit()
     assert info.value.disk_full is True
@@ -406,23 +422,13 @@ def test_fsync_enospc_gives_disk_full_and_nothing_in_new(
 def test_failure_on_last_directory_fsync_unlinks_renamed_messages(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_fsync = os.fsync
-    new_dir_syncs = 0
-
-    def flaky(fd: int) -> None:
-        nonlocal new_dir_syncs
-        if os.readlink(f"/proc/self/fd/{fd}").endswith("/new"):
-            new_dir_syncs += 1
-            if new_dir_syncs == 2:
-                raise OSError(errno.EIO, "Input/output error")
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", flaky)
+    seen = failing_flush(monkeypatch, 2, OSError(errno.EIO, "Input/output error"))
     delivery = MaildirTarget(tmp_path, hostname="h").start(envelope("bob@x", "carol@x"))
     delivery.write(MESSAGE)
     with pytest.raises(DeliveryError) as info:
         delivery.commit()
     assert info.value.disk_full is False
+    assert sorted(seen[1]) == [str(tmp_path / "bob@x" / "new"), str(tmp_path / "carol@x" / "new")]
     assert files(tmp_path / "bob@x" / "new") == []
     assert files(tmp_path / "carol@x" / "new") == []
     assert all_files(tmp_path) == []

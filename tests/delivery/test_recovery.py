@@ -82,12 +82,29 @@ def test_live_writers_file_stays(tmp_path: Path, live_pid: int) -> None:
     assert not path.exists()
 
 
+def test_a_zombie_writer_is_dead(tmp_path: Path) -> None:
+    """A writer that was killed but not reaped (a container's pid 1 may never reap it) is
+    a zombie: its files are a crash's remains."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        path = plant(tmp_path / "a@x", ours(proc.pid), age=1)
+        proc.kill()
+        deadline = time.monotonic() + 10
+        while recovery.process_start(proc.pid)[0] != "Z" and time.monotonic() < deadline:
+            time.sleep(0.01)  # not reaped yet: Popen.wait is below
+        assert MaildirTarget(tmp_path, hostname=HOST).recover() == 2
+        assert not path.exists()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_a_reused_pid_is_not_the_writer(tmp_path: Path, live_pid: int) -> None:
     """A live process that started after the file was last written did not write it
     (a container's server is pid 1 again after every restart)."""
     mine = plant(tmp_path / "a@x", ours(os.getpid()), age=HOUR * 30)
     other = plant(tmp_path / "b@x", ours(live_pid), age=60)
-    assert recovery.process_start(os.getpid()) is not None
+    assert recovery.process_start(os.getpid())[1] is not None
     assert MaildirTarget(tmp_path, hostname=HOST).recover() == 4
     assert not mine.exists() and not other.exists()
 

@@ -1,5 +1,6 @@
 """SIGKILL of a real smtpgate process: during the upstream transaction (the message is sent
-again after the restart: at least once) and during the client's DATA (nothing queued)."""
+again after the restart: at least once), during the client's DATA (nothing queued), and
+under load (every acknowledged message queued whole)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from pathlib import Path
 
 import aiosmtplib
 
-from tests.e2e.conftest import PASSWORD, create_user
+from tests.attacks.subproc import ServeProcess
+from tests.e2e.conftest import PASSWORD, create_user, free_port
 from tests.relay.conftest import MESSAGE, RelayEnv, wait_for
 from tests.relay.test_cli import write_toml
 
@@ -107,3 +109,48 @@ async def test_sigkill_during_data_queues_nothing(env: RelayEnv, tmp_path: Path)
         assert env.smarthost.handler.accepted == []
     finally:
         process.terminate()
+
+
+async def test_sigkill_under_load_keeps_every_acknowledged_message_queued_whole(
+    tmp_path: Path
+) -> None:
+    """A real ``smtpgate serve`` (two workers) whose smarthost refuses connections, so the
+    queue only grows; SIGKILL under load: each acknowledged id is queued, whole, once."""
+    closed = free_port()  # nothing listens there: every delivery attempt is deferred
+    serve = ServeProcess(tmp_path, workers=2, extra_toml=(
+        '[delivery]\nmode = "relay"\nlocal_domains = ["local.test"]\n'
+        f'[relay]\nhost = "127.0.0.1"\nport = {closed}\ntls = "none"\nretry = "1h"\n'))
+    serve.start()
+    acked = await load(serve, 2.0)
+    assert len(acked) >= 50, f"only {len(acked)} messages acknowledged before the kill"
+    queue = serve.data / "queue"
+    records = {p.stem for p in queue.glob("*.json")}
+    assert acked <= records, f"{len(acked - records)} acknowledged messages lost"
+    for queue_id in records:  # a record is renamed in after its message, never before
+        assert (queue / f"{queue_id}.msg").read_bytes().endswith(GROUP_BODY), queue_id
+
+
+GROUP_BODY = b"Subject: group commit\r\n\r\n" + b"y" * 2000 + b"\r\n"
+
+
+async def load(serve: ServeProcess, seconds: float) -> set[str]:
+    """16 clients send until the server is SIGKILLed; the acknowledged queue ids."""
+    acked: set[str] = set()
+
+    async def one_client(n: int) -> None:
+        try:
+            async with aiosmtplib.SMTP(hostname="127.0.0.1", port=serve.port,
+                                       start_tls=False, timeout=30) as client:
+                await client.login("alice", PASSWORD)
+                for _ in range(10_000):
+                    _, reply = await client.sendmail("alice@local.test",
+                                                     [f"k{n}@remote.test"], GROUP_BODY)
+                    acked.add(reply.rpartition(" ")[2])
+        except (aiosmtplib.SMTPException, OSError):
+            return  # the server died under us: what was acknowledged is what counts
+
+    clients = [asyncio.create_task(one_client(n)) for n in range(16)]
+    await asyncio.sleep(seconds)
+    await asyncio.to_thread(serve.kill_all)
+    await asyncio.wait_for(asyncio.gather(*clients), 30)
+    return acked

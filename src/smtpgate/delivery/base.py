@@ -11,6 +11,9 @@ its file in ``start``), so the server calls ``start`` together with the first
 ``write`` (the Received header), and later ``commit``, in a worker thread; the
 body's ``write`` calls run on the event loop and must only buffer or append.
 ``abort`` may run on either. With ``blocking = False`` every call runs inline.
+A target whose ``group_commit`` is True hands out ``GroupCommit`` deliveries:
+the server then calls ``commit_soon`` on the event loop instead of ``commit``,
+and answers when its callback reports the batch durable (``groupcommit``).
 Calls on one delivery never overlap. A failure raises
 ``DeliveryError``; ``temporary`` selects 451 4.3.0 (retry later) or a
 permanent 554/552 reply. ``check_recipient`` runs at each RCPT, on the event
@@ -20,6 +23,7 @@ there, so the rest of the transaction still delivers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -67,8 +71,17 @@ class Delivery(Protocol):
     def abort(self) -> None: ...
 
 
+class GroupCommit(Delivery, Protocol):
+    """A delivery that can join a group commit (``delivery/groupcommit.py``)."""
+
+    def commit_soon(self, done: Callable[[DeliveryError | None], None]) -> None:
+        """Commit in the next batch; ``done(error)`` runs in the committer thread."""
+        ...
+
+
 class DeliveryTarget(Protocol):
     blocking: bool  # start() and commit() may wait on disk or network: run them off the loop
+    group_commit: bool  # its deliveries are ``GroupCommit``s: the server uses commit_soon
 
     def check_recipient(self, address: str, *, may_relay: bool) -> Reply | None:
         """None if ``address`` can be accepted; else the RCPT reply (e.g. 553 5.1.3)."""

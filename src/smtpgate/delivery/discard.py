@@ -33,6 +33,7 @@ class DiscardTarget:
     """A ``DeliveryTarget`` that drops every message."""
 
     blocking = False  # nothing touches a disk: the server calls it inline
+    group_commit = False
 
     def check_recipient(self, address: str, *, may_relay: bool) -> Reply | None:
         return None

@@ -17,22 +17,25 @@ never be created: ``check_recipient`` refuses such an address at its RCPT
 (``553 5.1.3``), so the transaction's other recipients still get the message.
 
 Writing. ``start`` does the blocking part of opening (the server calls it off
-the event loop): it creates the first recipient's Maildir (``tmp``, ``new``,
-``cur``, mode 0700, on demand) and opens one file ``tmp/<unique>`` (mode
-0600, ``O_EXCL``). ``write`` only appends to that file through a 64 KiB
-buffer. ``commit`` then, in this order:
+the event loop): it opens one file ``tmp/<unique>`` in the first recipient's
+Maildir (mode 0600, ``O_EXCL``), creating that Maildir (``tmp``, ``new``,
+``cur``, mode 0700) only when the open finds it missing. ``write`` only
+appends to that file through a 64 KiB buffer. ``commit`` is a group commit
+(``groupcommit``: messages finishing together share the flushes), whose steps
+are, for each message of the batch:
 
-1. flushes, fsyncs and closes the tmp file;
-2. for every other recipient, hard-links it into that recipient's ``tmp/``
-   (copies and fsyncs when linking fails, e.g. across file systems);
-3. writes the envelope sidecar ``smtpgate-envelope/<unique>.json`` beside each
-   Maildir (``O_EXCL``, 0600, fsynced, its directory fsynced);
-4. renames every ``tmp/<unique>`` to ``new/<unique>`` -- the only step that
-   makes a message visible, and the last one that changes names;
-5. fsyncs every ``new/`` directory, and only then returns.
+1. ``stage``: write out the buffer; for every other recipient hard-link the
+   file into that recipient's ``tmp/`` (copy when linking fails, e.g. across
+   file systems); write the envelope sidecar
+   ``smtpgate-envelope/<unique>.json`` beside each Maildir (``O_EXCL``, 0600);
+2. one flush of every file and sidecar folder of the batch;
+3. ``publish``: rename every ``tmp/<unique>`` to ``new/<unique>`` -- the only
+   step that makes a message visible, and the last one that changes names;
+4. one flush of every ``new/`` directory renamed into;
 
-Any ``OSError`` on the way unlinks everything this delivery created (tmp
-files, sidecars, and messages already renamed into ``new/``) and raises
+and only then does ``commit`` return (or the server's callback run). Any
+``OSError`` on the way unlinks everything this delivery created (tmp files,
+sidecars, and messages already renamed into ``new/``) and gives a
 ``DeliveryError`` (``disk_full`` for ENOSPC/EDQUOT): a message is in every
 recipient's ``new/`` or in none. ``abort`` removes whatever exists so far.
 A crash leaves its tmp files (and maybe sidecars): ``recover`` removes them at
@@ -68,12 +71,14 @@ import socket
 import string
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, NoReturn
 
 from smtpgate.delivery import recovery
 from smtpgate.delivery.base import DeliveryError, Envelope
+from smtpgate.delivery.groupcommit import Staged, committer
 from smtpgate.delivery.recovery import SIDECAR_DIR
 from smtpgate.protocol.replies import MAILBOX_NOT_ALLOWED, Reply
 
@@ -129,7 +134,8 @@ class _UniqueNames:
 class MaildirTarget:
     """A ``DeliveryTarget`` writing one Maildir per recipient under ``root``."""
 
-    blocking = True  # mkdir, open and fsync wait on the disk
+    blocking = True  # start() may mkdir and opens a file: off the event loop
+    group_commit = True  # commit_soon: flushes shared with the messages finishing together
 
     def __init__(self, root: Path, *, hostname: str | None = None) -> None:
         self.root = root
@@ -208,6 +214,7 @@ class MaildirDelivery:
         self._file: BinaryIO | None = None
         self._created: list[Path] = []  # tmp files and sidecars, unlinked on failure
         self._renamed: list[Path] = []  # files in new/, unlinked if a later step fails
+        self._open: list[int] = []  # sidecars and copies, open until the batch is flushed
 
     @property
     def unique_name(self) -> str:
@@ -217,9 +224,12 @@ class MaildirDelivery:
         """Create the first Maildir and its ``tmp/<unique>`` (``start`` calls this)."""
         self._require_open()
         try:
-            _ensure_maildir(self._root, self._maildirs[0])
             path = self._tmp(self._maildirs[0])
-            fd = os.open(path, _CREATE, 0o600)
+            try:
+                fd = _create(path)
+            except FileNotFoundError:  # its first message (or someone removed it): make it
+                _ensure_maildir(self._root, self._maildirs[0])
+                fd = _create(path)
             self._created.append(path)
             self._file = os.fdopen(fd, "wb", buffering=_BUFFER)
         except OSError as exc:
@@ -234,22 +244,45 @@ class MaildirDelivery:
             self._fail(exc, "writing the message")
 
     def commit(self) -> None:
+        """Durable when this returns (waits for its group commit: not on the event loop)."""
+        self._handle()
+        committer().commit(self)
+
+    def commit_soon(self, done: Callable[[DeliveryError | None], None]) -> None:
+        self._handle()
+        committer().submit(self, done)
+
+    # -- the group commit's steps (``groupcommit``), in the committer thread ---------------
+
+    def stage(self) -> Staged:
+        """Write out the buffer, link the other recipients, write the sidecars: what must
+        reach the disk before the renames."""
         handle = self._handle()
-        try:
-            self._close_file(handle)
-            for maildir in self._maildirs[1:]:
-                self._link(self._tmp(self._maildirs[0]), maildir)
-            for maildir, recipients in zip(self._maildirs, self._groups.values(), strict=True):
-                self._write_sidecar(maildir, recipients)
-            for maildir in self._maildirs:
-                new = maildir / "new" / self._unique
-                os.rename(self._tmp(maildir), new)
-                self._renamed.append(new)
-            for maildir in self._maildirs:
-                _fsync_dir(maildir / "new")
-        except OSError as exc:
-            self._fail(exc, "committing the message")
+        handle.flush()
+        for maildir in self._maildirs[1:]:
+            self._link(self._tmp(self._maildirs[0]), maildir)
+        folders = [
+            self._write_sidecar(maildir, recipients)
+            for maildir, recipients in zip(self._maildirs, self._groups.values(), strict=True)
+        ]
+        return [handle.fileno(), *self._open], folders
+
+    def publish(self) -> list[str]:
+        """Rename every ``tmp/<unique>`` to ``new/<unique>``: the step that delivers."""
+        for maildir in self._maildirs:
+            new = maildir / "new" / self._unique
+            os.rename(self._tmp(maildir), new)
+            self._renamed.append(new)
+        return [os.fspath(maildir / "new") for maildir in self._maildirs]
+
+    def settle(self, error: OSError | None) -> DeliveryError | None:
+        """Close the files; on ``error`` remove everything this delivery made."""
+        self._close_all()
+        if error is not None:
+            failure = self._failure(error, "committing the message")
+            return failure
         self._state = _State.COMMITTED
+        return None
 
     def abort(self) -> None:
         if self._state in (_State.OPEN, _State.FAILED):
@@ -271,52 +304,71 @@ class MaildirDelivery:
             raise DeliveryError("delivery was not opened")
         return self._file
 
-    def _close_file(self, handle: BinaryIO) -> None:
-        handle.flush()
-        os.fsync(handle.fileno())
-        self._file = None
-        handle.close()
+    def _close_all(self) -> None:
+        if self._file is not None:
+            handle, self._file = self._file, None
+            with contextlib.suppress(OSError):  # flushed already, or being thrown away
+                handle.close()
+        for fd in self._open:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._open.clear()
 
     def _link(self, source: Path, maildir: Path) -> None:
-        _ensure_maildir(self._root, maildir)
         target = self._tmp(maildir)
         try:
             os.link(source, target)
-            self._created.append(target)
+        except FileNotFoundError:
+            _ensure_maildir(self._root, maildir)  # a new recipient (or a removed Maildir)
+            os.link(source, target)
+        except OSError:  # different file system, no hard links, too many links: copy instead
+            self._copy(source, maildir)
             return
-        except OSError:
-            pass  # different file system, no hard links, too many links: copy instead
-        with source.open("rb") as src, os.fdopen(os.open(target, _CREATE, 0o600), "wb") as dst:
-            self._created.append(target)
-            shutil.copyfileobj(src, dst, _BUFFER)
-            dst.flush()
-            os.fsync(dst.fileno())
+        self._created.append(target)
 
-    def _write_sidecar(self, maildir: Path, recipients: list[str]) -> None:
+    def _copy(self, source: Path, maildir: Path) -> None:
+        target = self._tmp(maildir)
+        try:
+            fd = _create(target)
+        except FileNotFoundError:
+            _ensure_maildir(self._root, maildir)
+            fd = _create(target)
+        self._created.append(target)
+        self._open.append(fd)
+        with source.open("rb") as src, os.fdopen(os.dup(fd), "wb") as dst:
+            shutil.copyfileobj(src, dst, _BUFFER)
+
+    def _write_sidecar(self, maildir: Path, recipients: list[str]) -> str:
+        """Write (not flush) the envelope sidecar; the folder whose entry must be flushed."""
         folder = maildir / SIDECAR_DIR
-        _mkdir(folder)
         path = folder / f"{self._unique}.json"
-        data = sidecar_json(self._envelope, recipients, self._unique)
-        with os.fdopen(os.open(path, _CREATE, 0o600), "wb") as fh:
-            self._created.append(path)
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        _fsync_dir(folder)
+        try:
+            fd = _create(path)
+        except FileNotFoundError:
+            _mkdir(folder)
+            fd = _create(path)
+        self._created.append(path)
+        self._open.append(fd)
+        data = memoryview(sidecar_json(self._envelope, recipients, self._unique))
+        while data:
+            data = data[os.write(fd, data):]
+        return os.fspath(folder)
 
     def _fail(self, exc: OSError, step: str) -> NoReturn:
+        raise self._failure(exc, step) from exc
+
+    def _failure(self, exc: OSError, step: str) -> DeliveryError:
         self._cleanup()
         self._state = _State.FAILED
         reason = exc.strerror or exc.__class__.__name__
-        raise DeliveryError(
+        error = DeliveryError(
             f"maildir: {step} failed: {reason}", disk_full=exc.errno in _DISK_FULL
-        ) from exc
+        )
+        error.__cause__ = exc
+        return error
 
     def _cleanup(self) -> None:
-        if self._file is not None:
-            handle, self._file = self._file, None
-            with contextlib.suppress(OSError):  # the data is being thrown away anyway
-                handle.close()
+        self._close_all()
         # Newest first: a sidecar goes before its tmp file, which recovery keys on.
         for path in [*self._renamed, *reversed(self._created)]:
             # Gone already (renamed away), or a dying disk: best effort either way.
@@ -352,6 +404,10 @@ def sidecar_json(envelope: Envelope, recipients: list[str], unique: str) -> byte
     return text.encode("ascii") + b"\n"
 
 
+def _create(path: Path) -> int:
+    return os.open(path, _CREATE, 0o600)
+
+
 def _mkdir(path: Path) -> None:
     with contextlib.suppress(FileExistsError):
         os.mkdir(path, 0o700)
@@ -375,9 +431,3 @@ def _ensure_maildir(root: Path, maildir: Path) -> None:
         _mkdir(maildir / sub)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -85,19 +85,22 @@ def writer_alive(pid: int, *, written: float) -> bool:
         pass  # it exists, under another user
     except OverflowError:
         return False  # no such pid can exist
-    started = process_start(pid)
+    state, started = process_start(pid)
+    if state in ("Z", "X"):  # a zombie has ended (in a container nobody may reap it)
+        return False
     return started is None or started <= written + _CLOCK_SLACK
 
 
-def process_start(pid: int) -> float | None:
-    """When ``pid`` started, in seconds since the epoch (Linux /proc); None where unknown."""
+def process_start(pid: int) -> tuple[str, float | None]:
+    """The state of ``pid`` ("R", "S", "Z", ...; "" where unknown) and when it started, in
+    seconds since the epoch (Linux /proc; None where unknown)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
         boot = _boot_time()
-        ticks = int(stat.rpartition(")")[2].split()[19])  # field 22, starttime (proc(5))
+        ticks = int(fields[19])  # field 22, starttime (proc(5)); fields[0] is field 3
     except (OSError, ValueError, IndexError):
-        return None
-    return boot + ticks / os.sysconf("SC_CLK_TCK")
+        return "", None
+    return fields[0], boot + ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _boot_time() -> float:

@@ -43,7 +43,7 @@ from typing import Any
 import httpx
 
 from smtpgate.config.schema import RelayAccount
-from smtpgate.relay.queue import fsync_dir
+from smtpgate.delivery.groupcommit import fsync_dir
 
 MARGIN = 300.0  # seconds: refresh at most this long before expiry
 HTTP_TIMEOUT = 20.0

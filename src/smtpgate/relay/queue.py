@@ -12,11 +12,12 @@ Layout (directories 0700, files 0600)::
     queue/kick          touched by the CLI: the running deliverer rescans
 
 Acceptance (``QueueWriter``): the message is written to ``tmp/<ID>.msg``
-while it arrives; ``commit`` fsyncs it, writes and fsyncs ``tmp/<ID>.json``,
-renames the message and then the record into ``queue/`` and fsyncs the
-directory. Only then does it return, and only then does the server send 250.
-Messages committing at about the same time share the renames and the
-directory fsync as one batch (group commit: ``relay.committer``).
+while it arrives; its commit is a group commit (``delivery.groupcommit``:
+messages finishing together share the flushes): ``stage`` writes
+``tmp/<ID>.json``; one flush covers the files of the whole batch;
+``publish`` renames the message and then the record into ``queue/``; one
+flush of ``queue/`` covers every rename of the batch. Only then does the
+server send 250.
 A crash before the last rename leaves no ``.json``: the message was never
 acknowledged and start-up removes the leftover.
 
@@ -47,7 +48,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from smtpgate.delivery.base import DeliveryError
-from smtpgate.relay.committer import Committer
+from smtpgate.delivery.groupcommit import Staged, committer, fsync_dir
 from smtpgate.relay.entry import QueueEntry, parse
 
 log = logging.getLogger("smtpgate.relay")
@@ -91,7 +92,6 @@ class QueueStore:
         self.tmp = root / "tmp"
         self.corrupt = root / "corrupt"
         self.kick_file = root / "kick"
-        self.committer = Committer(lambda: fsync_dir(self.root))
 
     def ensure(self) -> None:
         for folder in (self.root, self.tmp, self.corrupt):
@@ -222,6 +222,7 @@ class QueueWriter:
         self._tmp_msg = store.tmp / f"{entry.id}.msg"
         self._tmp_json = store.tmp / f"{entry.id}.json"
         self._file: BinaryIO | None = None
+        self._record: int | None = None  # tmp/<ID>.json while a group commit stages it
         self._published = False
 
     def open(self) -> None:
@@ -246,25 +247,38 @@ class QueueWriter:
             raise _error(exc, "writing the message") from exc
 
     def commit(self) -> None:
-        """Durable when this returns: fsync, record, then renames and directory fsync in a
-        batch with the other messages committing now."""
+        """Durable when this returns (waits for its group commit: not on the event loop)."""
         if self._file is None:
             raise DeliveryError("queue: commit without a message")
-        try:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            _write_synced(self._tmp_json, self.entry.to_json())
-            self.store.committer.commit(self)
-        except OSError as exc:
-            self.abort()
-            raise _error(exc, "committing the message") from exc
-        self._close()
+        committer().commit(self)
 
-    def publish(self) -> None:
-        """In the committer's batch: the message, then the record that makes it queued."""
+    # -- the group commit's steps (``delivery.groupcommit``), in the committer thread -------
+
+    def stage(self) -> Staged:
+        """Write out the message and write the record: both flushed before the renames."""
+        if self._file is None:
+            raise OSError("queue: commit without a message")
+        self._file.flush()
+        self._record = os.open(self._tmp_json, _CREATE, 0o600)
+        data = memoryview(self.entry.to_json())
+        while data:
+            data = data[os.write(self._record, data):]
+        return [self._file.fileno(), self._record], []
+
+    def publish(self) -> list[str]:
+        """The message, then the record that makes it queued; the directory renamed into."""
         os.rename(self._tmp_msg, self.store.message_path(self.entry.id))
         self._published = True
         os.rename(self._tmp_json, self.store.state_path(self.entry.id))
+        return [os.fspath(self.store.root)]
+
+    def settle(self, error: OSError | None) -> DeliveryError | None:
+        """Close the files (releasing the lock); on ``error`` remove what was written."""
+        if error is None:
+            self._close()
+            return None
+        self.abort()
+        return _error(error, "committing the message")
 
     def abort(self) -> None:
         """Leave nothing behind (also after a successful commit: used to undo a split)."""
@@ -277,6 +291,10 @@ class QueueWriter:
                 path.unlink()
 
     def _close(self) -> None:
+        if self._record is not None:
+            record, self._record = self._record, None
+            with contextlib.suppress(OSError):
+                os.close(record)
         if self._file is not None:
             handle, self._file = self._file, None
             with contextlib.suppress(OSError):
@@ -306,13 +324,5 @@ def _unlink_unless_locked(path: Path) -> bool:
         return True
     except OSError:  # locked by a writer in another process, or already gone
         return False
-    finally:
-        os.close(fd)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
     finally:
         os.close(fd)

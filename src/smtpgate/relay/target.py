@@ -10,11 +10,12 @@ access denied``, so smtpgate is never an open relay.
 ``start`` splits the envelope per recipient: local ones into a
 ``MaildirDelivery`` (the existing Maildir target), the others into a
 ``QueueWriter`` under ``<data_dir>/queue/`` named by the server's queue id.
-Every ``write`` goes to both. ``commit`` commits the queue part first and
-then the Maildir part; if the Maildir part fails, the just-published queue
-entry is removed again, so the client's retry does not relay twice. After a
-commit the deliverer is told (``on_queued``), so a new message leaves at
-once instead of at the next scan.
+Every ``write`` goes to both. The commit is one group commit job
+(``delivery.groupcommit``) made of both parts' steps, the queue part's
+first: both are flushed, renamed and flushed again together, and if either
+fails both are removed (a published queue entry too), so the client's retry
+does not relay twice. After a commit the deliverer is told (``on_queued``),
+so a new message leaves at once instead of at the next scan.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from smtpgate.delivery.base import Delivery, DeliveryError, Envelope
-from smtpgate.delivery.maildir import MaildirTarget
+from smtpgate.delivery.base import DeliveryError, Envelope
+from smtpgate.delivery.groupcommit import Staged, committer
+from smtpgate.delivery.maildir import MaildirDelivery, MaildirTarget
 from smtpgate.protocol.replies import Reply
 from smtpgate.relay.entry import QueueEntry, Recipient
 from smtpgate.relay.queue import QueueStore, QueueWriter, new_queue_id, valid_id
@@ -39,7 +41,8 @@ def domain_of(address: str) -> str:
 class RelayTarget:
     """A ``DeliveryTarget`` for ``[delivery] mode = "relay"``."""
 
-    blocking = True  # fsync in start/commit
+    blocking = True  # start() opens files: off the event loop
+    group_commit = True  # commit_soon (``delivery.groupcommit``)
 
     def __init__(
         self, store: QueueStore, maildir: MaildirTarget, local_domains: tuple[str, ...]
@@ -97,41 +100,49 @@ class RelayTarget:
 
 
 class RelayDelivery:
-    """One message going to a Maildir part, a queue part, or both."""
+    """One message going to a Maildir part, a queue part, or both: one group commit job
+    whose steps are its parts' (the queue part first), so both or neither are stored."""
 
     def __init__(
-        self, mailbox: Delivery | None, queued: QueueWriter | None, notify: Callable[[str], None]
+        self, mailbox: MaildirDelivery | None, queued: QueueWriter | None,
+        notify: Callable[[str], None],
     ) -> None:
-        self._mailbox = mailbox
+        self._parts: list[MaildirDelivery | QueueWriter] = [
+            part for part in (queued, mailbox) if part is not None
+        ]
         self._queued = queued
         self._notify = notify
 
     def write(self, data: bytes) -> None:
-        if self._queued is not None:
-            self._queued.write(data)
-        if self._mailbox is not None:
-            self._mailbox.write(data)
+        for part in self._parts:
+            part.write(data)
 
     def commit(self) -> None:
-        if self._queued is not None:
-            try:
-                self._queued.commit()
-            except DeliveryError:
-                if self._mailbox is not None:
-                    self._mailbox.abort()  # its tmp file must not stay behind
-                raise
-        if self._mailbox is not None:
-            try:
-                self._mailbox.commit()
-            except DeliveryError:
-                if self._queued is not None:
-                    self._queued.abort()  # all or nothing: no relay without the local part
-                raise
-        if self._queued is not None:
+        committer().commit(self)
+
+    def commit_soon(self, done: Callable[[DeliveryError | None], None]) -> None:
+        committer().submit(self, done)
+
+    def stage(self) -> Staged:
+        fds: list[int] = []
+        folders: list[str] = []
+        for part in self._parts:
+            more_fds, more_folders = part.stage()
+            fds += more_fds
+            folders += more_folders
+        return fds, folders
+
+    def publish(self) -> list[str]:
+        return [folder for part in self._parts for folder in part.publish()]
+
+    def settle(self, error: OSError | None) -> DeliveryError | None:
+        """Both parts settle alike: on ``error`` both are removed, the queued one too."""
+        failures = [part.settle(error) for part in self._parts]
+        failure = next((f for f in failures if f is not None), None)
+        if failure is None and self._queued is not None:
             self._notify(self._queued.entry.id)
+        return failure
 
     def abort(self) -> None:
-        if self._queued is not None:
-            self._queued.abort()
-        if self._mailbox is not None:
-            self._mailbox.abort()
+        for part in self._parts:
+            part.abort()

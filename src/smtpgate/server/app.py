@@ -29,7 +29,6 @@ from smtpgate.admin.accounts import AdminAccounts
 from smtpgate.admin.context import AdminContext
 from smtpgate.admin.events import EventLog
 from smtpgate.admin.listener import AdminListener
-from smtpgate.admin.observe import CountingTarget
 from smtpgate.auth.service import AuthService, AuthSettings
 from smtpgate.config.schema import Config, ListenerConfig, TlsConfig
 from smtpgate.credentials.base import CredentialStore
@@ -80,8 +79,6 @@ class Server:
         self.events = (
             EventLog(config.data_dir / "admin-events.db") if config.admin.address else None
         )
-        if self.events is not None:
-            self.delivery = CountingTarget(self.delivery, self.events.message)
         self._own_store = store is None
         self.store = store if store is not None else open_store(config.store.url, config.data_dir)
         lim = config.limits
@@ -199,6 +196,7 @@ class Server:
                 self.delivery, cfg.hostname, cfg.auth.show_user_in_received,
                 SenderPolicy(cfg.auth.enforce_sender, self.quota),
                 add_missing_headers=cfg.submission.add_missing_headers,
+                on_accepted=None if self.events is None else self.events.message,
             ),
             tls_context=self.tls_context,
             admission=self.admission,

@@ -377,8 +377,25 @@ class Connection(asyncio.Protocol):
         if txn is None:  # the start was refused: the session answers with its rejection
             session.reply(rejection or r.LOCAL_ERROR)
             return
+        if rejection is None and txn.group_commit:
+            self._commit_in_group(txn, session)
+            return
         blocking = txn.blocking and rejection is None
         self._off_loop(blocking, lambda: txn.end(rejection), session.reply)
+
+    def _commit_in_group(self, txn: Transaction, session: Session) -> None:
+        """Answer once the group commit holding this message is durable (input waits)."""
+        loop = asyncio.get_running_loop()
+        committed: asyncio.Future[Reply] = loop.create_future()
+
+        def answer(reply: Reply) -> None:  # in the committer thread
+            loop.call_soon_threadsafe(_resolve, committed, reply)
+
+        async def step() -> None:
+            session.reply(await committed)
+
+        txn.end_in_group(answer)
+        self._run(step(), hold_output=True)
 
     def _end_transfer(self) -> None:
         """Throw away the message being received, if any."""
@@ -518,3 +535,8 @@ class Connection(asyncio.Protocol):
                 grace = min(CLOSE_GRACE, self.context.limits.command_timeout)
                 self.deadline.stop()
                 asyncio.get_running_loop().call_later(grace, self.transport.abort)
+
+
+def _resolve(future: asyncio.Future[Reply], reply: Reply) -> None:
+    if not future.done():  # cancelled: the connection was lost meanwhile
+        future.set_result(reply)

@@ -32,10 +32,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 from smtpgate.credentials.base import Account
-from smtpgate.delivery.base import Delivery, DeliveryError, DeliveryTarget, Envelope
+from smtpgate.delivery.base import Delivery, DeliveryError, DeliveryTarget, Envelope, GroupCommit
 from smtpgate.delivery.fixups import HeaderFixups
 from smtpgate.delivery.received import message_date, received_header
 from smtpgate.ops import metrics
@@ -103,6 +105,7 @@ class Deliveries:
     show_user_in_received: bool
     senders: SenderPolicy = field(default_factory=lambda: SenderPolicy(enforce_sender=False))
     add_missing_headers: bool = False  # [submission]: Date and Message-ID (delivery/fixups.py)
+    on_accepted: Callable[[], None] | None = None  # each committed message (the admin page)
 
     def check_sender(self, account: Account | None, user: str, sender: str) -> Reply | None:
         """MAIL FROM of an authenticated account: sender list and daily quota
@@ -126,6 +129,7 @@ class Transaction:
         self.envelope = envelope
         self.queue_id = envelope.queue_id
         self.blocking = deliveries.target.blocking
+        self.group_commit = deliveries.target.group_commit
         self._tag = f"session={envelope.session_id} queue={envelope.queue_id}"  # for log lines
         self._deliveries = deliveries
         self._delivery: Delivery | None = None
@@ -179,13 +183,38 @@ class Transaction:
             self._failure = exc
 
     def end(self, rejection: Reply | None) -> Reply:
-        """Commit unless the session already refused the message; the reply to send."""
+        """Commit unless the session already refused the message; the reply to send. This
+        waits for the commit: with ``blocking``, call it in a worker thread."""
         started = time.perf_counter()
-        reply = self._end(rejection)
+        step = self._before_commit(rejection)
+        if isinstance(step, Reply):
+            return self._answered(step, started)
+        return self._answered(self._after_commit(_commit(step)), started)
+
+    def end_in_group(self, answer: Callable[[Reply], None]) -> None:
+        """Commit in the next group commit (``group_commit`` targets); ``answer(reply)``
+        then runs in the committer thread, or at once if there is nothing to commit."""
+        started = time.perf_counter()
+        step = self._before_commit(None)
+        if isinstance(step, Reply):
+            answer(self._answered(step, started))
+            return
+        delivery = cast(GroupCommit, step)  # the target said so: ``group_commit``
+
+        def done(error: DeliveryError | None) -> None:
+            answer(self._answered(self._after_commit(error), started))
+
+        try:
+            delivery.commit_soon(done)
+        except DeliveryError as exc:
+            done(exc)
+
+    def _answered(self, reply: Reply, started: float) -> Reply:
         metrics.get().message(reply.code, self.size, time.perf_counter() - started)
         return reply
 
-    def _end(self, rejection: Reply | None) -> Reply:
+    def _before_commit(self, rejection: Reply | None) -> Reply | Delivery:
+        """The reply if the message ends here, else the delivery to commit."""
         if rejection is not None:
             self.abort()
             log.info("%s message rejected: %d", self._tag, rejection.code)
@@ -198,12 +227,17 @@ class Transaction:
             self.abort()
             return self._failed(self._failure or DeliveryError("no delivery started"))
         delivery, self._delivery = self._delivery, None
-        error = _commit(delivery)  # a failed commit cleans up after itself
+        return delivery
+
+    def _after_commit(self, error: DeliveryError | None) -> Reply:
+        """The reply to a commit (a failed one has cleaned up after itself)."""
         if error is not None:
             return self._failed(error)
         e = self.envelope
         log.info("%s message accepted from=<%s> rcpts=%d", self._tag, e.mail_from,
                  len(e.recipients))
+        if self._deliveries.on_accepted is not None:
+            self._deliveries.on_accepted()
         return r.MESSAGE_ACCEPTED.with_text(f"Ok: queued as {self.queue_id}")
 
     def _failed(self, error: DeliveryError) -> Reply:
