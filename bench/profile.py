@@ -2,6 +2,7 @@
 
     bench/build/venv-aiosmtpd/bin/pip install py-spy     # once
     python3 bench/profile.py W1 [W4 ...]
+    BENCH_PROFILE_MODE=maildir python3 bench/profile.py W1    # another delivery mode
 
 Starts smtpgate like the main bench run (workers=1, discard, stdlib loop, CPU 0),
 fills its credentials cache with one AUTH, then records the server with
@@ -13,6 +14,7 @@ Raw stacks and the summary go to bench/results/profile-<stamp>-<workload>.*.
 from __future__ import annotations
 
 import collections
+import os
 import signal
 import subprocess
 import sys
@@ -55,8 +57,9 @@ def summarise(raw: Path) -> str:
 def profile(wname: str) -> None:
     workloads = runner.make_workloads(quick=False)
     wl = workloads[wname]
+    mode = os.environ.get("BENCH_PROFILE_MODE", "discard")
     spec = runner.smtpgate_spec(
-        "smtpgate-profile", runner.free_port(), workers=1, mode="discard",
+        "smtpgate-profile", runner.free_port(), workers=1, mode=mode,
         cpus=runner.SERVER_CPUS, workloads=(wname,),
         env=runner.smtpgate_loop_env(use_uvloop=False))
     stamp = time.strftime("%Y%m%d-%H%M%S")

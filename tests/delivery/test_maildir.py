@@ -9,8 +9,10 @@ import os
 import stat
 import string
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -21,7 +23,8 @@ from smtpgate.delivery.base import DeliveryError, Envelope
 from smtpgate.delivery.discard import DiscardTarget
 from smtpgate.delivery.factory import make_target
 from smtpgate.delivery.groupcommit import Committer
-from smtpgate.delivery.maildir import NAME_MAX, MaildirTarget, maildir_name
+from smtpgate.delivery.maildir import NAME_MAX, MaildirDelivery, MaildirTarget, maildir_name
+from smtpgate.delivery.spool import SPILL
 
 MESSAGE = b"Subject: hi\r\n\r\nbody line\r\n"
 
@@ -170,32 +173,62 @@ def test_commit_puts_message_in_every_recipients_new(tmp_path: Path) -> None:
 def test_nothing_is_visible_before_commit(tmp_path: Path) -> None:
     root = tmp_path / "mail"
     delivery = MaildirTarget(root, hostname="h").start(envelope("bob@x"))
-    assert files(root / "bob@x" / "tmp") == [delivery.unique_name]  # start opened it
     delivery.write(MESSAGE)
-    assert files(root / "bob@x" / "new") == []
+    assert not (root / "bob@x").exists()  # a small message waits in memory for its commit
     delivery.commit()
     assert len(files(root / "bob@x" / "new")) == 1
+    assert files(root / "bob@x" / "tmp") == []
 
 
-def test_start_creates_and_opens_so_write_only_appends(
+def test_start_and_write_touch_no_disk_on_the_calling_thread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The server runs start() off the event loop and write() on it."""
+    """The server calls start() and write() on the event loop: a message larger than the
+    spool's memory goes to its file, which another thread creates, while it arrives."""
     root = tmp_path / "new-root" / "mail"
-    delivery = MaildirTarget(root, hostname="h").start(envelope("bob@x"))
-    assert files(root / "bob@x" / "tmp") == [delivery.unique_name]
+    caller = threading.current_thread()
 
-    def refused(*args: object, **kwargs: object) -> None:
-        raise AssertionError("mkdir or open outside start()")
+    def elsewhere(real: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            assert threading.current_thread() is not caller, "mkdir or open on the caller"
+            return real(*args, **kwargs)
+        return call
 
     with monkeypatch.context() as patch:
-        patch.setattr(os, "mkdir", refused)
-        patch.setattr(os, "open", refused)
-        for _ in range(5):
-            delivery.write(MESSAGE * 10_000)  # several buffer flushes: real appends
-    delivery.commit()
+        patch.setattr(os, "mkdir", elsewhere(os.mkdir))
+        patch.setattr(os, "open", elsewhere(os.open))
+        delivery = MaildirTarget(root, hostname="h").start(envelope("bob@x"))
+        for _ in range(50):
+            delivery.write(MESSAGE * 1_000)  # 1.4 MB in all: past what memory holds
+            time.sleep(0.002)
+        tmp = root / "bob@x" / "tmp" / delivery.unique_name
+        assert tmp.stat().st_size > SPILL  # spilled: on disk before the commit
+        delivery.commit()
     (name,) = files(root / "bob@x" / "new")
     assert (root / "bob@x" / "new" / name).read_bytes() == MESSAGE * 50_000
+
+
+def test_abort_while_the_spill_file_is_being_created_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opening, release = threading.Event(), threading.Event()
+    real_open = os.open
+
+    def slow_open(*args: Any, **kwargs: Any) -> int:
+        opening.set()
+        release.wait(10)
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(os, "open", slow_open)
+    delivery = MaildirTarget(tmp_path, hostname="h").start(envelope("bob@x"))
+    delivery.write(b"x" * (SPILL + 1))
+    assert opening.wait(10)
+    delivery.abort()  # the open is still running
+    release.set()
+    deadline = time.monotonic() + 10
+    while all_files(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert all_files(tmp_path) == []
 
 
 def test_sidecar_holds_the_envelope_not_the_headers(tmp_path: Path) -> None:
@@ -322,7 +355,9 @@ def test_check_recipient_matches_what_start_can_store(
     target = MaildirTarget(tmp_path / "mail", hostname="h")
     refused = target.check_recipient(address, may_relay=False) is not None
     try:
-        target.start(envelope(address)).abort()
+        delivery = target.start(envelope(address))
+        delivery.write(MESSAGE)
+        delivery.commit()
         stored = True
     except DeliveryError:
         stored = False
@@ -378,10 +413,19 @@ def _no_link(src: object, dst: object) -> None:
 # --- abort and failures ------------------------------------------------------------------------
 
 
+def spill(delivery: MaildirDelivery, folder: Path) -> None:
+    """Write past the spool's memory and on until the tmp file is on disk under folder."""
+    delivery.write(b"x" * (SPILL + 1))
+    deadline = time.monotonic() + 10
+    while not all_files(folder) and time.monotonic() < deadline:
+        time.sleep(0.01)
+        delivery.write(b"x")
+    assert all_files(folder)
+
+
 def test_abort_leaves_nothing(tmp_path: Path) -> None:
     delivery = MaildirTarget(tmp_path, hostname="h").start(envelope("bob@x", "carol@x"))
-    delivery.write(MESSAGE * 10_000)  # more than the buffer: really on disk
-    assert all_files(tmp_path)
+    spill(delivery, tmp_path)
     delivery.abort()
     assert all_files(tmp_path) == []
     delivery.abort()  # idempotent
@@ -471,12 +515,14 @@ def test_unwritable_maildir(tmp_path: Path) -> None:
     assert all_files(root) == []
 
 
-def test_unwritable_first_maildir_fails_at_start_even_as_root(tmp_path: Path) -> None:
+def test_unwritable_first_maildir_fails_at_commit_even_as_root(tmp_path: Path) -> None:
     root = tmp_path / "mail"
     root.mkdir()
     (root / "bob@x").write_bytes(b"in the way")
+    delivery = MaildirTarget(root, hostname="h").start(envelope("bob@x"))
+    delivery.write(MESSAGE)
     with pytest.raises(DeliveryError) as info:
-        MaildirTarget(root, hostname="h").start(envelope("bob@x"))
+        delivery.commit()
     assert info.value.temporary is True
     assert all_files(root) == [root / "bob@x"]
 

@@ -162,7 +162,8 @@ def test_a_killed_delivery_is_cleaned_at_the_next_start(tmp_path: Path) -> None:
         "from tests.delivery.test_maildir import envelope\n"
         f"target = MaildirTarget(Path({str(root)!r}), hostname={HOST!r})\n"
         "delivery = target.start(envelope('bob@x', 'carol@x'))\n"
-        "delivery.write(b'x' * 200_000)\n"
+        "from tests.delivery.test_maildir import spill\n"
+        "spill(delivery, target.root)\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
     )
     done = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parents[2],

@@ -67,8 +67,12 @@ def test_abort_leaves_nothing(target: RelayTarget, tmp_path: Path) -> None:
     delivery = target.start(envelope("you@remote.test"))
     delivery.write(b"x")
     delivery.abort()
-    assert os.listdir(tmp_path / "queue" / "tmp") == []
+    assert files_under(tmp_path / "queue") == []
     assert QueueStore(tmp_path / "queue").ids() == []
+
+
+def files_under(path: Path) -> list[Path]:
+    return [p for p in path.rglob("*") if not p.is_dir()]
 
 
 def test_maildir_failure_undoes_the_queue_part(target: RelayTarget, tmp_path: Path) -> None:
@@ -79,21 +83,22 @@ def test_maildir_failure_undoes_the_queue_part(target: RelayTarget, tmp_path: Pa
         delivery.write(b"x")
         delivery.commit()
     assert QueueStore(tmp_path / "queue").ids() == []
-    assert not (tmp_path / "queue").exists()
+    assert files_under(tmp_path / "queue") == []
 
 
 def test_queue_open_failure_aborts_the_maildir_part(target: RelayTarget, tmp_path: Path) -> None:
     (tmp_path / "queue").write_text("not a directory")
+    delivery = target.start(envelope("you@remote.test", "bob@local.test"))
+    delivery.write(b"Subject: split\r\n\r\nhello\r\n")
     with pytest.raises(DeliveryError):
-        target.start(envelope("you@remote.test", "bob@local.test"))
-    assert os.listdir(tmp_path / "mail" / "bob@local.test" / "tmp") == []
+        delivery.commit()
+    assert files_under(tmp_path / "mail") == []
 
 
 def test_claim_is_exclusive_and_leftovers_are_cleaned(tmp_path: Path) -> None:
     store = QueueStore(tmp_path / "queue")
     writer = store.writer(QueueEntry(id="A1", mail_from="a@x", recipients=[Recipient("b@y")],
                                      received_at=1.0))
-    writer.open()
     writer.write(b"m")
     writer.commit()
     with store.claim("A1"), pytest.raises(Busy), store.claim("A1"):
@@ -190,12 +195,11 @@ async def test_disk_full_answers_452_and_queues_nothing(
 def test_queue_failure_leaves_no_maildir_tmp(target: RelayTarget, tmp_path: Path) -> None:
     delivery = target.start(envelope("you@remote.test", "bob@local.test"))
     delivery.write(b"Subject: x\r\n\r\nbody\r\n")
-    os.rmdir(tmp_path / "queue" / "corrupt")
+    target.store.ensure()
     (tmp_path / "queue" / "Q1.json").mkdir()  # the rename of the record onto it fails
     with pytest.raises(DeliveryError):
         delivery.commit()
-    assert os.listdir(tmp_path / "mail" / "bob@local.test" / "tmp") == []
-    assert os.listdir(tmp_path / "mail" / "bob@local.test" / "new") == []
+    assert files_under(tmp_path / "mail") == []
     assert not (tmp_path / "queue" / "Q1.msg").exists()
 
 

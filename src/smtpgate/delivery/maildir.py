@@ -16,15 +16,16 @@ name a path outside ``mail/``. A name longer than NAME_MAX (255 octets) can
 never be created: ``check_recipient`` refuses such an address at its RCPT
 (``553 5.1.3``), so the transaction's other recipients still get the message.
 
-Writing. ``start`` does the blocking part of opening (the server calls it off
-the event loop): it opens one file ``tmp/<unique>`` in the first recipient's
-Maildir (mode 0600, ``O_EXCL``), creating that Maildir (``tmp``, ``new``,
-``cur``, mode 0700) only when the open finds it missing. ``write`` only
-appends to that file through a 64 KiB buffer. ``commit`` is a group commit
-(``groupcommit``: messages finishing together share the flushes), whose steps
-are, for each message of the batch:
+Writing. ``start`` and ``write`` touch no disk: the message collects in
+memory, and one larger than 1 MiB goes on to its tmp file, which a worker
+thread creates meanwhile (``spool``). The tmp file is ``tmp/<unique>`` in
+the first recipient's Maildir (mode 0600, ``O_EXCL``); that Maildir
+(``tmp``, ``new``, ``cur``, mode 0700) is made only when the open finds it
+missing. ``commit`` is a group commit (``groupcommit``: messages finishing
+together share the flushes), whose steps are, for each message of the batch:
 
-1. ``stage``: write out the buffer; for every other recipient hard-link the
+1. ``stage``: write the message to its tmp file (creating it, unless it
+   spilled there already); for every other recipient hard-link the
    file into that recipient's ``tmp/`` (copy when linking fails, e.g. across
    file systems); write the envelope sidecar
    ``smtpgate-envelope/<unique>.json`` beside each Maildir (``O_EXCL``, 0600);
@@ -74,12 +75,13 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO, NoReturn
+from typing import NoReturn
 
 from smtpgate.delivery import recovery
 from smtpgate.delivery.base import DeliveryError, Envelope
 from smtpgate.delivery.groupcommit import Staged, committer
 from smtpgate.delivery.recovery import SIDECAR_DIR
+from smtpgate.delivery.spool import Spool
 from smtpgate.protocol.replies import MAILBOX_NOT_ALLOWED, Reply
 
 __all__ = [
@@ -134,7 +136,7 @@ class _UniqueNames:
 class MaildirTarget:
     """A ``DeliveryTarget`` writing one Maildir per recipient under ``root``."""
 
-    blocking = True  # start() may mkdir and opens a file: off the event loop
+    blocking = False  # start() and write() touch no disk (``spool``); the commit is grouped
     group_commit = True  # commit_soon: flushes shared with the messages finishing together
 
     def __init__(self, root: Path, *, hostname: str | None = None) -> None:
@@ -150,12 +152,10 @@ class MaildirTarget:
         return None
 
     def start(self, envelope: Envelope) -> MaildirDelivery:
-        """Create the first Maildir and open the tmp file: blocking, so off the event loop."""
-        delivery = MaildirDelivery(
+        """A new delivery (no I/O: its file is made when it commits or grows large)."""
+        return MaildirDelivery(
             self.root, envelope, _group(envelope.recipients), self._names.next()
         )
-        delivery.open()
-        return delivery
 
     def recover(self) -> int:
         """Remove what crashed deliveries left in tmp/ (see ``recovery``); the count."""
@@ -211,7 +211,7 @@ class MaildirDelivery:
         self._root = root
         self._unique = unique
         self._state = _State.OPEN
-        self._file: BinaryIO | None = None
+        self._spool = Spool(self._create_message_file)
         self._created: list[Path] = []  # tmp files and sidecars, unlinked on failure
         self._renamed: list[Path] = []  # files in new/, unlinked if a later step fails
         self._open: list[int] = []  # sidecars and copies, open until the batch is flushed
@@ -220,45 +220,34 @@ class MaildirDelivery:
     def unique_name(self) -> str:
         return self._unique
 
-    def open(self) -> None:
-        """Create the first Maildir and its ``tmp/<unique>`` (``start`` calls this)."""
+    def write(self, data: bytes) -> None:
+        """On the event loop: into memory, or appended to the spill file (``spool``)."""
         self._require_open()
         try:
-            path = self._tmp(self._maildirs[0])
-            try:
-                fd = _create(path)
-            except FileNotFoundError:  # its first message (or someone removed it): make it
-                _ensure_maildir(self._root, self._maildirs[0])
-                fd = _create(path)
-            self._created.append(path)
-            self._file = os.fdopen(fd, "wb", buffering=_BUFFER)
-        except OSError as exc:
-            self._fail(exc, "creating the message file")
-
-    def write(self, data: bytes) -> None:
-        """Append only: this runs on the event loop (no mkdir, no open)."""
-        handle = self._handle()
-        try:
-            handle.write(data)
+            self._spool.write(data)
         except OSError as exc:
             self._fail(exc, "writing the message")
 
     def commit(self) -> None:
         """Durable when this returns (waits for its group commit: not on the event loop)."""
-        self._handle()
+        self._require_open()
         committer().commit(self)
 
     def commit_soon(self, done: Callable[[DeliveryError | None], None]) -> None:
-        self._handle()
+        self._require_open()
         committer().submit(self, done)
+
+    def abort(self) -> None:
+        if self._state in (_State.OPEN, _State.FAILED):
+            self._state = _State.ABORTED
+            self._spool.discard(self._cleanup)
 
     # -- the group commit's steps (``groupcommit``), in the committer thread ---------------
 
     def stage(self) -> Staged:
-        """Write out the buffer, link the other recipients, write the sidecars: what must
-        reach the disk before the renames."""
-        handle = self._handle()
-        handle.flush()
+        """Write the message to its tmp file, link the other recipients, write the
+        sidecars: what must reach the disk before the renames."""
+        handle = self._spool.finish()
         for maildir in self._maildirs[1:]:
             self._link(self._tmp(self._maildirs[0]), maildir)
         folders = [
@@ -277,17 +266,11 @@ class MaildirDelivery:
 
     def settle(self, error: OSError | None) -> DeliveryError | None:
         """Close the files; on ``error`` remove everything this delivery made."""
-        self._close_all()
         if error is not None:
-            failure = self._failure(error, "committing the message")
-            return failure
+            return self._failure(error, "committing the message")
+        self._close_all()
         self._state = _State.COMMITTED
         return None
-
-    def abort(self) -> None:
-        if self._state in (_State.OPEN, _State.FAILED):
-            self._cleanup()
-            self._state = _State.ABORTED
 
     # -- steps -------------------------------------------------------------------------------
 
@@ -298,17 +281,19 @@ class MaildirDelivery:
     def _tmp(self, maildir: Path) -> Path:
         return maildir / "tmp" / self._unique
 
-    def _handle(self) -> BinaryIO:
-        self._require_open()
-        if self._file is None:
-            raise DeliveryError("delivery was not opened")
-        return self._file
+    def _create_message_file(self) -> int:
+        """``tmp/<unique>`` in the first Maildir, made on demand (off the event loop)."""
+        path = self._tmp(self._maildirs[0])
+        try:
+            fd = _create(path)
+        except FileNotFoundError:  # its first message (or someone removed it): make it
+            _ensure_maildir(self._root, self._maildirs[0])
+            fd = _create(path)
+        self._created.append(path)
+        return fd
 
     def _close_all(self) -> None:
-        if self._file is not None:
-            handle, self._file = self._file, None
-            with contextlib.suppress(OSError):  # flushed already, or being thrown away
-                handle.close()
+        self._spool.close()
         for fd in self._open:
             with contextlib.suppress(OSError):
                 os.close(fd)

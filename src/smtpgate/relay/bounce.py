@@ -41,7 +41,6 @@ def send_dsn(
     dsn = QueueEntry(id=dsn_id, mail_from="", recipients=[Recipient(sender)], received_at=now,
                      next_attempt=now)
     writer = store.writer(dsn)
-    writer.open()
     writer.write(report)
     writer.commit()
     return dsn_id, True

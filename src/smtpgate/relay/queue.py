@@ -11,15 +11,16 @@ Layout (directories 0700, files 0600)::
     queue/corrupt/      entries that could not be parsed, moved aside, never deleted
     queue/kick          touched by the CLI: the running deliverer rescans
 
-Acceptance (``QueueWriter``): the message is written to ``tmp/<ID>.msg``
-while it arrives; its commit is a group commit (``delivery.groupcommit``:
+Acceptance (``QueueWriter``): the message collects in memory while it
+arrives (one over 1 MiB goes on to ``tmp/<ID>.msg`` at once:
+``delivery.spool``). Its commit is a group commit (``delivery.groupcommit``:
 messages finishing together share the flushes): ``stage`` writes
+``tmp/<ID>.msg`` (created and locked then, unless it spilled) and
 ``tmp/<ID>.json``; one flush covers the files of the whole batch;
 ``publish`` renames the message and then the record into ``queue/``; one
 flush of ``queue/`` covers every rename of the batch. Only then does the
-server send 250.
-A crash before the last rename leaves no ``.json``: the message was never
-acknowledged and start-up removes the leftover.
+server send 250. A crash before the last rename leaves no ``.json``: the
+message was never acknowledged and start-up removes the leftover.
 
 Updates (``save``) write a new record to ``tmp/``, fsync it and rename it
 over the old one (atomic on POSIX), then fsync the directory. Removal unlinks
@@ -28,8 +29,8 @@ unacknowledged-looking ``.msg`` that start-up removes.
 
 Claiming (``claim``): whoever delivers, changes or removes an entry holds an
 exclusive ``flock`` on its ``.msg`` file (never replaced, so the lock is on
-one inode for the entry's life). The writer holds it from creation until
-commit returns. Several server processes (``[server] workers``) and the CLI
+one inode for the entry's life). The writer holds it from the file's
+creation until its commit has settled. Several server processes (``[server] workers``) and the CLI
 therefore never work on the same entry at once; a busy entry is skipped.
 """
 
@@ -45,10 +46,10 @@ import string
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 from smtpgate.delivery.base import DeliveryError
 from smtpgate.delivery.groupcommit import Staged, committer, fsync_dir
+from smtpgate.delivery.spool import Spool
 from smtpgate.relay.entry import QueueEntry, parse
 
 log = logging.getLogger("smtpgate.relay")
@@ -221,26 +222,17 @@ class QueueWriter:
         self.entry = entry
         self._tmp_msg = store.tmp / f"{entry.id}.msg"
         self._tmp_json = store.tmp / f"{entry.id}.json"
-        self._file: BinaryIO | None = None
+        self._spool = Spool(self._create_message_file)  # in memory until it commits or grows
         self._record: int | None = None  # tmp/<ID>.json while a group commit stages it
         self._published = False
-
-    def open(self) -> None:
-        """Create the tmp file and lock it (in the server's worker thread)."""
-        try:
-            self.store.ensure()
-            fd = os.open(self._tmp_msg, _CREATE, 0o600)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            self._file = os.fdopen(fd, "wb", buffering=_BUFFER)
-        except OSError as exc:
-            self.abort()
-            raise _error(exc, "creating the queue file") from exc
+        self._ended = False  # committed or aborted
 
     def write(self, data: bytes) -> None:
-        if self._file is None:
-            raise DeliveryError("queue: write before open")
+        """On the event loop: into memory, or appended to the spill file (``spool``)."""
+        if self._ended:
+            raise DeliveryError("queue: write after the end")
         try:
-            self._file.write(data)
+            self._spool.write(data)
             self.entry.size += len(data)
         except OSError as exc:
             self.abort()
@@ -248,22 +240,20 @@ class QueueWriter:
 
     def commit(self) -> None:
         """Durable when this returns (waits for its group commit: not on the event loop)."""
-        if self._file is None:
+        if self._ended:
             raise DeliveryError("queue: commit without a message")
         committer().commit(self)
 
     # -- the group commit's steps (``delivery.groupcommit``), in the committer thread -------
 
     def stage(self) -> Staged:
-        """Write out the message and write the record: both flushed before the renames."""
-        if self._file is None:
-            raise OSError("queue: commit without a message")
-        self._file.flush()
+        """Write the message and the record: both flushed before the renames."""
+        handle = self._spool.finish()
         self._record = os.open(self._tmp_json, _CREATE, 0o600)
         data = memoryview(self.entry.to_json())
         while data:
             data = data[os.write(self._record, data):]
-        return [self._file.fileno(), self._record], []
+        return [handle.fileno(), self._record], []
 
     def publish(self) -> list[str]:
         """The message, then the record that makes it queued; the directory renamed into."""
@@ -275,6 +265,7 @@ class QueueWriter:
     def settle(self, error: OSError | None) -> DeliveryError | None:
         """Close the files (releasing the lock); on ``error`` remove what was written."""
         if error is None:
+            self._ended = True
             self._close()
             return None
         self.abort()
@@ -282,23 +273,38 @@ class QueueWriter:
 
     def abort(self) -> None:
         """Leave nothing behind (also after a successful commit: used to undo a split)."""
-        self._close()
+        self._ended = True
         paths = [self._tmp_msg, self._tmp_json]
         if self._published:
             paths = [self.store.state_path(self.entry.id), self.store.message_path(self.entry.id)]
-        for path in paths:
-            with contextlib.suppress(OSError):
-                path.unlink()
 
-    def _close(self) -> None:
+        def remove() -> None:
+            for path in paths:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+
+        self._close_record()
+        self._spool.discard(remove)
+
+    def _create_message_file(self) -> int:
+        """``tmp/<ID>.msg``, locked (off the event loop; ``queue/`` made on demand)."""
+        try:
+            fd = os.open(self._tmp_msg, _CREATE, 0o600)
+        except FileNotFoundError:
+            self.store.ensure()
+            fd = os.open(self._tmp_msg, _CREATE, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return fd
+
+    def _close_record(self) -> None:
         if self._record is not None:
             record, self._record = self._record, None
             with contextlib.suppress(OSError):
                 os.close(record)
-        if self._file is not None:
-            handle, self._file = self._file, None
-            with contextlib.suppress(OSError):
-                handle.close()  # also releases the lock
+
+    def _close(self) -> None:
+        self._close_record()
+        self._spool.close()  # also releases the lock
 
 
 def _error(exc: OSError, step: str) -> DeliveryError:

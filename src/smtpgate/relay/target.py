@@ -41,7 +41,7 @@ def domain_of(address: str) -> str:
 class RelayTarget:
     """A ``DeliveryTarget`` for ``[delivery] mode = "relay"``."""
 
-    blocking = True  # start() opens files: off the event loop
+    blocking = False  # start() and write() touch no disk (``delivery.spool``)
     group_commit = True  # commit_soon (``delivery.groupcommit``)
 
     def __init__(
@@ -90,9 +90,7 @@ class RelayTarget:
             ret=envelope.ret or "",
             envid=envelope.envid or "",
         )
-        writer = self.store.writer(entry)
-        writer.open()
-        return writer
+        return self.store.writer(entry)
 
     def _queued(self, queue_id: str) -> None:
         if self.on_queued is not None:

@@ -82,7 +82,7 @@ class Connection(asyncio.Protocol):
         self.account: Account | None = None  # proven at the session's AUTH (server/senders.py)
         self.auth_failures = 0  # failed AUTHs on this connection: they survive STARTTLS
         self.transaction: Transaction | None = None
-        self.task: asyncio.Task[None] | None = None
+        self.task: asyncio.Future[None] | None = None  # the slow step under way
         self.closing = False
         self.admitted = False
         self.deadline = Deadline(self._expired)
@@ -271,12 +271,15 @@ class Connection(asyncio.Protocol):
     def _run(self, coro: Coroutine[Any, Any, None], *, hold_output: bool = False) -> None:
         """Run a slow step; input waits in the session until it is done. ``hold_output``:
         queued replies wait for the step's, so a batch still goes out in one write."""
+        self._wait(asyncio.get_running_loop().create_task(coro), hold_output=hold_output)
+
+    def _wait(self, step: asyncio.Future[None], *, hold_output: bool = False) -> None:
+        """``_run`` for a step already under way (a future someone else completes)."""
         assert self.transport is not None
         self._hold_output = hold_output
         self.transport.pause_reading()
-        task = asyncio.get_running_loop().create_task(coro)
-        self.task = task
-        task.add_done_callback(self._step_done)
+        self.task = step
+        step.add_done_callback(self._step_done)
 
     def _off_loop(self, blocking: bool, work: Callable[[], T], answer: Callable[[T], None]) -> None:
         """``answer(work())``, with ``work`` in a worker thread when it may block."""
@@ -290,7 +293,7 @@ class Connection(asyncio.Protocol):
         self._run(step(), hold_output=True)
 
     @guarded
-    def _step_done(self, task: asyncio.Task[None]) -> None:
+    def _step_done(self, task: asyncio.Future[None]) -> None:
         self.task = None
         if self.closing or task.cancelled():
             return
@@ -386,16 +389,13 @@ class Connection(asyncio.Protocol):
     def _commit_in_group(self, txn: Transaction, session: Session) -> None:
         """Answer once the group commit holding this message is durable (input waits)."""
         loop = asyncio.get_running_loop()
-        committed: asyncio.Future[Reply] = loop.create_future()
+        committed: asyncio.Future[None] = loop.create_future()
 
         def answer(reply: Reply) -> None:  # in the committer thread
-            loop.call_soon_threadsafe(_resolve, committed, reply)
+            loop.call_soon_threadsafe(_answer, committed, session, reply)
 
-        async def step() -> None:
-            session.reply(await committed)
-
+        self._wait(committed, hold_output=True)
         txn.end_in_group(answer)
-        self._run(step(), hold_output=True)
 
     def _end_transfer(self) -> None:
         """Throw away the message being received, if any."""
@@ -537,6 +537,13 @@ class Connection(asyncio.Protocol):
                 asyncio.get_running_loop().call_later(grace, self.transport.abort)
 
 
-def _resolve(future: asyncio.Future[Reply], reply: Reply) -> None:
-    if not future.done():  # cancelled: the connection was lost meanwhile
-        future.set_result(reply)
+def _answer(step: asyncio.Future[None], session: Session, reply: Reply) -> None:
+    """The commit's reply, unless the connection was lost meanwhile (``step`` cancelled)."""
+    if step.done():
+        return
+    try:
+        session.reply(reply)
+    except Exception as exc:  # _step_done ends this client with 421, as for any step
+        step.set_exception(exc)
+        return
+    step.set_result(None)
