@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import logging
 import mmap
 import os
@@ -131,6 +130,10 @@ class ConnectionTable:
             fcntl.lockf(self._fd, fcntl.LOCK_UN)
 
     def key(self, ip: str) -> bytes:
+        # Imported here: the supervisor, which holds the table, never hashes an address,
+        # and hashlib loads libcrypto (megabytes resident). A worker pays the import once.
+        import hashlib
+
         digest = hashlib.blake2b(ip.encode(), digest_size=15, key=self._secret).digest()
         return bytes([_MARKER, *(b & 0x7F for b in digest)])
 
