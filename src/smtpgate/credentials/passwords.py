@@ -52,11 +52,9 @@ from types import MappingProxyType
 from typing import Any
 
 import argon2
-import bcrypt
 from argon2.exceptions import InvalidHashError, VerificationError
 from argon2.low_level import Type, verify_secret
 from argon2.profiles import RFC_9106_LOW_MEMORY
-from passlib.hash import sha256_crypt, sha512_crypt
 
 from smtpgate.credentials.base import Account, SecretsUpdate
 from smtpgate.sasl.base import CramMd5Secret, ScramSecret, SecretScheme
@@ -207,6 +205,8 @@ def _verify_bcrypt(data: str, password: str) -> bool:
         return False
     # $2a$, $2b$ and $2y$ compute the same hash for passwords of at most 72 bytes.
     normalised = "$2b$" + data[4:]
+    import bcrypt  # imported hashes only: not loaded by every server process
+
     try:
         return bcrypt.checkpw(password.encode("utf-8")[:_BCRYPT_MAX_BYTES], normalised.encode())
     except ValueError:
@@ -217,21 +217,28 @@ def _bcrypt_cost(data: str) -> Cost:
     return (("max_bcrypt_cost", int(data[4:6])),)  # "$2b$12$...": log2 of the rounds
 
 
-def _sha_crypt_scheme(name: str, handler: Any) -> Scheme:
+def _sha_crypt_scheme(name: str, handler_name: str) -> Scheme:
+    def handler() -> Any:
+        # passlib is imported with the first SHA-crypt hash (imported accounts only): it
+        # is not loaded by every server process (docs/performance.md, "Lean processes").
+        from passlib import hash as passlib_hash
+
+        return getattr(passlib_hash, handler_name)
+
     def well_formed(data: str) -> bool:
         try:  # a bare "$6$salt" is a config string, not a hash
-            return bool(handler.from_string(data).checksum)
+            return bool(handler().from_string(data).checksum)
         except (ValueError, TypeError):
             return False
 
     def verify(data: str, password: str) -> bool:
         try:
-            return bool(handler.verify(password, data))
+            return bool(handler().verify(password, data))
         except (ValueError, TypeError):
             return False
 
     def cost(data: str) -> Cost:  # 5000 rounds when the hash does not say
-        return (("max_sha_crypt_rounds", int(handler.from_string(data).rounds)),)
+        return (("max_sha_crypt_rounds", int(handler().from_string(data).rounds)),)
 
     return _hash_scheme(name, well_formed, verify, cost)
 
@@ -287,8 +294,8 @@ SCHEMES: Mapping[str, Scheme] = MappingProxyType(
         "BLF-CRYPT": _hash_scheme(
             "BLF-CRYPT", lambda d: _BCRYPT_RE.fullmatch(d) is not None, _verify_bcrypt, _bcrypt_cost
         ),
-        "SHA512-CRYPT": _sha_crypt_scheme("SHA512-CRYPT", sha512_crypt),
-        "SHA256-CRYPT": _sha_crypt_scheme("SHA256-CRYPT", sha256_crypt),
+        "SHA512-CRYPT": _sha_crypt_scheme("SHA512-CRYPT", "sha512_crypt"),
+        "SHA256-CRYPT": _sha_crypt_scheme("SHA256-CRYPT", "sha256_crypt"),
         "PLAIN": Scheme(_parse_plain, _free, _verify_plain),
         SecretScheme.SCRAM_SHA_256: _scram_scheme(
             SecretScheme.SCRAM_SHA_256, 32, lambda secret: SecretsUpdate(scram_sha256=secret)

@@ -37,7 +37,6 @@ import logging
 import mmap
 import os
 import struct
-import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from typing import Protocol
@@ -213,5 +212,7 @@ def _anonymous_file() -> int:
     if memfd_create is not None:
         fd: int = memfd_create("smtpgate-connections", os.MFD_CLOEXEC)
         return fd
+    import tempfile  # elsewhere than Linux only
+
     with tempfile.TemporaryFile() as handle:  # unlinked at once; the duplicate keeps it
         return os.dup(handle.fileno())

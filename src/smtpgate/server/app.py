@@ -67,8 +67,12 @@ class Server:
         admission: Admission | None = None,
         serve_admin: bool = True,
         quota: DailyQuota | None = None,
+        tls_at_start: bool = True,
     ) -> None:
+        """``tls_at_start``: load the TLS pair in ``start`` (a bad pair fails there); False
+        loads it with the first TLS connection, after the caller checked it (run.py)."""
         self.config = config
+        self.tls_at_start = tls_at_start
         self.relay: Relay | None = None  # the queue's deliverer, in mode "relay"
         if delivery is None and config.delivery.mode == "relay":
             from smtpgate.relay.service import Relay
@@ -130,7 +134,7 @@ class Server:
     # -- lifecycle ---------------------------------------------------------
     async def start(self) -> None:
         """Load TLS and bind every listener; StartupError names a port that is taken."""
-        if uses_tls(self.config):
+        if self.tls_at_start and uses_tls(self.config):
             for listener in self.config.listeners:
                 if listener.tls != "none":
                     self.tls_context(listener)
@@ -227,9 +231,13 @@ class Server:
         """
         from smtpgate.server.tls import make_server_context
 
+        # Not one loaded yet (tls_at_start=False): check the new pair for every listener.
+        keys = set(self._tls_contexts) or {
+            (lst.min_tls, lst.tls_ciphers) for lst in self.config.listeners if lst.tls != "none"
+        }
         fresh = {  # every context first: a broken pair raises before any is replaced
             key: make_server_context(tls.cert, tls.key, min_tls=key[0], ciphers=key[1])
-            for key in self._tls_contexts
+            for key in keys
         }
         self._tls_contexts.update(fresh)
 
@@ -289,7 +297,7 @@ def _warn_if_weakened(listener: ListenerConfig) -> None:
     """One warning per listener that lets in TLS below 1.2, naming it."""
     if listener.tls == "none":
         return
-    from smtpgate.server.tls import legacy_tls
+    from smtpgate.server.tls_base import legacy_tls
 
     if legacy_tls(listener.min_tls):
         log.warning("listener %s allows TLS %s (below 1.2): for legacy devices only",

@@ -158,7 +158,7 @@ def reload_config(source: Path | None, running: Config) -> Config | None:
 
 def reload_worker(server: Server, source: Path | None) -> None:
     """SIGHUP in a worker: new log settings, a new TLS pair for new connections."""
-    from smtpgate.server.tls import TlsConfigError
+    from smtpgate.server.tls_base import TlsConfigError
 
     new = reload_config(source, server.config)
     if new is None:
@@ -216,7 +216,7 @@ async def _serve_until_signal(
     from smtpgate.server.certs import CertificateError
     from smtpgate.server.preflight import StartupError
     from smtpgate.server.throttle_db import SqliteThrottleState
-    from smtpgate.server.tls import TlsConfigError
+    from smtpgate.server.tls_base import TlsConfigError
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -227,9 +227,11 @@ async def _serve_until_signal(
     try:
         # Workers share failure windows through a file; one process keeps them in memory.
         state = SqliteThrottleState(config.data_dir / "throttle.db") if shared else None
+        # The start-up checks loaded the pair already: a worker loads TLS (pyOpenSSL,
+        # ~15 MiB resident) with its first TLS connection (server/tls_base.py).
         server = Server(
             config, reuse_port=shared, throttle_state=state, admission=admission,
-            serve_admin=serve_admin,
+            serve_admin=serve_admin, tls_at_start=False,
         )
         await _start(server)
     except (OSError, ValueError, CertificateError, TlsConfigError) as exc:
