@@ -6,8 +6,9 @@ import base64
 import io
 import json
 import logging
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiosmtplib
 import pytest
@@ -95,6 +96,67 @@ async def test_server_logs_one_line_per_failed_auth(
     assert fields["listener"] == server.config.listeners[0].address
     assert fields["ip"] == "127.0.0.1" and fields["reply"] == 535
     assert fields["user"] == "alice" and fields["mechanism"] == "PLAIN"
+
+
+# -- threaded: formatting and writing off the calling thread ----------------------------------
+
+
+class _Probe:
+    """An argument that notes the thread that formats it."""
+
+    def __init__(self) -> None:
+        self.threads: list[str] = []
+
+    def __str__(self) -> str:
+        self.threads.append(threading.current_thread().name)
+        return "probe"
+
+
+def message(line: str, fmt: str) -> str:
+    """The message of a text or JSON line (an event's fields follow its name in text)."""
+    if fmt == "json":
+        data = json.loads(line)
+        return str(data["message"]) + (f" user={data['user']}" if "user" in data else "")
+    return line.split(": ", 1)[1]
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_threaded_lines_are_formatted_in_the_listener_and_flushed_by_stop(
+    log_stream: io.StringIO, tmp_path: Path, fmt: Literal["text", "json"]
+) -> None:
+    logs.configure(fmt, "plain", tmp_path, stream=log_stream, level=logging.INFO,
+                   threaded=True)
+    probe = _Probe()
+    logging.getLogger("smtpgate.test").info("first %s", probe)
+    logs.auth_failure(**FAILURE, login="alice", known=True)
+    for n in range(200):
+        logging.getLogger("smtpgate.test").info("line %d", n)
+    logs.stop_thread()  # every queued line is written before it returns
+    out = log_stream.getvalue().splitlines()
+    assert len(out) == 202
+    assert message(out[0], fmt) == "first probe"
+    assert message(out[1], fmt).startswith("auth failed")
+    assert message(out[1], fmt).endswith("user=alice")
+    assert message(out[-1], fmt) == "line 199"
+    # The guard (tests/conftest.py) formats it here too; the handler did it in its thread.
+    assert [t for t in probe.threads if t != threading.current_thread().name]
+    logging.getLogger("smtpgate.test").info("after the stop")  # written directly now
+    assert message(log_stream.getvalue().splitlines()[-1], fmt) == "after the stop"
+
+
+def test_reconfigure_keeps_threaded_mode_and_loses_nothing(
+    log_stream: io.StringIO, tmp_path: Path
+) -> None:
+    logs.configure("text", "plain", tmp_path, stream=log_stream, level=logging.INFO,
+                   threaded=True)
+    logging.getLogger("smtpgate.test").info("before the reload")
+    logs.configure("json", "plain", tmp_path, stream=log_stream, level=logging.INFO)  # SIGHUP
+    assert logs._Thread.listener is not None  # still threaded
+    logging.getLogger("smtpgate.test").info("after the reload")
+    logs.stop_thread()
+    first, second = log_stream.getvalue().splitlines()
+    assert first.endswith("before the reload")
+    assert json.loads(second)["message"] == "after the reload"
 
 
 # -- the guard of tests/conftest.py ---------------------------------------------------------

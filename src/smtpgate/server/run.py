@@ -36,6 +36,7 @@ restart (``ops/reload.py``).
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -87,7 +88,7 @@ def serve(config: Config, source: Path | None = None) -> int:
     """``source``: the configuration file, read again on SIGHUP (None: built-in defaults)."""
     setup_logging(config, names=False)
     workers = worker_count(config)
-    problem = _prepare(config, in_child=workers > 1)
+    problem = _prepare(config)
     if problem is not None:
         log.error("cannot start: %s", problem)
         return 1
@@ -100,18 +101,18 @@ def serve(config: Config, source: Path | None = None) -> int:
         metrics.enable_multiprocess(config.data_dir / "metrics")
     if workers == 1:
         return 0 if run_worker(config, None, source) == 0 else 1
+    gc.collect()  # what start-up left behind (the CLI's parser) is not copied into workers
     return Supervisor(config, workers, source).run()
 
 
-def _prepare(config: Config, *, in_child: bool) -> str | None:
+def _prepare(config: Config) -> str | None:
     """The start-up checks (``server/preflight.py``): why they failed, or None.
 
-    ``in_child``: run them in a forked child that exits afterwards. They load pyOpenSSL
-    and cryptography (the certificate, the self-signed pair), which the supervisor itself
-    never needs; a module once imported stays resident for the life of the process.
+    They run in a forked child that exits afterwards. They load pyOpenSSL and
+    cryptography (the certificate, the self-signed pair), which the supervisor never
+    needs and a worker needs only once a client starts TLS; a module once imported stays
+    resident for the life of the process.
     """
-    if not in_child:
-        return _prepare_here(config)
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
