@@ -49,12 +49,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
-
-import argon2
-from argon2.exceptions import InvalidHashError, VerificationError
-from argon2.low_level import Type, verify_secret
-from argon2.profiles import RFC_9106_LOW_MEMORY
+from typing import TYPE_CHECKING, Any, Literal
 
 from smtpgate.credentials.base import Account, SecretsUpdate
 from smtpgate.sasl.base import CramMd5Secret, ScramSecret, SecretScheme
@@ -65,6 +60,9 @@ from smtpgate.sasl.scram import (
     parse_dovecot_scram,
     verify_password_with_scram,
 )
+
+if TYPE_CHECKING:
+    import argon2
 
 __all__ = [
     "SCHEMES",
@@ -80,8 +78,19 @@ __all__ = [
     "verify_password",
 ]
 
-# RFC 9106 section 4, second recommended option: t=3, p=4, m=2^16 KiB, 128-bit salt, 256-bit tag.
-_HASHER = argon2.PasswordHasher.from_parameters(RFC_9106_LOW_MEMORY)
+
+# The hashing libraries (argon2-cffi, bcrypt, passlib) are imported with the first hash
+# a process computes or checks, not with this module: a server process that has not yet
+# seen a login does not hold them (docs/performance.md, "Lean processes").
+@functools.cache
+def _hasher() -> argon2.PasswordHasher:
+    """RFC 9106 section 4, second recommended option: t=3, p=4, m=2^16 KiB, 128-bit salt,
+    256-bit tag."""
+    import argon2
+    from argon2.profiles import RFC_9106_LOW_MEMORY
+
+    return argon2.PasswordHasher.from_parameters(RFC_9106_LOW_MEMORY)
+
 
 DEFAULT_SCRAM_ITERATIONS = 4096  # RFC 7677 section 4: at least 4096
 _SCRAM_SALT_BYTES = 16
@@ -131,7 +140,7 @@ def hash_password(password: str) -> str:
 
 
 def _argon2id(prepared: str) -> str:
-    return "{ARGON2ID}" + _HASHER.hash(prepared)
+    return "{ARGON2ID}" + _hasher().hash(prepared)
 
 
 # ---------------------------------------------------------------- the schemes
@@ -172,24 +181,32 @@ def _hash_scheme(
     return Scheme(parse, cost, verify)
 
 
-def _argon2_scheme(argon_type: Type) -> Scheme:
-    prefix = f"$argon2{argon_type.name.lower()}$"
+def _argon2_scheme(type_name: Literal["ID", "I"]) -> Scheme:
+    prefix = f"$argon2{type_name.lower()}$"
 
     def well_formed(data: str) -> bool:
+        import argon2
+        from argon2.exceptions import InvalidHashError
+
         try:
-            return argon2.extract_parameters(data).type is argon_type
+            return argon2.extract_parameters(data).type is argon2.Type[type_name]
         except (InvalidHashError, ValueError):
             return False
 
     def verify(data: str, password: str) -> bool:
+        from argon2.exceptions import InvalidHashError, VerificationError
+        from argon2.low_level import Type, verify_secret
+
         try:
             return data.startswith(prefix) and verify_secret(
-                data.encode("ascii"), password.encode("utf-8"), argon_type
+                data.encode("ascii"), password.encode("utf-8"), Type[type_name]
             )
         except (VerificationError, InvalidHashError, ValueError):
             return False
 
     def cost(data: str) -> Cost:
+        import argon2
+
         found = argon2.extract_parameters(data)
         return (  # each lane is a thread in argon2's reference code: lanes cost too
             ("max_argon2_memory_kib", found.memory_cost),
@@ -197,7 +214,7 @@ def _argon2_scheme(argon_type: Type) -> Scheme:
             ("max_argon2_parallelism", found.parallelism),
         )
 
-    return _hash_scheme(f"ARGON2{argon_type.name}", well_formed, verify, cost)
+    return _hash_scheme(f"ARGON2{type_name}", well_formed, verify, cost)
 
 
 def _verify_bcrypt(data: str, password: str) -> bool:
@@ -289,8 +306,8 @@ def _parse_cram(data: str) -> SecretsUpdate:
 
 SCHEMES: Mapping[str, Scheme] = MappingProxyType(
     {
-        "ARGON2ID": _argon2_scheme(Type.ID),
-        "ARGON2I": _argon2_scheme(Type.I),
+        "ARGON2ID": _argon2_scheme("ID"),
+        "ARGON2I": _argon2_scheme("I"),
         "BLF-CRYPT": _hash_scheme(
             "BLF-CRYPT", lambda d: _BCRYPT_RE.fullmatch(d) is not None, _verify_bcrypt, _bcrypt_cost
         ),
@@ -328,8 +345,10 @@ def needs_rehash(stored: str) -> bool:
     parts = split_scheme(stored)
     if parts is None or parts[0] != "ARGON2ID":
         return True
+    from argon2.exceptions import InvalidHashError
+
     try:
-        return _HASHER.check_needs_rehash(parts[1])
+        return _hasher().check_needs_rehash(parts[1])
     except (InvalidHashError, ValueError):
         return True
 
