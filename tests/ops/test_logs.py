@@ -6,7 +6,9 @@ import base64
 import io
 import json
 import logging
+import socket
 import threading
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,6 +16,7 @@ import aiosmtplib
 import pytest
 
 from smtpgate.ops import logs
+from tests.attacks.subproc import ServeProcess
 from tests.e2e.conftest import PASSWORD, ServerFactory
 from tests.log_guard import LogGuard, passwords_in_tests
 
@@ -183,3 +186,37 @@ def test_guard_knows_the_suite_passwords_and_is_installed() -> None:
     seen = guards[0].records
     logging.getLogger("smtpgate.test").debug("a record the guard must see")
     assert guards[0].records == seen + 1
+
+
+# -- a real server: the last lines are written before a worker exits ------------------------
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_keeps_the_final_log_line_of_every_worker(tmp_path: Path, workers: int) -> None:
+    """Workers log through a queue and a thread (ops/logs.py); a worker ends with
+    ``os._exit``, which would drop what is still queued unless the thread is drained."""
+    limits = "[limits]\nmax_connections_per_ip = 500\n"
+    serve = ServeProcess(tmp_path, workers=workers, extra_toml=limits)
+    serve.start()
+    pids = serve.workers(workers) if workers > 1 else [serve.pid]
+
+    def lines_of(pid: int) -> list[str]:  # "date time pid level logger: message"
+        return [line for line in serve.output().splitlines()
+                if line.split(" ", 3)[2:3] == [str(pid)]]
+
+    deadline = time.monotonic() + 20
+    while not all(any("listening on" in line for line in lines_of(pid)) for pid in pids):
+        assert time.monotonic() < deadline, serve.output()
+        time.sleep(0.05)
+    # Idle clients: each is told 421 and logged at the stop, a burst of lines just
+    # before the worker exits.
+    clients = [socket.create_connection(serve.address, timeout=10) for _ in range(150)]
+    try:
+        for sock in clients:
+            assert sock.recv(512).startswith(b"220 ")
+        assert serve.stop() == 0, serve.output()
+    finally:
+        for sock in clients:
+            sock.close()
+    for pid in pids:
+        assert lines_of(pid)[-1].endswith("INFO smtpgate: stopped"), serve.output()
