@@ -73,7 +73,7 @@ class Serve:
             time.sleep(0.05)
         with socket.create_connection(("127.0.0.1", self.starttls), timeout=10) as sock:
             assert sock.recv(512).startswith(b"220 ")
-        time.sleep(0.5)  # let the workers settle after the greeting
+        time.sleep(2.0)  # let the workers settle after the greeting
 
     def workers(self) -> list[int]:
         path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")

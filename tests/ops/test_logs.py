@@ -198,25 +198,27 @@ def test_sigterm_keeps_the_final_log_line_of_every_worker(tmp_path: Path, worker
     limits = "[limits]\nmax_connections_per_ip = 500\n"
     serve = ServeProcess(tmp_path, workers=workers, extra_toml=limits)
     serve.start()
-    pids = serve.workers(workers) if workers > 1 else [serve.pid]
-
-    def lines_of(pid: int) -> list[str]:  # "date time pid level logger: message"
-        return [line for line in serve.output().splitlines()
-                if line.split(" ", 3)[2:3] == [str(pid)]]
-
-    deadline = time.monotonic() + 20
-    while not all(any("listening on" in line for line in lines_of(pid)) for pid in pids):
-        assert time.monotonic() < deadline, serve.output()
-        time.sleep(0.05)
-    # Idle clients: each is told 421 and logged at the stop, a burst of lines just
-    # before the worker exits.
-    clients = [socket.create_connection(serve.address, timeout=10) for _ in range(150)]
+    clients: list[socket.socket] = []
     try:
+        pids = serve.workers(workers) if workers > 1 else [serve.pid]
+
+        def lines_of(pid: int) -> list[str]:  # "date time pid level logger: message"
+            return [line for line in serve.output().splitlines()
+                    if line.split(" ", 3)[2:3] == [str(pid)]]
+
+        deadline = time.monotonic() + 20
+        while not all(any("listening on" in line for line in lines_of(pid)) for pid in pids):
+            assert time.monotonic() < deadline, serve.output()
+            time.sleep(0.05)
+        # Idle clients: each is told 421 and logged at the stop, a burst of lines just
+        # before the worker exits.
+        clients = [socket.create_connection(serve.address, timeout=10) for _ in range(150)]
         for sock in clients:
             assert sock.recv(512).startswith(b"220 ")
-        assert serve.stop() == 0, serve.output()
     finally:
+        code = serve.stop()
         for sock in clients:
             sock.close()
+    assert code == 0, serve.output()
     for pid in pids:
         assert lines_of(pid)[-1].endswith("INFO smtpgate: stopped"), serve.output()

@@ -13,13 +13,15 @@ string), so a lookup allocates nothing.
 Workers: prometheus-client's multiprocess mode. ``serve`` calls
 ``enable_multiprocess(<data_dir>/metrics)`` before it forks: the directory is
 emptied (counters of an earlier run must not be summed in), and every
-process then writes its values to its own memory-mapped file there. When a
+worker then writes its values to its own memory-mapped file there (switched
+on by its first ``get()``; the supervisor counts nothing and never imports
+prometheus-client). When a
 worker dies, the supervisor calls ``mark_dead(pid)``: its open-session and
 TLS gauges (``livesum``) stop counting, while its counters stay in the sums,
 so totals never go backwards. ``render`` reads every file, from any process:
-the admin listener may run in a worker or the supervisor and sees the same
-sums. We chose this over one registry per worker summed by the supervisor
-because it needs no IPC of our own and survives a worker's crash. Without
+the admin listener (in worker 0) sees the sums of all workers. We chose this
+over one registry per worker summed by the supervisor because it needs no IPC
+of our own and survives a worker's crash. Without
 ``enable_multiprocess`` (one process, the embedded library) values live in
 memory and ``render`` serves this process's registry.
 
@@ -235,7 +237,10 @@ class _Process:
 def get() -> Metrics:
     """This process's metrics (in memory until ``enable_multiprocess`` or ``disable``)."""
     if _Process.metrics is None:
-        _Process.metrics = Metrics(_prometheus().CollectorRegistry(auto_describe=True))
+        if _Process.directory is not None:
+            _Process.metrics = _multiprocess_metrics()
+        else:
+            _Process.metrics = Metrics(_prometheus().CollectorRegistry(auto_describe=True))
     return _Process.metrics
 
 
@@ -244,21 +249,27 @@ def disable() -> None:
     _Process.metrics = NullMetrics()
 
 
-def enable_multiprocess(directory: Path) -> Metrics:
-    """Share metrics between this process and the workers it will fork; see module doc.
+def enable_multiprocess(directory: Path) -> None:
+    """Share metrics between the workers this process will fork; see module doc.
 
-    Call before forking and before any connection binds its children.
+    Call before forking. This process (the supervisor) counts nothing and does not
+    import prometheus-client: each worker switches it to multiprocess mode with its
+    first ``get()``, before it creates a metric.
     """
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     for stale in directory.glob("*.db"):
         stale.unlink()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    _Process.directory = directory
+    _Process.metrics = None
+
+
+def _multiprocess_metrics() -> Metrics:
+    """In a worker: values go to files in the directory; render() collects them."""
     values = _prometheus().values
     values.ValueClass = values.MultiProcessValue()
-    _Process.directory = directory
-    start_worker()  # this process writes values too (the unlabelled ones, from now on)
-    _Process.metrics = Metrics(None)  # values go to files; render() collects them
-    return _Process.metrics
+    start_worker()
+    return Metrics(None)
 
 
 # The files prometheus-client writes per process: "<kind>_<pid>.db".
@@ -285,11 +296,15 @@ def start_worker() -> None:
 
 
 def mark_dead(pid: int) -> None:
-    """A worker is gone: its live gauges no longer count (its counters still do)."""
-    if _Process.directory is not None:
-        from prometheus_client import multiprocess
+    """A worker is gone: its live gauges no longer count (its counters still do).
 
-        multiprocess.mark_process_dead(pid, str(_Process.directory))  # type: ignore[no-untyped-call]
+    What ``prometheus_client.multiprocess.mark_process_dead`` does, removing the
+    ``gauge_live*_<pid>.db`` files, without importing prometheus-client into the
+    supervisor, which calls this.
+    """
+    if _Process.directory is not None:
+        for path in _Process.directory.glob(f"gauge_live*_{pid}.db"):
+            path.unlink(missing_ok=True)
 
 
 def render() -> tuple[bytes, str]:

@@ -321,7 +321,6 @@ class Supervisor:
             # A SIGHUP before the worker listens has nothing to reload: it starts afresh.
             signal.signal(signal.SIGHUP, signal.SIG_IGN)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD_SIGNALS)
-            metrics.start_worker()
             # Worker 0 alone serves [admin] address: its sessions live in its memory.
             code = run_worker(
                 self.config, self.table.worker(index), self.source, serve_admin=index == 0
