@@ -73,7 +73,7 @@ class Serve:
             time.sleep(0.05)
         with socket.create_connection(("127.0.0.1", self.starttls), timeout=10) as sock:
             assert sock.recv(512).startswith(b"220 ")
-        time.sleep(2.0)  # let the workers settle after the greeting
+        time.sleep(1.0)  # let the workers settle after the greeting
 
     def workers(self) -> list[int]:
         path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
@@ -159,10 +159,13 @@ def test_unconfigured_subsystems_are_not_imported(tmp_path: Path) -> None:
 
 
 def test_the_admin_listener_brings_its_modules(tmp_path: Path) -> None:
-    """The control: configured, the admin page and metrics are imported (by worker 0)."""
+    """The control: configured, the admin page and metrics are imported (the page by
+    worker 0, prometheus-client by every worker, neither by the supervisor)."""
     admin = f'[admin]\naddress = "127.0.0.1:{free_port()}"\n'
     with serving(tmp_path, admin, python_flags=("-X", "importtime")) as serve:
         assert serve.workers()
+        supervisor = vm_rss_kib(serve.proc.pid)  # metrics on: still nothing of them here
+    assert supervisor <= SUPERVISOR_BUDGET_KIB, mib(supervisor)
     names = imported(serve.output())
     assert {"aiohttp", "jinja2", "prometheus_client"} <= names
     assert not {"redis", "httpx", "aiosmtplib", "psycopg"} & names

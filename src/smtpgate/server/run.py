@@ -2,10 +2,11 @@
 
 Theory of operation
 -------------------
-``serve`` runs the start-up checks of ``server/preflight.py`` first, in this
-process: whatever the number of workers, a bad certificate, a ``data_dir``
-that is a file or a port in use is one ``cannot start: ...`` line and exit
-status 1.
+``serve`` runs the start-up checks of ``server/preflight.py`` first, in a
+short-lived forked child (they load pyOpenSSL and cryptography, which this
+process does not keep): whatever the number of workers, a bad certificate, a
+``data_dir`` that is a file or a port in use is one ``cannot start: ...``
+line and exit status 1.
 
 With ``[server] workers = 1`` everything runs in this process. With N > 1 the
 supervisor creates the shared connection table (``server/admission.py``),
@@ -18,14 +19,20 @@ events and failure windows it shows are in files every worker writes). The
 supervisor forwards SIGTERM/SIGINT and waits. When a worker dies (a crash,
 the OOM killer) the supervisor frees its connection slots at once and starts
 a new worker in its place; a worker that fails while starting stops the
-whole server. Each worker stops
+whole server. The supervisor imports only the configuration, the log set-up
+and the connection table; each worker imports the server after the fork, and
+loads TLS with its first TLS connection (the checks loaded the pair already;
+docs/performance.md, "Lean processes"). Each worker runs on
+``[server] loop`` (uvloop when installed, by default). Each worker stops
 gracefully: it stops accepting, answers idle clients 421 4.3.2, lets DATA
 finish within ``SHUTDOWN_GRACE`` seconds, then exits 0.
 
 Operations (docs/operations.md): logs go to standard error in the
-``[log] format`` (``ops/logs.py``). With several workers, metrics use
-prometheus-client's multiprocess mode in ``<data_dir>/metrics``, emptied at
-start; the supervisor marks a dead worker's files (``ops/metrics.py``).
+``[log] format`` (``ops/logs.py``); a worker hands its records to a thread
+that formats and writes them, and drains it before it exits. Metrics are on
+only with ``[admin] address`` (their one reader); with several workers they
+use prometheus-client's multiprocess mode in ``<data_dir>/metrics``, emptied
+at start; the supervisor marks a dead worker's files (``ops/metrics.py``).
 SIGHUP, sent to the supervisor, is forwarded to every worker; each process
 reads the configuration file again, applies the log settings and the TLS
 pair to new connections (a pair that does not load is refused with a log
