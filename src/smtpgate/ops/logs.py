@@ -95,7 +95,7 @@ def configure(
 ) -> None:
     """(Re)install the standard-error handler; ``key_dir`` holds the key for "hashed".
 
-    ``threaded``: records are queued by the logging thread and formatted and written by
+    ``threaded``: records are queued by the calling thread and formatted and written by
     a listener thread (``QueueHandler`` + ``QueueListener``), so an event loop never
     waits for a write to standard error; ``stop_thread`` drains the queue. None keeps
     the mode this process has (a reload).
