@@ -65,6 +65,11 @@ class ServeProcess:
         raise AssertionError("smtpgate serve did not start listening within 20 s")
 
     @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
     def address(self) -> tuple[str, int]:
         return ("127.0.0.1", self.port)
 

@@ -20,6 +20,7 @@ def log_stream() -> Iterator[io.StringIO]:
     stream = io.StringIO()
     before = (logs._Names.mode, logs._Names.key)
     yield stream
+    logs.stop_thread()  # a threaded configuration's listener, if a test made one
     root = logging.getLogger()
     for handler in [h for h in root.handlers if getattr(h, "smtpgate", False)]:
         root.removeHandler(handler)

@@ -6,13 +6,17 @@ import base64
 import io
 import json
 import logging
+import socket
+import threading
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiosmtplib
 import pytest
 
 from smtpgate.ops import logs
+from tests.attacks.subproc import ServeProcess
 from tests.e2e.conftest import PASSWORD, ServerFactory
 from tests.log_guard import LogGuard, passwords_in_tests
 
@@ -97,6 +101,67 @@ async def test_server_logs_one_line_per_failed_auth(
     assert fields["user"] == "alice" and fields["mechanism"] == "PLAIN"
 
 
+# -- threaded: formatting and writing off the calling thread ----------------------------------
+
+
+class _Probe:
+    """An argument that notes the thread that formats it."""
+
+    def __init__(self) -> None:
+        self.threads: list[str] = []
+
+    def __str__(self) -> str:
+        self.threads.append(threading.current_thread().name)
+        return "probe"
+
+
+def message(line: str, fmt: str) -> str:
+    """The message of a text or JSON line (an event's fields follow its name in text)."""
+    if fmt == "json":
+        data = json.loads(line)
+        return str(data["message"]) + (f" user={data['user']}" if "user" in data else "")
+    return line.split(": ", 1)[1]
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_threaded_lines_are_formatted_in_the_listener_and_flushed_by_stop(
+    log_stream: io.StringIO, tmp_path: Path, fmt: Literal["text", "json"]
+) -> None:
+    logs.configure(fmt, "plain", tmp_path, stream=log_stream, level=logging.INFO,
+                   threaded=True)
+    probe = _Probe()
+    logging.getLogger("smtpgate.test").info("first %s", probe)
+    logs.auth_failure(**FAILURE, login="alice", known=True)
+    for n in range(200):
+        logging.getLogger("smtpgate.test").info("line %d", n)
+    logs.stop_thread()  # every queued line is written before it returns
+    out = log_stream.getvalue().splitlines()
+    assert len(out) == 202
+    assert message(out[0], fmt) == "first probe"
+    assert message(out[1], fmt).startswith("auth failed")
+    assert message(out[1], fmt).endswith("user=alice")
+    assert message(out[-1], fmt) == "line 199"
+    # The guard (tests/conftest.py) formats it here too; the handler did it in its thread.
+    assert [t for t in probe.threads if t != threading.current_thread().name]
+    logging.getLogger("smtpgate.test").info("after the stop")  # written directly now
+    assert message(log_stream.getvalue().splitlines()[-1], fmt) == "after the stop"
+
+
+def test_reconfigure_keeps_threaded_mode_and_loses_nothing(
+    log_stream: io.StringIO, tmp_path: Path
+) -> None:
+    logs.configure("text", "plain", tmp_path, stream=log_stream, level=logging.INFO,
+                   threaded=True)
+    logging.getLogger("smtpgate.test").info("before the reload")
+    logs.configure("json", "plain", tmp_path, stream=log_stream, level=logging.INFO)  # SIGHUP
+    assert logs._Thread.listener is not None  # still threaded
+    logging.getLogger("smtpgate.test").info("after the reload")
+    logs.stop_thread()
+    first, second = log_stream.getvalue().splitlines()
+    assert first.endswith("before the reload")
+    assert json.loads(second)["message"] == "after the reload"
+
+
 # -- the guard of tests/conftest.py ---------------------------------------------------------
 
 
@@ -121,3 +186,39 @@ def test_guard_knows_the_suite_passwords_and_is_installed() -> None:
     seen = guards[0].records
     logging.getLogger("smtpgate.test").debug("a record the guard must see")
     assert guards[0].records == seen + 1
+
+
+# -- a real server: the last lines are written before a worker exits ------------------------
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_keeps_the_final_log_line_of_every_worker(tmp_path: Path, workers: int) -> None:
+    """Workers log through a queue and a thread (ops/logs.py); a worker ends with
+    ``os._exit``, which would drop what is still queued unless the thread is drained."""
+    limits = "[limits]\nmax_connections_per_ip = 500\n"
+    serve = ServeProcess(tmp_path, workers=workers, extra_toml=limits)
+    serve.start()
+    clients: list[socket.socket] = []
+    try:
+        pids = serve.workers(workers) if workers > 1 else [serve.pid]
+
+        def lines_of(pid: int) -> list[str]:  # "date time pid level logger: message"
+            return [line for line in serve.output().splitlines()
+                    if line.split(" ", 3)[2:3] == [str(pid)]]
+
+        deadline = time.monotonic() + 20
+        while not all(any("listening on" in line for line in lines_of(pid)) for pid in pids):
+            assert time.monotonic() < deadline, serve.output()
+            time.sleep(0.05)
+        # Idle clients: each is told 421 and logged at the stop, a burst of lines just
+        # before the worker exits.
+        clients = [socket.create_connection(serve.address, timeout=10) for _ in range(150)]
+        for sock in clients:
+            assert sock.recv(512).startswith(b"220 ")
+    finally:
+        code = serve.stop()
+        for sock in clients:
+            sock.close()
+    assert code == 0, serve.output()
+    for pid in pids:
+        assert lines_of(pid)[-1].endswith("INFO smtpgate: stopped"), serve.output()

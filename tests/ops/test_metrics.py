@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from smtpgate.ops import metrics
 from tests.attacks.subproc import ServeProcess
-from tests.e2e.conftest import PASSWORD, ServerFactory
+from tests.e2e.conftest import PASSWORD, ServerFactory, free_port
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -136,7 +136,9 @@ def alive(sock: socket.socket) -> bool:
 
 
 def test_workers_are_summed_and_a_dead_worker_stops_counting(tmp_path: Path) -> None:
-    serve = ServeProcess(tmp_path, workers=2)
+    # Metrics are on when /metrics is served: with the admin listener (ops/metrics.py).
+    admin = f'[admin]\naddress = "127.0.0.1:{free_port()}"\n'
+    serve = ServeProcess(tmp_path, workers=2, extra_toml=admin)
     serve.start()
     clients: list[socket.socket] = []
     try:

@@ -1,12 +1,16 @@
-"""The server on uvloop (the optional extra ``smtpgate[uvloop]``, used when installed)."""
+"""The server on uvloop (a dependency on Linux; ``[server] loop = "auto"`` uses it when
+installed)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import smtplib
 import ssl
+import sys
 from pathlib import Path
 
+import pytest
 import uvloop  # a test extra: installed by make test
 
 from tests.e2e.conftest import PASSWORD, create_user, make_config
@@ -38,3 +42,32 @@ def test_starttls_auth_and_delivery_on_uvloop(tmp_path: Path) -> None:
     assert loop_module.startswith("uvloop")
     new = config.data_dir / "mail" / "bob@example.org" / "new"
     assert len(list(new.iterdir())) == 1
+
+
+# -- [server] loop: which runner serve uses --------------------------------------------------
+
+
+def test_auto_and_uvloop_pick_uvloop_when_installed() -> None:
+    from smtpgate.server.run import event_loop_runner
+
+    assert event_loop_runner("auto") is uvloop.run
+    assert event_loop_runner("uvloop") is uvloop.run
+    assert event_loop_runner("asyncio") is asyncio.run
+
+
+def test_without_uvloop_every_setting_runs_on_asyncio(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from smtpgate.server.run import event_loop_runner
+
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # "import uvloop" raises ImportError
+    assert event_loop_runner("auto") is asyncio.run
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert event_loop_runner("uvloop") is asyncio.run
+    assert "uvloop is not installed" in caplog.text  # asked for explicitly: said so
+
+
+def test_the_default_is_auto() -> None:
+    from smtpgate.config.schema import ServerConfig
+
+    assert ServerConfig().loop == "auto"

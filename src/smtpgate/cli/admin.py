@@ -12,12 +12,14 @@ from __future__ import annotations
 import argparse
 import functools
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from smtpgate.admin.accounts import AdminAccounts, add_admin, delete_admin
 from smtpgate.cli.common import with_store
 from smtpgate.config.schema import Config
-from smtpgate.credentials.base import CredentialStore
+
+if TYPE_CHECKING:  # imported by the commands: ``smtpgate serve`` builds this parser too
+    from smtpgate.admin.accounts import AdminAccounts
+    from smtpgate.credentials.base import CredentialStore
 
 T = TypeVar("T")
 EXIT_OK = 0
@@ -43,6 +45,8 @@ def register(
 def cmd_admin_add(
     read_password: PasswordReader, args: argparse.Namespace, config: Config
 ) -> int:
+    from smtpgate.admin.accounts import add_admin
+
     password = read_password(args.password_stdin)
     name = _run(config, lambda store: add_admin(store, args.name, password))
     print(f"added admin {name}")
@@ -50,6 +54,8 @@ def cmd_admin_add(
 
 
 def cmd_admin_del(args: argparse.Namespace, config: Config) -> int:
+    from smtpgate.admin.accounts import delete_admin
+
     _run(config, lambda store: delete_admin(store, args.name))
     print(f"deleted admin {args.name}")
     return EXIT_OK
@@ -57,6 +63,7 @@ def cmd_admin_del(args: argparse.Namespace, config: Config) -> int:
 
 def _run(config: Config, action: Callable[[AdminAccounts], Awaitable[T]]) -> T:
     """``action`` on the store, which must hold admin accounts; errors -> CliError."""
+    from smtpgate.admin.accounts import AdminAccounts
 
     async def on_admins(store: CredentialStore) -> T:
         if not isinstance(store, AdminAccounts):

@@ -7,7 +7,6 @@ action and closes it, turning every error a user can fix into one ``CliError``.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
@@ -57,6 +56,8 @@ def with_store(
 ) -> T:
     """Open the store, run ``action``, close it; store and input errors -> CliError
     (``kind`` names the account in them: "user", "admin")."""
+    import asyncio
+
     from smtpgate.credentials.base import StoreUnavailable, UnknownUser, UserExists
     from smtpgate.credentials.open import open_store
 

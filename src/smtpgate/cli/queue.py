@@ -22,18 +22,19 @@ per message::
 from __future__ import annotations
 
 import argparse
-import asyncio
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from smtpgate.cli.common import EXIT_OK, EXIT_USER_ERROR, CliError
 from smtpgate.config.durations import format_duration
 from smtpgate.config.schema import Config
-from smtpgate.relay import admin
-from smtpgate.relay.entry import QueueEntry
-from smtpgate.relay.oauth import TokenError
-from smtpgate.relay.queue import QUEUE_DIR, QueueStore
+
+# The relay's modules (httpx among them) are imported by the commands that use them:
+# ``smtpgate serve`` builds this parser too and must not load them (docs/performance.md).
+if TYPE_CHECKING:
+    from smtpgate.relay.entry import QueueEntry
+    from smtpgate.relay.queue import QueueStore
 
 PER_PAGE = 50
 
@@ -82,10 +83,14 @@ def _positive(text: str) -> int:
 
 
 def _store(config: Config) -> QueueStore:
+    from smtpgate.relay.queue import QUEUE_DIR, QueueStore
+
     return QueueStore(config.data_dir / QUEUE_DIR)
 
 
 def _admin(call: Callable[[], Any]) -> Any:
+    from smtpgate.relay import admin
+
     try:
         return call()
     except admin.AdminError as exc:
@@ -105,6 +110,8 @@ def describe(entry: QueueEntry, now: float) -> str:
 
 
 def cmd_queue_list(args: argparse.Namespace, config: Config) -> int:
+    from smtpgate.relay import admin
+
     everything = _admin(lambda: list(admin.entries(_store(config))))
     start = (args.page - 1) * args.per_page
     page = everything[start:start + args.per_page]
@@ -117,6 +124,8 @@ def cmd_queue_list(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_queue_show(args: argparse.Namespace, config: Config) -> int:
+    from smtpgate.relay import admin
+
     entry: QueueEntry = _admin(lambda: admin.load(_store(config), args.id))
     print(f"id: {entry.id}\nstate: {entry.state}\nfrom: <{entry.mail_from}>")
     print(f"received: {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(entry.received_at))} UTC")
@@ -131,6 +140,8 @@ def cmd_queue_show(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_queue_retry(args: argparse.Namespace, config: Config) -> int:
+    from smtpgate.relay import admin
+
     store = _store(config)
     if not args.all:
         _admin(lambda: admin.change(store, args.id, admin.retry))
@@ -148,6 +159,8 @@ def cmd_queue_retry(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_queue_action(args: argparse.Namespace, config: Config) -> int:
+    from smtpgate.relay import admin
+
     store = _store(config)
     if args.action == "delete":
         _admin(lambda: admin.delete(store, args.id))
@@ -165,6 +178,8 @@ def cmd_queue_action(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_relay_test(args: argparse.Namespace, config: Config) -> int:
+    import asyncio
+
     from smtpgate.relay.relaytest import find_account, run_checks
 
     if not config.relay.host:
@@ -178,7 +193,10 @@ def cmd_relay_test(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_oauth_authorize(args: argparse.Namespace, config: Config) -> int:
+    import asyncio
+
     from smtpgate.relay.device import authorize
+    from smtpgate.relay.oauth import TokenError
     from smtpgate.relay.relaytest import find_account
 
     try:

@@ -20,17 +20,13 @@ URLs are never printed (a PostgreSQL URL may hold a password).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from smtpgate.config.schema import Config
-from smtpgate.credentials.base import (
-    Account,
-    CredentialStore,
-    StoreUnavailable,
-    UserExists,
-)
+
+if TYPE_CHECKING:
+    from smtpgate.credentials.base import Account, CredentialStore
 
 __all__ = ["cmd_store_migrate", "register"]
 
@@ -51,6 +47,10 @@ def register(commands: Any) -> None:
 
 def cmd_store_migrate(args: argparse.Namespace, config: Config) -> int:
     """Exit 0 with one line on stdout, or 1 with one line on stderr (as ``cli/main.py``)."""
+    import asyncio
+
+    from smtpgate.credentials.base import StoreUnavailable, UserExists
+
     try:
         count = asyncio.run(migrate(args.from_url, args.to_url, config))
     except UserExists as exc:
@@ -70,6 +70,8 @@ def _fail(message: str) -> int:
 
 async def migrate(source_url: str, target_url: str, config: Config) -> int:
     """Copy every account and the fake-secret key; the number of accounts copied."""
+    import asyncio
+
     from smtpgate.credentials.open import open_store
     from smtpgate.credentials.postgres import PostgresStore
     from smtpgate.credentials.sqlite import SqliteStore

@@ -23,7 +23,6 @@ that the CLI can print it as is. Listeners are numbered from 1 in messages:
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import ipaddress
 import json
 import keyword
@@ -223,6 +222,8 @@ class _Builder:
     def reject_unknown(self, table: Mapping[str, Any], known: tuple[str, ...], prefix: str) -> None:
         for key in table:
             if key not in known:
+                import difflib  # for a typo only
+
                 close = difflib.get_close_matches(key, known, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 self.fail(_join(prefix, key), f"unknown key{hint}")

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Literal
 
 # Every SASL mechanism smtpgate implements: the sasl registry is the one list.
-from smtpgate.sasl.registry import KNOWN_MECHANISMS as KNOWN_MECHANISMS  # noqa: PLC0414
+from smtpgate.sasl.names import KNOWN_MECHANISMS as KNOWN_MECHANISMS  # noqa: PLC0414
 
 TlsMode = Literal["none", "starttls", "implicit"]
 ListenerProfile = Literal["", "device"]
@@ -45,6 +45,7 @@ OAuthFlow = Literal["refresh_token", "client_credentials"]
 LogFormat = Literal["text", "json"]
 LogUserNames = Literal["plain", "hashed", "omit"]
 StateFailure = Literal["open", "closed"]
+EventLoop = Literal["auto", "uvloop", "asyncio"]
 
 DEFAULT_MECHANISMS: tuple[str, ...] = (
     "SCRAM-SHA-256-PLUS",
@@ -67,6 +68,8 @@ def _above(n: float) -> dict[str, float]:
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
     workers: int = field(default=0, metadata=_min(0))  # 0: one process per core
+    # "auto": uvloop when it is installed (a default dependency on Linux), else asyncio's.
+    loop: EventLoop = "auto"
 
 
 @dataclass(frozen=True, slots=True)

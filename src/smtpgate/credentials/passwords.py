@@ -49,14 +49,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
-
-import argon2
-import bcrypt
-from argon2.exceptions import InvalidHashError, VerificationError
-from argon2.low_level import Type, verify_secret
-from argon2.profiles import RFC_9106_LOW_MEMORY
-from passlib.hash import sha256_crypt, sha512_crypt
+from typing import TYPE_CHECKING, Any, Literal
 
 from smtpgate.credentials.base import Account, SecretsUpdate
 from smtpgate.sasl.base import CramMd5Secret, ScramSecret, SecretScheme
@@ -67,6 +60,9 @@ from smtpgate.sasl.scram import (
     parse_dovecot_scram,
     verify_password_with_scram,
 )
+
+if TYPE_CHECKING:
+    import argon2
 
 __all__ = [
     "SCHEMES",
@@ -82,8 +78,19 @@ __all__ = [
     "verify_password",
 ]
 
-# RFC 9106 section 4, second recommended option: t=3, p=4, m=2^16 KiB, 128-bit salt, 256-bit tag.
-_HASHER = argon2.PasswordHasher.from_parameters(RFC_9106_LOW_MEMORY)
+
+# The hashing libraries (argon2-cffi, bcrypt, passlib) are imported with the first hash
+# a process computes or checks, not with this module: a server process that has not yet
+# seen a login does not hold them (docs/performance.md, "Lean processes").
+@functools.cache
+def _hasher() -> argon2.PasswordHasher:
+    """RFC 9106 section 4, second recommended option: t=3, p=4, m=2^16 KiB, 128-bit salt,
+    256-bit tag."""
+    import argon2
+    from argon2.profiles import RFC_9106_LOW_MEMORY
+
+    return argon2.PasswordHasher.from_parameters(RFC_9106_LOW_MEMORY)
+
 
 DEFAULT_SCRAM_ITERATIONS = 4096  # RFC 7677 section 4: at least 4096
 _SCRAM_SALT_BYTES = 16
@@ -133,7 +140,7 @@ def hash_password(password: str) -> str:
 
 
 def _argon2id(prepared: str) -> str:
-    return "{ARGON2ID}" + _HASHER.hash(prepared)
+    return "{ARGON2ID}" + _hasher().hash(prepared)
 
 
 # ---------------------------------------------------------------- the schemes
@@ -174,24 +181,32 @@ def _hash_scheme(
     return Scheme(parse, cost, verify)
 
 
-def _argon2_scheme(argon_type: Type) -> Scheme:
-    prefix = f"$argon2{argon_type.name.lower()}$"
+def _argon2_scheme(type_name: Literal["ID", "I"]) -> Scheme:
+    prefix = f"$argon2{type_name.lower()}$"
 
     def well_formed(data: str) -> bool:
+        import argon2
+        from argon2.exceptions import InvalidHashError
+
         try:
-            return argon2.extract_parameters(data).type is argon_type
+            return argon2.extract_parameters(data).type is argon2.Type[type_name]
         except (InvalidHashError, ValueError):
             return False
 
     def verify(data: str, password: str) -> bool:
+        from argon2.exceptions import InvalidHashError, VerificationError
+        from argon2.low_level import Type, verify_secret
+
         try:
             return data.startswith(prefix) and verify_secret(
-                data.encode("ascii"), password.encode("utf-8"), argon_type
+                data.encode("ascii"), password.encode("utf-8"), Type[type_name]
             )
         except (VerificationError, InvalidHashError, ValueError):
             return False
 
     def cost(data: str) -> Cost:
+        import argon2
+
         found = argon2.extract_parameters(data)
         return (  # each lane is a thread in argon2's reference code: lanes cost too
             ("max_argon2_memory_kib", found.memory_cost),
@@ -199,7 +214,7 @@ def _argon2_scheme(argon_type: Type) -> Scheme:
             ("max_argon2_parallelism", found.parallelism),
         )
 
-    return _hash_scheme(f"ARGON2{argon_type.name}", well_formed, verify, cost)
+    return _hash_scheme(f"ARGON2{type_name}", well_formed, verify, cost)
 
 
 def _verify_bcrypt(data: str, password: str) -> bool:
@@ -207,6 +222,8 @@ def _verify_bcrypt(data: str, password: str) -> bool:
         return False
     # $2a$, $2b$ and $2y$ compute the same hash for passwords of at most 72 bytes.
     normalised = "$2b$" + data[4:]
+    import bcrypt  # imported hashes only: not loaded by every server process
+
     try:
         return bcrypt.checkpw(password.encode("utf-8")[:_BCRYPT_MAX_BYTES], normalised.encode())
     except ValueError:
@@ -217,21 +234,28 @@ def _bcrypt_cost(data: str) -> Cost:
     return (("max_bcrypt_cost", int(data[4:6])),)  # "$2b$12$...": log2 of the rounds
 
 
-def _sha_crypt_scheme(name: str, handler: Any) -> Scheme:
+def _sha_crypt_scheme(name: str, handler_name: str) -> Scheme:
+    def handler() -> Any:
+        # passlib is imported with the first SHA-crypt hash (imported accounts only): it
+        # is not loaded by every server process (docs/performance.md, "Lean processes").
+        from passlib import hash as passlib_hash
+
+        return getattr(passlib_hash, handler_name)
+
     def well_formed(data: str) -> bool:
         try:  # a bare "$6$salt" is a config string, not a hash
-            return bool(handler.from_string(data).checksum)
+            return bool(handler().from_string(data).checksum)
         except (ValueError, TypeError):
             return False
 
     def verify(data: str, password: str) -> bool:
         try:
-            return bool(handler.verify(password, data))
+            return bool(handler().verify(password, data))
         except (ValueError, TypeError):
             return False
 
     def cost(data: str) -> Cost:  # 5000 rounds when the hash does not say
-        return (("max_sha_crypt_rounds", int(handler.from_string(data).rounds)),)
+        return (("max_sha_crypt_rounds", int(handler().from_string(data).rounds)),)
 
     return _hash_scheme(name, well_formed, verify, cost)
 
@@ -282,13 +306,13 @@ def _parse_cram(data: str) -> SecretsUpdate:
 
 SCHEMES: Mapping[str, Scheme] = MappingProxyType(
     {
-        "ARGON2ID": _argon2_scheme(Type.ID),
-        "ARGON2I": _argon2_scheme(Type.I),
+        "ARGON2ID": _argon2_scheme("ID"),
+        "ARGON2I": _argon2_scheme("I"),
         "BLF-CRYPT": _hash_scheme(
             "BLF-CRYPT", lambda d: _BCRYPT_RE.fullmatch(d) is not None, _verify_bcrypt, _bcrypt_cost
         ),
-        "SHA512-CRYPT": _sha_crypt_scheme("SHA512-CRYPT", sha512_crypt),
-        "SHA256-CRYPT": _sha_crypt_scheme("SHA256-CRYPT", sha256_crypt),
+        "SHA512-CRYPT": _sha_crypt_scheme("SHA512-CRYPT", "sha512_crypt"),
+        "SHA256-CRYPT": _sha_crypt_scheme("SHA256-CRYPT", "sha256_crypt"),
         "PLAIN": Scheme(_parse_plain, _free, _verify_plain),
         SecretScheme.SCRAM_SHA_256: _scram_scheme(
             SecretScheme.SCRAM_SHA_256, 32, lambda secret: SecretsUpdate(scram_sha256=secret)
@@ -321,8 +345,10 @@ def needs_rehash(stored: str) -> bool:
     parts = split_scheme(stored)
     if parts is None or parts[0] != "ARGON2ID":
         return True
+    from argon2.exceptions import InvalidHashError
+
     try:
-        return _HASHER.check_needs_rehash(parts[1])
+        return _hasher().check_needs_rehash(parts[1])
     except (InvalidHashError, ValueError):
         return True
 

@@ -34,7 +34,6 @@ import functools
 import ipaddress
 import re
 from datetime import datetime
-from email.utils import format_datetime
 
 from smtpgate.delivery.base import Envelope
 
@@ -87,6 +86,8 @@ def message_date(seconds: float) -> str:
 @functools.lru_cache(maxsize=4)
 def _date_text(seconds: int) -> str:
     """RFC 5322 date in local time (cached: many messages share a second)."""
+    from email.utils import format_datetime  # the email package: on the first message
+
     return format_datetime(datetime.fromtimestamp(seconds).astimezone())
 
 

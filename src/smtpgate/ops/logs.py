@@ -26,14 +26,13 @@ hashes and AUTH payloads are never passed to this module.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import os
-import secrets
+import queue
 import sys
 from datetime import datetime
+from logging.handlers import QueueHandler, QueueListener
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -53,7 +52,36 @@ class _Names:
     """How login names appear in AUTH failure lines (process-wide, like logging itself)."""
 
     mode: UserNames = "plain"
-    key: bytes = secrets.token_bytes(32)  # this process only, until configure() loads the file
+    # This process only, until configure() loads the file. os.urandom, not secrets: the
+    # latter imports hashlib and with it libcrypto, which the supervisor does not need.
+    key: bytes = os.urandom(32)
+
+
+class _Thread:
+    """The listener thread of a threaded configuration (``configure(threaded=True)``)."""
+
+    listener: QueueListener | None = None
+    stream: logging.Handler | None = None  # the handler the listener writes with
+
+
+class _Handoff(QueueHandler):
+    """Hands each record to the listener thread unformatted.
+
+    ``QueueHandler.prepare`` would format the message here, in the calling thread (the
+    event loop), so that the record carries only strings. We hand the record over as it
+    is and let the listener's handler format it in its thread, which is the work we want
+    off the loop. That is safe because formatting later gives the same text as formatting
+    now: smtpgate's log calls pass strings, numbers and enum-like constants as arguments
+    (immutable), and an event's fields dict (``event``) is built for that one call and
+    never changed afterwards. ``exc_info`` travels as well and is formatted there too.
+    A caller passing a mutable argument and changing it right after the call could see
+    the later value logged; none does.
+    """
+
+    smtpgate = True  # one of ours: configure() replaces it
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record
 
 
 def configure(
@@ -63,20 +91,53 @@ def configure(
     *,
     stream: TextIO | None = None,
     level: int | None = None,
+    threaded: bool | None = None,
 ) -> None:
-    """(Re)install the standard-error handler; ``key_dir`` holds the key for "hashed"."""
+    """(Re)install the standard-error handler; ``key_dir`` holds the key for "hashed".
+
+    ``threaded``: records are queued by the calling thread and formatted and written by
+    a listener thread (``QueueHandler`` + ``QueueListener``), so an event loop never
+    waits for a write to standard error; ``stop_thread`` drains the queue. None keeps
+    the mode this process has (a reload).
+    """
     _Names.mode = user_names
     if user_names != "omit" and key_dir is not None:
         _Names.key = load_key(key_dir / KEY_FILE)
+    if threaded is None:
+        threaded = _Thread.listener is not None
+    stop_thread()  # the old handler's queued lines are written first
     root = logging.getLogger()
     for handler in [h for h in root.handlers if getattr(h, "smtpgate", False)]:
         root.removeHandler(handler)
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     handler.smtpgate = True  # type: ignore[attr-defined]
-    root.addHandler(handler)
+    if threaded:
+        # SimpleQueue: no Python-level locks that a fork could leave held.
+        records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+        _Thread.stream = handler
+        _Thread.listener = QueueListener(records, handler)
+        _Thread.listener.start()
+        root.addHandler(_Handoff(records))
+    else:
+        root.addHandler(handler)
     if level is not None:
         root.setLevel(level)
+
+
+def stop_thread() -> None:
+    """Write every queued line and stop the listener thread; later lines are written
+    directly (a process that ends, or ``configure`` replacing the handler)."""
+    listener, handler = _Thread.listener, _Thread.stream
+    if listener is None or handler is None:
+        return
+    _Thread.listener = _Thread.stream = None
+    root = logging.getLogger()
+    # One assignment: no moment without a handler, none with both (logging reads the list
+    # once per record). From now on lines go straight out.
+    root.handlers = [handler if isinstance(h, _Handoff) else h for h in root.handlers]
+    listener.stop()  # the thread writes what was queued before the swap, then ends
+    handler.flush()
 
 
 def load_key(path: Path) -> bytes:
@@ -86,7 +147,7 @@ def load_key(path: Path) -> bytes:
     except FileExistsError:
         return path.read_bytes()
     with os.fdopen(fd, "wb") as fh:
-        key = secrets.token_bytes(32)
+        key = os.urandom(32)
         fh.write(key)
     return key
 
@@ -102,6 +163,9 @@ def user_field(name: str | None, *, known: bool) -> str | None:
 
 
 def hashed_name(name: str) -> str:
+    import hashlib
+    import hmac
+
     digest = hmac.new(_Names.key, name.encode("utf-8", "surrogatepass"), hashlib.sha256)
     return "h:" + digest.hexdigest()[:20]
 

@@ -13,15 +13,23 @@ string), so a lookup allocates nothing.
 Workers: prometheus-client's multiprocess mode. ``serve`` calls
 ``enable_multiprocess(<data_dir>/metrics)`` before it forks: the directory is
 emptied (counters of an earlier run must not be summed in), and every
-process then writes its values to its own memory-mapped file there. When a
+worker then writes its values to its own memory-mapped file there (switched
+on by its first ``get()``; the supervisor counts nothing and never imports
+prometheus-client). When a
 worker dies, the supervisor calls ``mark_dead(pid)``: its open-session and
 TLS gauges (``livesum``) stop counting, while its counters stay in the sums,
 so totals never go backwards. ``render`` reads every file, from any process:
-the admin listener may run in a worker or the supervisor and sees the same
-sums. We chose this over one registry per worker summed by the supervisor
-because it needs no IPC of our own and survives a worker's crash. Without
+the admin listener (in worker 0) sees the sums of all workers. We chose this
+over one registry per worker summed by the supervisor because it needs no IPC
+of our own and survives a worker's crash. Without
 ``enable_multiprocess`` (one process, the embedded library) values live in
 memory and ``render`` serves this process's registry.
+
+Off: ``smtpgate serve`` without ``[admin] address`` has no ``/metrics`` to serve,
+so it calls ``disable()`` and every process counts into ``NullMetrics``, whose
+methods do nothing; prometheus-client (several megabytes resident per process)
+is then never imported. It is imported on the first real use only
+(``_prometheus``): a ``Metrics``, ``render`` or the multiprocess calls.
 
 The relay queue feeds ``queue_state(depth, oldest_age)`` after each scan of
 the queue and ``delivery(result)`` once per delivery attempt; see
@@ -32,24 +40,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    disable_created_metrics,
-    generate_latest,
-    multiprocess,
-    values,
-)
-from prometheus_client.mmap_dict import MmapedDict
+if TYPE_CHECKING:  # prometheus-client is imported on first use (_prometheus): see below
+    from prometheus_client import CollectorRegistry, Counter, Gauge
 
-__all__ = ["Gauge", "ListenerMetrics", "Metrics", "enable_multiprocess", "get", "mark_dead",
-           "render"]
-disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: multiprocess mode has none either
+__all__ = ["Gauge", "ListenerMetrics", "Metrics", "disable", "enable_multiprocess", "get",
+           "mark_dead", "render"]
 
 # Names that may appear as the mechanism label; anything else a client sends is "other".
 KNOWN_MECHANISMS = frozenset({
@@ -65,16 +62,30 @@ DATA_END_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 MAX_CACHED_CODES = 64  # reply codes are 3 digits from our own catalogue; bound it anyway
 
 
+def _prometheus() -> Any:
+    """prometheus_client, imported and set up on first use."""
+    import prometheus_client
+
+    if not _Process.prometheus_ready:
+        # No *_created series: multiprocess mode has none either.
+        prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+        _Process.prometheus_ready = True
+    return prometheus_client
+
+
 class ListenerMetrics:
     """The children of one listener, bound once: a connection only calls inc/dec."""
 
-    def __init__(self, m: Metrics, address: str) -> None:
-        self.open = m.sessions_open.labels(address)
-        self.total = m.sessions_total.labels(address)
+    def __init__(self, open_: Gauge, total: Counter) -> None:
+        self.open = open_
+        self.total = total
 
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None) -> None:
+        _prometheus()
+        from prometheus_client import Counter, Gauge, Histogram
+
         r = registry
         self.registry = registry
         self.sessions_open = Gauge(
@@ -129,7 +140,8 @@ class Metrics:
     def listener(self, address: str) -> ListenerMetrics:
         bound = self._listeners.get(address)
         if bound is None:
-            bound = self._listeners[address] = ListenerMetrics(self, address)
+            bound = self._listeners[address] = ListenerMetrics(
+                self.sessions_open.labels(address), self.sessions_total.labels(address))
         return bound
 
     def auth(self, mechanism: str, code: int, seconds: float) -> None:
@@ -174,34 +186,90 @@ class Metrics:
         self.delivery_results[result].inc()
 
 
+class _Nothing:
+    """A metric child that counts nothing (``NullMetrics``)."""
+
+    def inc(self, amount: float = 1) -> None:
+        pass
+
+    def dec(self, amount: float = 1) -> None:
+        pass
+
+
+class NullMetrics(Metrics):
+    """Metrics switched off (``disable``): every call does nothing, nothing is imported."""
+
+    def __init__(self) -> None:  # no prometheus-client: no super().__init__()
+        nothing = _Nothing()
+        self.registry = None
+        self._listener = ListenerMetrics(cast("Gauge", nothing), cast("Counter", nothing))
+
+    def listener(self, address: str) -> ListenerMetrics:
+        return self._listener
+
+    def auth(self, mechanism: str, code: int, seconds: float) -> None:
+        pass
+
+    def blocked(self, scope: Literal["ip", "login"]) -> None:
+        pass
+
+    def message(self, code: int, size: int, seconds: float) -> None:
+        pass
+
+    def tls_gauge(self, version: str) -> Gauge | None:
+        return None
+
+    def queue_state(self, depth: int, oldest_age: float) -> None:
+        pass
+
+    def delivery(self, result: DeliveryResult) -> None:
+        pass
+
+
 class _Process:
     """This process's metrics and, in multiprocess mode, the directory of their files."""
 
     metrics: Metrics | None = None
     directory: Path | None = None
+    prometheus_ready = False
 
 
 def get() -> Metrics:
-    """This process's metrics (in memory until ``enable_multiprocess``)."""
+    """This process's metrics (in memory until ``enable_multiprocess`` or ``disable``)."""
     if _Process.metrics is None:
-        _Process.metrics = Metrics(CollectorRegistry(auto_describe=True))
+        if _Process.directory is not None:
+            _Process.metrics = _multiprocess_metrics()
+        else:
+            _Process.metrics = Metrics(_prometheus().CollectorRegistry(auto_describe=True))
     return _Process.metrics
 
 
-def enable_multiprocess(directory: Path) -> Metrics:
-    """Share metrics between this process and the workers it will fork; see module doc.
+def disable() -> None:
+    """No metrics in this process and the ones it forks (nobody serves /metrics)."""
+    _Process.metrics = NullMetrics()
 
-    Call before forking and before any connection binds its children.
+
+def enable_multiprocess(directory: Path) -> None:
+    """Share metrics between the workers this process will fork; see module doc.
+
+    Call before forking. This process (the supervisor) counts nothing and does not
+    import prometheus-client: each worker switches it to multiprocess mode with its
+    first ``get()``, before it creates a metric.
     """
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     for stale in directory.glob("*.db"):
         stale.unlink()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
-    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
     _Process.directory = directory
-    start_worker()  # this process writes values too (the unlabelled ones, from now on)
-    _Process.metrics = Metrics(None)  # values go to files; render() collects them
-    return _Process.metrics
+    _Process.metrics = None
+
+
+def _multiprocess_metrics() -> Metrics:
+    """In a worker: values go to files in the directory; render() collects them."""
+    values = _prometheus().values
+    values.ValueClass = values.MultiProcessValue()
+    start_worker()
+    return Metrics(None)
 
 
 # The files prometheus-client writes per process: "<kind>_<pid>.db".
@@ -221,21 +289,37 @@ def start_worker() -> None:
         # Made whole under another name, then renamed: a scrape never reads half a file.
         part = path.with_suffix(".part")
         os.close(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+        from prometheus_client.mmap_dict import MmapedDict
+
         MmapedDict(str(part)).close()  # type: ignore[no-untyped-call]
         os.replace(part, path)
 
 
 def mark_dead(pid: int) -> None:
-    """A worker is gone: its live gauges no longer count (its counters still do)."""
+    """A worker is gone: its live gauges no longer count (its counters still do).
+
+    What ``prometheus_client.multiprocess.mark_process_dead`` does, removing the
+    ``gauge_live*_<pid>.db`` files, without importing prometheus-client into the
+    supervisor, which calls this.
+    """
     if _Process.directory is not None:
-        multiprocess.mark_process_dead(pid, str(_Process.directory))  # type: ignore[no-untyped-call]
+        for path in _Process.directory.glob(f"gauge_live*_{pid}.db"):
+            path.unlink(missing_ok=True)
 
 
 def render() -> tuple[bytes, str]:
     """The body and Content-Type of ``/metrics`` (the Prometheus text format)."""
+    from prometheus_client import (
+        CONTENT_TYPE_LATEST,
+        CollectorRegistry,
+        generate_latest,
+        multiprocess,
+    )
+
     if _Process.directory is None:
         registry = get().registry
-        assert registry is not None
+        if registry is None:  # disable()d: nothing counted
+            return b"", CONTENT_TYPE_LATEST
         return generate_latest(registry), CONTENT_TYPE_LATEST
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, str(_Process.directory))  # type: ignore[no-untyped-call]

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from smtpgate.sasl.base import Mechanism, SecretScheme
 from smtpgate.sasl.cram_md5 import CramMd5
 from smtpgate.sasl.login import Login
+from smtpgate.sasl.names import KNOWN_MECHANISMS as _NAMES
 from smtpgate.sasl.plain import Plain
 from smtpgate.sasl.scram import ScramSha1, ScramSha1Plus, ScramSha256, ScramSha256Plus
 
@@ -30,8 +31,11 @@ _MECHANISMS: tuple[type[Mechanism], ...] = (
 )
 REGISTRY: dict[str, type[Mechanism]] = {mech.name: mech for mech in _MECHANISMS}
 
-# Every mechanism smtpgate implements, in this order (config errors, ``user list``).
+# Every mechanism smtpgate implements, in this order (config errors, ``user list``); the
+# configuration reads the same names from ``names.py``, which must agree.
 KNOWN_MECHANISMS: tuple[str, ...] = tuple(REGISTRY)
+if KNOWN_MECHANISMS != _NAMES:
+    raise ImportError(f"sasl/names.py lists {_NAMES}, the registry {KNOWN_MECHANISMS}")
 
 # The password itself crosses the wire: only over TLS unless configured otherwise
 # (RFC 4954 section 4, RFC 4616 section 6).

@@ -33,12 +33,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import logging
 import mmap
 import os
 import struct
-import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from typing import Protocol
@@ -131,6 +129,10 @@ class ConnectionTable:
             fcntl.lockf(self._fd, fcntl.LOCK_UN)
 
     def key(self, ip: str) -> bytes:
+        # Imported here: the supervisor, which holds the table, never hashes an address,
+        # and hashlib loads libcrypto (megabytes resident). A worker pays the import once.
+        import hashlib
+
         digest = hashlib.blake2b(ip.encode(), digest_size=15, key=self._secret).digest()
         return bytes([_MARKER, *(b & 0x7F for b in digest)])
 
@@ -210,5 +212,7 @@ def _anonymous_file() -> int:
     if memfd_create is not None:
         fd: int = memfd_create("smtpgate-connections", os.MFD_CLOEXEC)
         return fd
+    import tempfile  # elsewhere than Linux only
+
     with tempfile.TemporaryFile() as handle:  # unlinked at once; the duplicate keeps it
         return os.dup(handle.fileno())

@@ -22,34 +22,34 @@ import dataclasses
 import logging
 import time
 from types import TracebackType
+from typing import TYPE_CHECKING
 
-from OpenSSL import SSL
-
-from smtpgate.admin.accounts import AdminAccounts
-from smtpgate.admin.context import AdminContext
-from smtpgate.admin.events import EventLog
-from smtpgate.admin.listener import AdminListener
 from smtpgate.auth.service import AuthService, AuthSettings
 from smtpgate.config.schema import Config, ListenerConfig, TlsConfig
 from smtpgate.credentials.base import CredentialStore
 from smtpgate.credentials.open import open_store
 from smtpgate.delivery.base import DeliveryTarget
 from smtpgate.delivery.factory import make_target
-from smtpgate.ops.metrics import render as render_metrics
 from smtpgate.policy.throttle import MemoryThrottleState, Throttle, ThrottleLimits, ThrottleState
-from smtpgate.relay.service import Relay
 from smtpgate.server.admission import Admission, LocalAdmission
-from smtpgate.server.certs import ensure_self_signed
 from smtpgate.server.connection import Connection
 from smtpgate.server.context import ConnectionContext
 from smtpgate.server.preflight import bind_listener, uses_tls
 from smtpgate.server.quota_db import SqliteQuota
 from smtpgate.server.senders import DailyQuota, QuotaUnavailable, SenderPolicy
-from smtpgate.server.tls import legacy_tls, make_server_context
 from smtpgate.server.transaction import Deliveries
-from smtpgate.state import SharedState, open_shared_state
-from smtpgate.state import ready as state_ready
-from smtpgate.state.quota import RedisQuota
+
+# Optional subsystems are imported where they are configured, never here: the admin page
+# (aiohttp, Jinja2, prometheus-client), the relay (httpx, aiosmtplib), the shared state
+# (redis) and TLS (pyOpenSSL, cryptography) each cost megabytes of resident memory in
+# every worker that loads them (docs/performance.md, "Lean processes").
+if TYPE_CHECKING:
+    from OpenSSL import SSL
+
+    from smtpgate.admin.events import EventLog
+    from smtpgate.admin.listener import AdminListener
+    from smtpgate.relay.service import Relay
+    from smtpgate.state import SharedState
 
 log = logging.getLogger("smtpgate.server")
 SHUTDOWN_GRACE = 30.0  # seconds sessions in DATA or a slow step get to finish on stop
@@ -67,18 +67,26 @@ class Server:
         admission: Admission | None = None,
         serve_admin: bool = True,
         quota: DailyQuota | None = None,
+        tls_at_start: bool = True,
     ) -> None:
+        """``tls_at_start``: load the TLS pair in ``start`` (a bad pair fails there); False
+        loads it with the first TLS connection, after the caller checked it (run.py)."""
         self.config = config
+        self.tls_at_start = tls_at_start
         self.relay: Relay | None = None  # the queue's deliverer, in mode "relay"
         if delivery is None and config.delivery.mode == "relay":
+            from smtpgate.relay.service import Relay
+
             self.relay = Relay(config)
             delivery = self.relay.target
         self.delivery = delivery if delivery is not None else make_target(config)
         # With [admin] address set, every worker logs AUTH outcomes and messages for the
         # admin page; ``serve_admin`` says whether this process also serves it (run.py).
-        self.events = (
-            EventLog(config.data_dir / "admin-events.db") if config.admin.address else None
-        )
+        self.events: EventLog | None = None
+        if config.admin.address:
+            from smtpgate.admin.events import EventLog
+
+            self.events = EventLog(config.data_dir / "admin-events.db")
         self._own_store = store is None
         self.store = store if store is not None else open_store(config.store.url, config.data_dir)
         lim = config.limits
@@ -86,6 +94,8 @@ class Server:
             admission = LocalAdmission(lim.max_connections, lim.max_connections_per_ip)
         self.shared: SharedState | None = None  # [state] url: Redis around our own state
         if config.state.url:
+            from smtpgate.state import open_shared_state
+
             local = throttle_state if throttle_state is not None else MemoryThrottleState()
             self.shared = open_shared_state(config, local, admission)
             throttle_state, admission = self.shared.throttle, self.shared.admission
@@ -110,6 +120,8 @@ class Server:
         # Device quotas: in <data_dir>/quota.db, shared by workers, opened on first use.
         self.quota = quota if quota is not None else SqliteQuota(config.data_dir / "quota.db")
         if self.shared is not None:  # counted in Redis across instances
+            from smtpgate.state.quota import RedisQuota
+
             self.quota = RedisQuota(self.shared.link, self.quota, QuotaUnavailable)
         self.connections: set[Connection] = set()  # admitted and not yet lost
         self.addresses: list[tuple[str, int]] = []
@@ -120,7 +132,7 @@ class Server:
     # -- lifecycle ---------------------------------------------------------
     async def start(self) -> None:
         """Load TLS and bind every listener; StartupError names a port that is taken."""
-        if uses_tls(self.config):
+        if self.tls_at_start and uses_tls(self.config):
             for listener in self.config.listeners:
                 if listener.tls != "none":
                     self.tls_context(listener)
@@ -216,9 +228,15 @@ class Server:
 
         Raises TlsConfigError, and keeps the running pair, when the new one is unusable.
         """
+        from smtpgate.server.tls import make_server_context
+
+        # Not one loaded yet (tls_at_start=False): check the new pair for every listener.
+        keys = set(self._tls_contexts) or {
+            (lst.min_tls, lst.tls_ciphers) for lst in self.config.listeners if lst.tls != "none"
+        }
         fresh = {  # every context first: a broken pair raises before any is replaced
             key: make_server_context(tls.cert, tls.key, min_tls=key[0], ciphers=key[1])
-            for key in self._tls_contexts
+            for key in keys
         }
         self._tls_contexts.update(fresh)
 
@@ -226,6 +244,11 @@ class Server:
     def _admin_listener(self) -> AdminListener | None:
         if self.events is None:
             return None
+        from smtpgate.admin.accounts import AdminAccounts
+        from smtpgate.admin.context import AdminContext
+        from smtpgate.admin.listener import AdminListener
+        from smtpgate.ops.metrics import render as render_metrics
+
         if not isinstance(self.store, AdminAccounts):
             log.warning("the credential store has no admin accounts: nobody can log in")
         return AdminListener(
@@ -242,9 +265,14 @@ class Server:
 
     async def _state_ready(self) -> bool:
         """/readyz: the shared state answers (always true without ``[state] url``)."""
+        from smtpgate.state import ready as state_ready
+
         return all((await state_ready(self.shared)).values())
 
     def _load_tls(self, min_tls: str, ciphers: str) -> SSL.Context:
+        from smtpgate.server.certs import ensure_self_signed
+        from smtpgate.server.tls import make_server_context
+
         cert, key = self.config.tls.cert, self.config.tls.key
         if ensure_self_signed(cert, key, self.config.hostname):
             log.info("generated a self-signed TLS pair in %s", cert.parent)
@@ -266,7 +294,11 @@ class Server:
 
 def _warn_if_weakened(listener: ListenerConfig) -> None:
     """One warning per listener that lets in TLS below 1.2, naming it."""
-    if listener.tls != "none" and legacy_tls(listener.min_tls):
+    if listener.tls == "none":
+        return
+    from smtpgate.server.tls_base import legacy_tls
+
+    if legacy_tls(listener.min_tls):
         log.warning("listener %s allows TLS %s (below 1.2): for legacy devices only",
                     listener.address, listener.min_tls)
 

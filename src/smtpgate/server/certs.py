@@ -34,11 +34,12 @@ import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+# cryptography is imported where a pair is generated (``_generate``): every worker uses
+# ``make_private_dirs``, few ever make a certificate (docs/performance.md, "Lean processes").
+if TYPE_CHECKING:
+    from cryptography import x509
 
 __all__ = ["CertificateError", "ensure_self_signed", "make_private_dirs", "pair_exists"]
 
@@ -135,6 +136,11 @@ def _write_atomic(path: Path, data: bytes, mode: int) -> None:
 
 
 def _generate(hostname: str) -> tuple[bytes, bytes]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
     """Return (key PEM, certificate PEM) for a fresh self-signed ECDSA P-256 pair."""
     private_key = ec.generate_private_key(ec.SECP256R1())
     public_key = private_key.public_key()
@@ -180,6 +186,8 @@ def _generate(hostname: str) -> tuple[bytes, bytes]:
 
 
 def _san_entries(hostname: str) -> list[x509.GeneralName]:
+    from cryptography import x509
+
     entries: list[x509.GeneralName] = []
     if hostname:
         try:

@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from smtpgate.auth.service import Conversation, Peer, Turn
 from smtpgate.config.schema import ListenerConfig
@@ -55,7 +55,10 @@ from smtpgate.server.proxy_header import (
     ProxyHeaderError,
     ProxyReader,
 )
-from smtpgate.server.tls import TlsError, TlsLayer
+from smtpgate.server.tls_base import TlsError
+
+if TYPE_CHECKING:
+    from smtpgate.server.tls import TlsLayer
 from smtpgate.server.transaction import Transaction, build_envelope, message_open
 
 log = logging.getLogger("smtpgate.server")
@@ -451,7 +454,17 @@ class Connection(asyncio.Protocol):
         if self.conversation is not None:  # ... but max_failures_per_connection counts on
             self.auth_failures = self.conversation.failures
         self.conversation = None
-        self.tls = TlsLayer(self.context.tls_context(self.listener))
+        # pyOpenSSL is imported by the first TLS connection of the process, not before
+        # (server/tls_base.py).
+        from smtpgate.server.tls import TlsLayer
+
+        try:
+            context = self.context.tls_context(self.listener)
+        except Exception as exc:  # a pair that no longer loads: this client cannot be served
+            log.error("session=%s cannot start TLS: %s", self.id, exc)
+            self._close()
+            return
+        self.tls = TlsLayer(context)
         self.deadline.touch(self.context.limits.command_timeout)
 
     def _decrypt(self, data: bytes) -> bytes:

@@ -15,8 +15,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
-
-from OpenSSL import SSL
+from typing import TYPE_CHECKING
 
 from smtpgate.auth.service import AuthService
 from smtpgate.config.schema import LimitsConfig, ListenerConfig
@@ -24,6 +23,9 @@ from smtpgate.credentials.devices import in_networks
 from smtpgate.protocol.session import SessionParams
 from smtpgate.server.admission import Admission
 from smtpgate.server.transaction import Deliveries
+
+if TYPE_CHECKING:  # pyOpenSSL is loaded with the first TLS context (server/tls_base.py)
+    from OpenSSL import SSL
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 

@@ -28,7 +28,10 @@ from pathlib import Path
 from smtpgate.config.schema import Config, ListenerConfig
 from smtpgate.server.certs import CertificateError, ensure_self_signed, make_private_dirs
 from smtpgate.server.certs import pair_exists as tls_pair_exists
-from smtpgate.server.tls import TlsConfigError, check_ciphers, make_server_context
+from smtpgate.server.tls_base import TlsConfigError
+
+# tls.py (pyOpenSSL) is imported by the checks that load a pair or ciphers: workers import
+# this module for ``bind_listener`` and must not load it at start (server/tls_base.py).
 
 
 class StartupError(Exception):
@@ -98,6 +101,8 @@ def bind_listener(listener: ListenerConfig, *, reuse_port: bool) -> socket.socke
 
 
 def _check_listener_ciphers(config: Config) -> None:
+    from smtpgate.server.tls import check_ciphers
+
     for listener in config.listeners:
         if listener.tls == "none":
             continue
@@ -108,6 +113,8 @@ def _check_listener_ciphers(config: Config) -> None:
 
 
 def _load_tls(cert: Path, key: Path) -> None:
+    from smtpgate.server.tls import make_server_context
+
     try:
         make_server_context(cert, key)
     except TlsConfigError as exc:

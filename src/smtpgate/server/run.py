@@ -2,10 +2,11 @@
 
 Theory of operation
 -------------------
-``serve`` runs the start-up checks of ``server/preflight.py`` first, in this
-process: whatever the number of workers, a bad certificate, a ``data_dir``
-that is a file or a port in use is one ``cannot start: ...`` line and exit
-status 1.
+``serve`` runs the start-up checks of ``server/preflight.py`` first, in a
+short-lived forked child (they load pyOpenSSL and cryptography, which this
+process does not keep): whatever the number of workers, a bad certificate, a
+``data_dir`` that is a file or a port in use is one ``cannot start: ...``
+line and exit status 1.
 
 With ``[server] workers = 1`` everything runs in this process. With N > 1 the
 supervisor creates the shared connection table (``server/admission.py``),
@@ -18,14 +19,20 @@ events and failure windows it shows are in files every worker writes). The
 supervisor forwards SIGTERM/SIGINT and waits. When a worker dies (a crash,
 the OOM killer) the supervisor frees its connection slots at once and starts
 a new worker in its place; a worker that fails while starting stops the
-whole server. Each worker stops
+whole server. The supervisor imports only the configuration, the log set-up
+and the connection table; each worker imports the server after the fork, and
+loads TLS with its first TLS connection (the checks loaded the pair already;
+docs/performance.md, "Lean processes"). Each worker runs on
+``[server] loop`` (uvloop when installed, by default). Each worker stops
 gracefully: it stops accepting, answers idle clients 421 4.3.2, lets DATA
 finish within ``SHUTDOWN_GRACE`` seconds, then exits 0.
 
 Operations (docs/operations.md): logs go to standard error in the
-``[log] format`` (``ops/logs.py``). With several workers, metrics use
-prometheus-client's multiprocess mode in ``<data_dir>/metrics``, emptied at
-start; the supervisor marks a dead worker's files (``ops/metrics.py``).
+``[log] format`` (``ops/logs.py``); a worker hands its records to a thread
+that formats and writes them, and drains it before it exits. Metrics are on
+only with ``[admin] address`` (their one reader); with several workers they
+use prometheus-client's multiprocess mode in ``<data_dir>/metrics``, emptied
+at start; the supervisor marks a dead worker's files (``ops/metrics.py``).
 SIGHUP, sent to the supervisor, is forwarded to every worker; each process
 reads the configuration file again, applies the log settings and the TLS
 pair to new connections (a pair that does not load is refused with a log
@@ -35,7 +42,6 @@ restart (``ops/reload.py``).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
 import logging
@@ -46,18 +52,23 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from smtpgate.config.load import ConfigError, load_config
 from smtpgate.config.schema import Config
 from smtpgate.ops import logs, metrics
 from smtpgate.ops.reload import restart_needed
-from smtpgate.server.admission import Admission, ConnectionTable
-from smtpgate.server.app import SHUTDOWN_GRACE, Server
-from smtpgate.server.certs import CertificateError
-from smtpgate.server.preflight import StartupError, prepare
-from smtpgate.server.throttle_db import SqliteThrottleState
-from smtpgate.server.tls import TlsConfigError
+from smtpgate.server.admission import ConnectionTable
+
+# The supervisor imports only what it needs before it forks: the configuration, the log
+# set-up and the shared connection table (this module's imports). The server itself
+# (asyncio, pyOpenSSL, argon2, SQLite...) is imported by each worker after the fork, and
+# the start-up checks run in a short-lived child (``_prepare``): every page imported here
+# is resident in the supervisor and again in every worker (docs/performance.md,
+# "Lean processes").
+if TYPE_CHECKING:
+    from smtpgate.server.admission import Admission
+    from smtpgate.server.app import Server
 
 log = logging.getLogger("smtpgate")
 EXIT_STARTUP = 3  # a worker could not start: the supervisor stops everything
@@ -66,12 +77,14 @@ _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _HELD_SIGNALS = (*_STOP_SIGNALS, signal.SIGHUP)  # blocked while a worker is forked
 
 
-def setup_logging(config: Config, *, names: bool = True) -> None:
-    """Standard error in ``[log] format``; ``names``: False until data_dir holds the key."""
+def setup_logging(config: Config, *, names: bool = True, threaded: bool | None = None) -> None:
+    """Standard error in ``[log] format``; ``names``: False until data_dir holds the key.
+    ``threaded``: format and write in a thread (a worker's event loop must not wait for
+    its log lines); None keeps what this process had."""
     level = os.environ.get("SMTPGATE_LOG_LEVEL", "INFO").upper()
     user_names = config.log.user_names if names else "omit"
     logs.configure(config.log.format, user_names, config.data_dir, stream=sys.stderr,
-                   level=getattr(logging, level, logging.INFO))
+                   level=getattr(logging, level, logging.INFO), threaded=threaded)
 
 
 def worker_count(config: Config) -> int:
@@ -81,17 +94,59 @@ def worker_count(config: Config) -> int:
 def serve(config: Config, source: Path | None = None) -> int:
     """``source``: the configuration file, read again on SIGHUP (None: built-in defaults)."""
     setup_logging(config, names=False)
-    try:
-        prepare(config)
-        setup_logging(config)
-    except (StartupError, OSError) as exc:
-        log.error("cannot start: %s", exc)
-        return 1
     workers = worker_count(config)
+    problem = _prepare(config)
+    if problem is not None:
+        log.error("cannot start: %s", problem)
+        return 1
+    setup_logging(config)
+    # Metrics are read only through the admin listener's /metrics: without it, counting
+    # would only cost time and the memory of prometheus-client (ops/metrics.py).
+    if not config.admin.address:
+        metrics.disable()
+    elif workers > 1:
+        metrics.enable_multiprocess(config.data_dir / "metrics")
     if workers == 1:
         return 0 if run_worker(config, None, source) == 0 else 1
-    metrics.enable_multiprocess(config.data_dir / "metrics")
+    gc.collect()  # what start-up left behind (the CLI's parser) is not copied into workers
     return Supervisor(config, workers, source).run()
+
+
+def _prepare(config: Config) -> str | None:
+    """The start-up checks (``server/preflight.py``): why they failed, or None.
+
+    They run in a forked child that exits afterwards. They load pyOpenSSL and
+    cryptography (the certificate, the self-signed pair), which the supervisor never
+    needs and a worker needs only once a client starts TLS; a module once imported stays
+    resident for the life of the process.
+    """
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.close(read)
+            os.write(write, (_prepare_here(config) or "").encode("utf-8", "replace"))
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        answer = pipe.read().decode("utf-8", "replace")
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0 and not answer:
+        return f"the start-up checks ended with status {os.waitstatus_to_exitcode(status)}"
+    return answer or None
+
+
+def _prepare_here(config: Config) -> str | None:
+    from smtpgate.server.preflight import StartupError, prepare
+
+    try:
+        prepare(config)
+    except (StartupError, OSError) as exc:
+        return str(exc)
+    except Exception as exc:  # the child must answer: its traceback would be lost
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def reload_config(source: Path | None, running: Config) -> Config | None:
@@ -111,6 +166,8 @@ def reload_config(source: Path | None, running: Config) -> Config | None:
 
 def reload_worker(server: Server, source: Path | None) -> None:
     """SIGHUP in a worker: new log settings, a new TLS pair for new connections."""
+    from smtpgate.server.tls_base import TlsConfigError
+
     new = reload_config(source, server.config)
     if new is None:
         return
@@ -123,11 +180,18 @@ def reload_worker(server: Server, source: Path | None) -> None:
     log.info("reloaded: TLS certificate and key, log settings")
 
 
-def event_loop_runner() -> Callable[[Coroutine[Any, Any, int]], int]:
-    """uvloop's runner when the optional extra ``smtpgate[uvloop]`` is installed."""
+def event_loop_runner(loop: str = "auto") -> Callable[[Coroutine[Any, Any, int]], int]:
+    """The runner of ``[server] loop``: uvloop's for "uvloop", and for "auto" when it is
+    installed (a default dependency on Linux); asyncio's own for "asyncio"."""
+    import asyncio
+
+    if loop == "asyncio":
+        return asyncio.run
     try:
         import uvloop
     except ImportError:
+        if loop == "uvloop":
+            log.warning("[server] loop = \"uvloop\" but uvloop is not installed: using asyncio")
         return asyncio.run
     log.info("using uvloop")
     return uvloop.run
@@ -138,11 +202,17 @@ def run_worker(
     serve_admin: bool = True,
 ) -> int:
     """Serve until SIGTERM/SIGINT; ``admission`` is the shared table's view in a worker."""
+    from smtpgate.server.preflight import StartupError
+
+    setup_logging(config, threaded=True)  # log lines leave the event loop (ops/logs.py)
     try:
-        return event_loop_runner()(_serve_until_signal(config, admission, source, serve_admin))
+        runner = event_loop_runner(config.server.loop)
+        return runner(_serve_until_signal(config, admission, source, serve_admin))
     except StartupError as exc:
         log.error("cannot start: %s", exc)
         return EXIT_STARTUP
+    finally:
+        logs.stop_thread()  # every line written before the process exits
 
 
 GC_YOUNGEST = 20_000  # allocations between collections of the youngest generation (700)
@@ -163,6 +233,14 @@ def settle_garbage_collector() -> None:
 async def _serve_until_signal(
     config: Config, admission: Admission | None, source: Path | None, serve_admin: bool
 ) -> int:
+    import asyncio
+
+    from smtpgate.server.app import SHUTDOWN_GRACE, Server
+    from smtpgate.server.certs import CertificateError
+    from smtpgate.server.preflight import StartupError
+    from smtpgate.server.throttle_db import SqliteThrottleState
+    from smtpgate.server.tls_base import TlsConfigError
+
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in _STOP_SIGNALS:
@@ -172,9 +250,11 @@ async def _serve_until_signal(
     try:
         # Workers share failure windows through a file; one process keeps them in memory.
         state = SqliteThrottleState(config.data_dir / "throttle.db") if shared else None
+        # The start-up checks loaded the pair already: a worker loads TLS (pyOpenSSL,
+        # ~15 MiB resident) with its first TLS connection (server/tls_base.py).
         server = Server(
             config, reuse_port=shared, throttle_state=state, admission=admission,
-            serve_admin=serve_admin,
+            serve_admin=serve_admin, tls_at_start=False,
         )
         await _start(server)
     except (OSError, ValueError, CertificateError, TlsConfigError) as exc:
@@ -264,7 +344,6 @@ class Supervisor:
             # A SIGHUP before the worker listens has nothing to reload: it starts afresh.
             signal.signal(signal.SIGHUP, signal.SIG_IGN)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD_SIGNALS)
-            metrics.start_worker()
             # Worker 0 alone serves [admin] address: its sessions live in its memory.
             code = run_worker(
                 self.config, self.table.worker(index), self.source, serve_admin=index == 0

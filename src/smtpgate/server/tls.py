@@ -67,6 +67,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from OpenSSL import SSL, crypto
 
 from smtpgate.sasl.base import ChannelBindings
+from smtpgate.server.tls_base import TlsConfigError as TlsConfigError  # noqa: PLC0414
+from smtpgate.server.tls_base import TlsError as TlsError  # noqa: PLC0414
+from smtpgate.server.tls_base import legacy_tls as legacy_tls  # noqa: PLC0414
 
 __all__ = [
     "EXPORTER_LABEL",
@@ -110,18 +113,6 @@ _ServerKey = (
     | ed448.Ed448PrivateKey
 )
 
-
-class TlsConfigError(Exception):
-    """The certificate or key cannot be loaded (one line, names the file)."""
-
-
-class TlsError(Exception):
-    """The peer broke TLS: failed handshake or protocol error (one line, no secrets)."""
-
-
-def legacy_tls(min_tls: str) -> bool:
-    """Whether ``min_tls`` ("1.0".."1.3") lets in versions below TLS 1.2."""
-    return _VERSIONS[min_tls] < SSL.TLS1_2_VERSION
 
 
 def make_server_context(
