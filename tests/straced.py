@@ -2,7 +2,7 @@
 
 For every acknowledged message: each of its files written, then flushed (an
 ``fsync`` of the file, or a ``syncfs`` that began after its last write), each
-folder whose new entries must last (a sidecar's) flushed too, and all of that
+folder whose new entries must last (an envelope log's) flushed too, and all of that
 done before its first rename; its renames; then a flush of each directory
 renamed into (``fsync`` of it, or a ``syncfs``) that began after the last
 rename; and only then the ``250 ... queued as ID``. ``check_message`` asserts
@@ -70,17 +70,21 @@ def flush_of(calls: list[Call], path: Path, after: int) -> Call:
 
 
 def check_message(calls: list[Call], *, files: list[Path], folders: list[Path],
-                  renamed: list[Path], into: list[Path], reply: str) -> int:
+                  renamed: list[Path], into: list[Path], reply: str,
+                  marks: dict[Path, str] | None = None) -> int:
     """Assert the order for one message (module docstring); the line where the directory
     flush covering it began. ``files``: what it wrote; ``folders``: directories whose new
     entries must be flushed before the renames; ``renamed``: the sources of its renames,
-    in order; ``into``: the directories renamed into; ``reply``: text of its 250."""
+    in order; ``into``: the directories renamed into; ``reply``: text of its 250;
+    ``marks``: for a file other messages write too (a log), the text that marks this
+    message's write."""
     renames = [c for c in calls if c.name.startswith("rename")
                and any(f'"{source}"' in c.args for source in renamed)]
     assert [next(s for s in renamed if f'"{s}"' in c.args) for c in renames] == renamed, reply
     sent = next(c for c in calls if c.name in ("sendto", "sendmsg", "write") and reply in c.args)
     for path in files:
-        writes = [c for c in calls if c.name == "write" and on(c, path)]
+        mark = (marks or {}).get(path, "")
+        writes = [c for c in calls if c.name == "write" and on(c, path) and mark in c.args]
         assert writes, f"{reply}: nothing written to {path}"
         flush = flush_of(calls, path, max(w.end for w in writes))
         assert flush.end < renames[0].start, f"{reply}: {path} renamed before its flush"

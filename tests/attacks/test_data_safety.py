@@ -5,22 +5,24 @@ the message" once it sent 250; maildir(5): tmp/, fsync, rename into new/).
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import shutil
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from smtpgate.delivery import maildir
-from smtpgate.delivery.maildir import SIDECAR_DIR
+from smtpgate.delivery.spool import SPILL
 from tests.attacks.raw import PLAIN_OK, Raw, authed, merge, messages
 from tests.attacks.subproc import ServeProcess
+from tests.delivery.test_maildir import failing_flush
 from tests.e2e.conftest import ServerFactory
 
 
@@ -62,7 +64,11 @@ async def test_sigkill_right_after_250_keeps_the_message(tmp_path: Path) -> None
         assert (await d.cmd("MAIL FROM:<alice@x.test>")).code == 250
         assert (await d.cmd("RCPT TO:<bob@x.test>")).code == 250
         assert (await d.cmd("DATA")).code == 354
-        await d.send(b"Subject: half\r\n\r\n" + b"x" * 100_000)
+        # Past what a delivery holds in memory, so a partial file is on disk.
+        await d.send(b"Subject: half\r\n\r\n" + b"x" * (SPILL + 100_000))
+        deadline = time.monotonic() + 10
+        while not _tmp(serve.data) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
         serve.kill()
         assert _new(serve.data) == [msg]
         assert len(_tmp(serve.data)) == 1  # the partial message
@@ -122,32 +128,19 @@ async def test_full_disk_answers_452_and_leaves_nothing(
     assert len(messages(server)) == 2
 
 
-async def test_failing_fsync_answers_451_and_leaves_nothing(
+async def test_failing_flush_answers_451_and_leaves_nothing(
     running: ServerFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """EIO from fsync (of the file, or of new/ after the rename): 451 4.3.0 and the
-    message is in no new/ at all; the client's retry then stores it exactly once."""
+    """EIO from a flush (of the files before the renames, or of new/ after them): 451
+    4.3.0 and the message is in no new/ at all; the client's retry stores it once."""
     server = await running(**PLAIN_OK)
     c = await authed(server)
-    real_fsync = os.fsync
-
-    def failing_fsync(fd: int) -> None:
-        raise OSError(errno.EIO, "Input/output error")
-
-    monkeypatch.setattr(os, "fsync", failing_fsync)
-    resp = await _send(c, b"Subject: eio\r\n\r\nfile", ("a@x.test", "b@x.test"))
-    assert (resp.code, resp.enh) == (451, "4.3.0"), resp
-    assert messages(server) == [] and _tmp(server.config.data_dir) == []
-    monkeypatch.setattr(os, "fsync", real_fsync)
-
-    def failing_dir_fsync(path: Path) -> None:
-        raise OSError(errno.EIO, "Input/output error")
-
-    monkeypatch.setattr(maildir, "_fsync_dir", failing_dir_fsync)
-    resp = await _send(c, b"Subject: eio\r\n\r\ndir", ("a@x.test", "b@x.test"))
-    assert (resp.code, resp.enh) == (451, "4.3.0"), resp
-    assert messages(server) == [] and _tmp(server.config.data_dir) == []
-    monkeypatch.undo()
+    for failing in (1, 2):  # the group commit's first flush pass, then its second
+        with monkeypatch.context() as patch:
+            failing_flush(patch, failing, OSError(errno.EIO, "Input/output error"))
+            resp = await _send(c, b"Subject: eio\r\n\r\nfile", ("a@x.test", "b@x.test"))
+        assert (resp.code, resp.enh) == (451, "4.3.0"), resp
+        assert messages(server) == [] and _tmp(server.config.data_dir) == []
     resp = await _send(c, b"Subject: eio\r\n\r\nretry", ("a@x.test", "b@x.test"))
     assert resp.code == 250
     assert len(messages(server)) == 2  # one per recipient, once
@@ -179,7 +172,7 @@ async def test_a_starting_server_removes_dead_writers_files_never_a_live_ones(
 ) -> None:
     """A 2-worker server is mid-DATA when another server starts on the same data_dir
     (a successor while the old one drains): the starting one removes a crashed
-    delivery's tmp file and sidecar, never the live worker's file; everything under
+    delivery's tmp file, never the live worker's file; everything under
     mail/ is private (0700 directories, 0600 files)."""
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
@@ -196,11 +189,15 @@ async def test_a_starting_server_removes_dead_writers_files_never_a_live_ones(
         assert (await c.cmd("MAIL FROM:<alice@x.test>")).code == 250
         assert (await c.cmd("RCPT TO:<bob@x.test>")).code == 250
         assert (await c.cmd("DATA")).code == 354
-        await c.send(b"Subject: in flight\r\n\r\n" + b"x" * 100_000)
+        # Past what a delivery holds in memory: the message is in its tmp file meanwhile.
+        await c.send(b"Subject: in flight\r\n\r\n" + b"x" * (SPILL + 100_000))
+        deadline = time.monotonic() + 10
+        while not _tmp(running.data) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
         (live,) = _tmp(running.data)
         dead = _plant_crashed(live.parent.parent)
         starting.start()
-        assert "maildir recovery: removed 2 partial files" in starting.output()
+        assert "maildir recovery: removed 1 partial files" in starting.output()
         assert _tmp(running.data) == [live] and not dead.exists()
         assert (await c.cmd(b"\r\n.")).code == 250
         d = await Raw.open(starting.address)
@@ -217,12 +214,10 @@ async def test_a_starting_server_removes_dead_writers_files_never_a_live_ones(
 
 
 def _plant_crashed(maildir: Path) -> Path:
-    """A tmp file and sidecar named as a delivery of an exited process on this host."""
+    """A tmp file named as a delivery of an exited process on this host."""
     proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)
     name = f"1700000000.M1P{proc.stdout.strip()}Q1R0123abcd.mx.test"
-    (maildir / SIDECAR_DIR).mkdir(mode=0o700)
-    (maildir / SIDECAR_DIR / f"{name}.json").write_text("{}\n")
     path = maildir / "tmp" / name
     path.write_bytes(b"Received: partial\r\n")
     return path

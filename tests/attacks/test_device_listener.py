@@ -5,11 +5,11 @@ keeps refusing all of that. Also the [submission] Date/Message-ID fix-ups."""
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 import pytest
 
+from smtpgate.delivery.envelopes import read_envelopes
 from smtpgate.server.app import Server
 from tests.attacks.raw import PLAIN_OK, Raw, mailboxes, merge, messages, plain
 from tests.attacks.test_smuggling import FAKE_ENDS, SMUGGLED
@@ -152,8 +152,8 @@ async def test_trusted_network_submits_without_auth(running: ServerFactory) -> N
     assert b" with ESMTP id " in message and b"ESMTPA" not in message
     assert message.startswith(b"Received: from client.test ([127.0.0.2])\r\n"
                               b"\t(trusted network)\r\n")
-    (sidecar,) = (server.config.data_dir / "mail").glob("*/smtpgate-envelope/*.json")
-    record = json.loads(sidecar.read_text())
+    (maildir,) = (server.config.data_dir / "mail").iterdir()
+    (record,) = read_envelopes(maildir)
     assert record["trusted_network"] is True and record["authenticated_user"] is None
 
 

@@ -7,11 +7,10 @@ directly under mail/, whose name is the %-encoded address.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-from smtpgate.delivery.maildir import SIDECAR_DIR
+from smtpgate.delivery.envelopes import read_envelopes
 from smtpgate.server.app import Server
 from tests.attacks.raw import PLAIN_OK, Raw, addr, authed, mailboxes, merge, messages
 from tests.e2e.conftest import ServerFactory
@@ -53,7 +52,7 @@ async def test_rcpt_tricks_never_relay_or_escape(running: ServerFactory) -> None
         resp = await c.cmd(f"RCPT TO:<{rcpt}>".encode())
         assert resp.code in (501, 503), (rcpt, resp)  # 503: need MAIL first
     root = server.config.data_dir / "mail"
-    for path in _all_paths(root):  # nothing but <root>/<mailbox>/{tmp,new,cur,sidecars}
+    for path in _all_paths(root):  # nothing but <root>/<mailbox>/{tmp,new,cur,envelopes}
         rel = path.relative_to(root).parts
         assert len(rel) <= 2, path
         assert ".." not in rel and all("/" not in p for p in rel)
@@ -107,14 +106,14 @@ async def test_params_with_control_characters_never_reach_metadata(
     assert (await c.cmd("RCPT TO:<bob@x.test>")).code == 250
     assert (await c.cmd("DATA")).code == 354
     assert (await c.cmd("Subject: t\r\n\r\nbody\r\n.")).code == 250
-    (sidecar,) = (server.config.data_dir / "mail").glob(f"*/{SIDECAR_DIR}/*.json")
-    record = json.loads(sidecar.read_text())
+    (maildir,) = (server.config.data_dir / "mail").iterdir()
+    (record,) = read_envelopes(maildir)
     assert record["auth_param"] == "alice+sub"
     for key in ("helo", "mail_from", "auth_param", "peer"):
         assert not any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in str(record[key])), key
     (msg,) = messages(server)
     header = msg.read_bytes().split(b"\r\n\r\n")[0]
-    assert b"alice+sub" not in header and b"alice+2Bsub" not in header  # AUTH=: sidecar only
+    assert b"alice+sub" not in header and b"alice+2Bsub" not in header  # AUTH=: envelope only
     assert b"\x00" not in header and b"\x1b" not in header
     # Date and Message-ID: [submission] add_missing_headers (delivery/fixups.py)
     assert all(line.startswith((b"Received:", b"\t", b"Date:", b"Message-ID:", b"Subject:"))

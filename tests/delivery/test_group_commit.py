@@ -19,6 +19,7 @@ import aiosmtplib
 import pytest
 
 from smtpgate.delivery.base import DeliveryError
+from smtpgate.delivery.envelopes import ENVELOPE_DIR
 from smtpgate.delivery.groupcommit import Committer, Staged
 from tests.attacks.subproc import SMTPGATE, ServeProcess
 from tests.e2e.conftest import PASSWORD, free_port
@@ -255,10 +256,12 @@ async def test_every_maildir_250_follows_its_flushes_renames_and_a_shared_direct
     for rcpt, queue_id in acked.items():
         maildir = mail / rcpt
         (stored,) = os.listdir(maildir / "new")
-        sidecars = maildir / "smtpgate-envelope"
+        envelopes = maildir / ENVELOPE_DIR
+        (envelope_log,) = envelopes.iterdir()
         covering.append(check_message(
-            calls, files=[maildir / "tmp" / stored, sidecars / f"{stored}.json"],
-            folders=[sidecars], renamed=[maildir / "tmp" / stored],
+            calls, files=[maildir / "tmp" / stored, envelope_log],
+            folders=[envelopes], renamed=[maildir / "tmp" / stored],
+            marks={envelope_log: stored},
             into=[maildir / "new"], reply=f"queued as {queue_id}"))
     assert len(set(covering)) < len(acked), "every message had a directory flush of its own"
 

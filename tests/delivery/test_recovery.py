@@ -16,8 +16,9 @@ import pytest
 
 from smtpgate.config.load import build_config
 from smtpgate.delivery import recovery
+from smtpgate.delivery.envelopes import ENVELOPE_DIR
 from smtpgate.delivery.factory import make_target
-from smtpgate.delivery.maildir import SIDECAR_DIR, MaildirTarget
+from smtpgate.delivery.maildir import MaildirTarget
 from tests.delivery.test_maildir import MESSAGE, envelope, files
 
 HOST = "mx.test"
@@ -28,14 +29,12 @@ def ours(pid: int, host: str = HOST) -> str:
     return f"1700000000.M123456P{pid}Q1R0123abcd.{host}"
 
 
-def plant(maildir: Path, name: str, *, age: float = 0.0, sidecar: bool = True) -> Path:
-    """A tmp file (and its sidecar) as a crashed delivery leaves them, ``age`` seconds old."""
-    for sub in ("tmp", "new", "cur", SIDECAR_DIR):
+def plant(maildir: Path, name: str, *, age: float = 0.0) -> Path:
+    """A tmp file as a crashed delivery leaves it, ``age`` seconds old."""
+    for sub in ("tmp", "new", "cur", ENVELOPE_DIR):
         (maildir / sub).mkdir(parents=True, exist_ok=True)
     path = maildir / "tmp" / name
     path.write_bytes(b"Received: partial\r\n")
-    if sidecar:
-        (maildir / SIDECAR_DIR / f"{name}.json").write_text("{}\n")
     when = time.time() - age
     os.utime(path, (when, when))
     return path
@@ -61,13 +60,13 @@ def live_pid() -> Iterator[int]:
         proc.wait()
 
 
-def test_dead_writers_files_and_sidecars_go(tmp_path: Path, dead_pid: int) -> None:
+def test_dead_writers_files_go_and_the_envelope_log_stays(tmp_path: Path, dead_pid: int) -> None:
     maildir = tmp_path / "bob@x"
     plant(maildir, ours(dead_pid))
     (maildir / "new" / "delivered").write_bytes(MESSAGE)
-    (maildir / SIDECAR_DIR / "delivered.json").write_text("{}\n")
-    assert MaildirTarget(tmp_path, hostname=HOST).recover() == 2
-    assert files(maildir / "tmp") == [] and files(maildir / SIDECAR_DIR) == ["delivered.json"]
+    (maildir / ENVELOPE_DIR / "2026-11-30.jsonl").write_text('{"message":"delivered"}\n')
+    assert MaildirTarget(tmp_path, hostname=HOST).recover() == 1
+    assert files(maildir / "tmp") == [] and files(maildir / ENVELOPE_DIR) == ["2026-11-30.jsonl"]
     assert files(maildir / "new") == ["delivered"]
 
 
@@ -78,7 +77,7 @@ def test_live_writers_file_stays(tmp_path: Path, live_pid: int) -> None:
     assert path.exists()
     os.kill(live_pid, signal.SIGKILL)
     os.waitpid(live_pid, 0)
-    assert MaildirTarget(tmp_path, hostname=HOST).recover() == 2
+    assert MaildirTarget(tmp_path, hostname=HOST).recover() == 1
     assert not path.exists()
 
 
@@ -92,7 +91,7 @@ def test_a_zombie_writer_is_dead(tmp_path: Path) -> None:
         deadline = time.monotonic() + 10
         while recovery.process_start(proc.pid)[0] != "Z" and time.monotonic() < deadline:
             time.sleep(0.01)  # not reaped yet: Popen.wait is below
-        assert MaildirTarget(tmp_path, hostname=HOST).recover() == 2
+        assert MaildirTarget(tmp_path, hostname=HOST).recover() == 1
         assert not path.exists()
     finally:
         proc.kill()
@@ -105,7 +104,7 @@ def test_a_reused_pid_is_not_the_writer(tmp_path: Path, live_pid: int) -> None:
     mine = plant(tmp_path / "a@x", ours(os.getpid()), age=HOUR * 30)
     other = plant(tmp_path / "b@x", ours(live_pid), age=60)
     assert recovery.process_start(os.getpid())[1] is not None
-    assert MaildirTarget(tmp_path, hostname=HOST).recover() == 4
+    assert MaildirTarget(tmp_path, hostname=HOST).recover() == 2
     assert not mine.exists() and not other.exists()
 
 
@@ -126,17 +125,17 @@ def test_foreign_names_wait_36_hours(tmp_path: Path, dead_pid: int) -> None:
         plant(tmp_path / "a@x", f"{ours(dead_pid)}:2,S", age=HOUR),
     ]
     old = [
-        plant(tmp_path / "b@x", "1600000000.999.other-mda", age=37 * HOUR, sidecar=False),
+        plant(tmp_path / "b@x", "1600000000.999.other-mda", age=37 * HOUR),
         plant(tmp_path / "b@x", ours(os.getpid(), host="other-host"), age=37 * HOUR),
     ]
-    assert MaildirTarget(tmp_path, hostname=HOST).recover() == 3
+    assert MaildirTarget(tmp_path, hostname=HOST).recover() == 2
     assert all(p.exists() for p in young)
     assert not any(p.exists() for p in old)
 
 
 def test_only_regular_files_in_tmp_go(tmp_path: Path, dead_pid: int) -> None:
     maildir = tmp_path / "bob@x"
-    plant(maildir, "x", sidecar=False)
+    plant(maildir, "x")
     outside = tmp_path / "outside"
     outside.mkdir()
     (maildir / "tmp" / ours(dead_pid)).mkdir()
@@ -183,10 +182,10 @@ def test_start_up_logs_one_line_with_the_count(
 ) -> None:
     data = tmp_path / "data"
     plant(data / "mail" / "bob@x", ours(dead_pid))
-    plant(data / "mail" / "carol@x", ours(dead_pid), sidecar=False)
+    plant(data / "mail" / "carol@x", ours(dead_pid))
     config = build_config({"hostname": HOST, "data_dir": str(data)}, file="t", base_dir=tmp_path)
     with caplog.at_level(logging.INFO, logger="smtpgate.delivery"):
         make_target(config)
     (line,) = [r.getMessage() for r in caplog.records if "recovery" in r.getMessage()]
-    assert line.startswith("maildir recovery: removed 3 partial files under ")
+    assert line.startswith("maildir recovery: removed 2 partial files under ")
     assert list(data.rglob("tmp/*")) == []

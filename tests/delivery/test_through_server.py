@@ -3,12 +3,11 @@ addresses that differ outside ASCII, and no AUTH= value in any stored header."""
 
 from __future__ import annotations
 
-import json
 import smtplib
 from functools import partial
 from pathlib import Path
 
-from smtpgate.delivery.maildir import SIDECAR_DIR
+from smtpgate.delivery.envelopes import read_envelopes
 from smtpgate.server.app import Server
 from tests.delivery.test_maildir import LONG_BUT_VALID
 from tests.e2e.conftest import PASSWORD, ServerFactory, in_thread
@@ -74,7 +73,7 @@ async def test_kelvin_sign_and_ascii_k_get_their_own_maildirs(running: ServerFac
 
 async def test_auth_param_never_reaches_a_stored_header(running: ServerFactory) -> None:
     """RFC 4954 section 5: AUTH= is the client's claim about the original submitter.
-    It is kept (decoded, JSON-escaped) in the envelope sidecar for a relay to pass on,
+    It is kept (decoded, JSON-escaped) in the envelope log for a relay to pass on,
     never in the message, neither decoded nor as sent."""
     server = await running(**OPEN_PLAIN)
     codes = await in_thread(
@@ -85,5 +84,5 @@ async def test_auth_param_never_reaches_a_stored_header(running: ServerFactory) 
     stored = message.read_bytes()
     for form in (b"origin", b"+2Bmark", b"mark@x.test"):
         assert form not in stored, stored
-    (sidecar,) = (server.config.data_dir / "mail" / "bob@x.test" / SIDECAR_DIR).glob("*")
-    assert json.loads(sidecar.read_text())["auth_param"] == "origin+mark@x.test"
+    (record,) = read_envelopes(server.config.data_dir / "mail" / "bob@x.test")
+    assert record["auth_param"] == "origin+mark@x.test"

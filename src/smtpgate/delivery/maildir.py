@@ -27,20 +27,21 @@ together share the flushes), whose steps are, for each message of the batch:
 1. ``stage``: write the message to its tmp file (creating it, unless it
    spilled there already); for every other recipient hard-link the
    file into that recipient's ``tmp/`` (copy when linking fails, e.g. across
-   file systems); write the envelope sidecar
-   ``smtpgate-envelope/<unique>.json`` beside each Maildir (``O_EXCL``, 0600);
-2. one flush of every file and sidecar folder of the batch;
+   file systems); append the envelope's line to each Maildir's envelope log
+   (``envelopes``: ``smtpgate-envelope/<day>.jsonl``);
+2. one flush of every file and envelope folder of the batch;
 3. ``publish``: rename every ``tmp/<unique>`` to ``new/<unique>`` -- the only
    step that makes a message visible, and the last one that changes names;
 4. one flush of every ``new/`` directory renamed into;
 
 and only then does ``commit`` return (or the server's callback run). Any
-``OSError`` on the way unlinks everything this delivery created (tmp files,
-sidecars, and messages already renamed into ``new/``) and gives a
+``OSError`` on the way unlinks everything this delivery created (tmp files
+and messages already renamed into ``new/``; an envelope line stays, without
+its message) and gives a
 ``DeliveryError`` (``disk_full`` for ENOSPC/EDQUOT): a message is in every
 recipient's ``new/`` or in none. ``abort`` removes whatever exists so far.
-A crash leaves its tmp files (and maybe sidecars): ``recover`` removes them at
-the next start (see ``recovery``).
+A crash leaves its tmp files: ``recover`` removes them at the next start
+(see ``recovery``).
 
 Every directory created under the root (the root and its missing parents
 included) is 0700 and every file 0600: their names are addresses.
@@ -50,11 +51,10 @@ Maildir form; ``/`` and ``:`` in the host name written as ``\\057``/``\\072``),
 unique across processes, threads and many deliveries per second.
 
 The envelope (session id, peer, HELO, TLS, authenticated user, MAIL FROM,
-AUTH= parameter, the recipients of *this* Maildir, time) is kept in the JSON
-sidecar, not in the message: no header ever carries the AUTH= value (it is
-the client's claim, kept only so that a relay can pass it on as RFC 4954
-section 5 asks). A sidecar never lists the other recipients of the message,
-so Bcc recipients stay private.
+AUTH= parameter, the recipients of *this* Maildir, time) is kept in the
+envelope log, not in the message (``envelopes``): no header ever carries the
+AUTH= value, and a line never lists the other recipients of the message, so
+Bcc recipients stay private.
 """
 
 from __future__ import annotations
@@ -63,9 +63,9 @@ import contextlib
 import enum
 import errno
 import itertools
-import json
 import logging
 import os
+import random
 import secrets
 import shutil
 import socket
@@ -73,21 +73,17 @@ import string
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
 
 from smtpgate.delivery import recovery
 from smtpgate.delivery.base import DeliveryError, Envelope
+from smtpgate.delivery.envelopes import ENVELOPE_DIR, append_line, envelope_line, log_name
 from smtpgate.delivery.groupcommit import Staged, committer
-from smtpgate.delivery.recovery import SIDECAR_DIR
 from smtpgate.delivery.spool import Spool
 from smtpgate.protocol.replies import MAILBOX_NOT_ALLOWED, Reply
 
-__all__ = [
-    "NAME_MAX", "SIDECAR_DIR", "MaildirDelivery", "MaildirTarget",
-    "maildir_name", "sidecar_json",
-]
+__all__ = ["NAME_MAX", "MaildirDelivery", "MaildirTarget", "maildir_name"]
 
 NAME_MAX = 255  # bytes in one directory entry (Linux NAME_MAX)
 _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
@@ -119,18 +115,26 @@ def _maildir_host(hostname: str) -> str:
 
 
 class _UniqueNames:
-    """``<sec>.M<usec>P<pid>Q<seq>R<random>.<host>``, thread-safe."""
+    """``<sec>.M<usec>P<pid>Q<seq>R<random>.<host>``, thread-safe. The random part only
+    guards against a clock set back under a reused pid: it need not be secret, so it
+    comes from a generator seeded per process, not a system call per name."""
 
     def __init__(self, hostname: str) -> None:
         self.host = _maildir_host(hostname)
         self._seq = itertools.count(1)
         self._lock = threading.Lock()
+        self._pid = 0
+        self._random = random.Random()
 
     def next(self) -> str:
         with self._lock:
             seq = next(self._seq)
+            if self._pid != os.getpid():  # first use, or a forked child
+                self._pid = os.getpid()
+                self._random.seed(secrets.token_bytes(16))
+            noise = self._random.getrandbits(32)
         sec, usec = divmod(time.time_ns() // 1000, 1_000_000)
-        return f"{sec}.M{usec}P{os.getpid()}Q{seq}R{secrets.token_hex(4)}.{self.host}"
+        return f"{sec}.M{usec}P{self._pid}Q{seq}R{noise:08x}.{self.host}"
 
 
 class MaildirTarget:
@@ -207,14 +211,15 @@ class MaildirDelivery:
     ) -> None:
         self._envelope = envelope
         self._groups = groups
-        self._maildirs = [root / name for name in groups]
+        # Plain strings: pathlib's joins cost more than the rest of a small delivery.
+        self._maildirs = [f"{root}/{name}" for name in groups]
         self._root = root
         self._unique = unique
         self._state = _State.OPEN
         self._spool = Spool(self._create_message_file)
-        self._created: list[Path] = []  # tmp files and sidecars, unlinked on failure
-        self._renamed: list[Path] = []  # files in new/, unlinked if a later step fails
-        self._open: list[int] = []  # sidecars and copies, open until the batch is flushed
+        self._created: list[str] = []  # tmp files and copies, unlinked on failure
+        self._renamed: list[str] = []  # files in new/, unlinked if a later step fails
+        self._open: list[int] = []  # envelope logs and copies, open until flushed
 
     @property
     def unique_name(self) -> str:
@@ -246,23 +251,24 @@ class MaildirDelivery:
 
     def stage(self) -> Staged:
         """Write the message to its tmp file, link the other recipients, write the
-        sidecars: what must reach the disk before the renames."""
+        envelope lines: what must reach the disk before the renames."""
         handle = self._spool.finish()
         for maildir in self._maildirs[1:]:
             self._link(self._tmp(self._maildirs[0]), maildir)
-        folders = [
-            self._write_sidecar(maildir, recipients)
-            for maildir, recipients in zip(self._maildirs, self._groups.values(), strict=True)
-        ]
+        day = log_name(self._envelope.received_at)
+        for maildir, recipients in zip(self._maildirs, self._groups.values(), strict=True):
+            line = envelope_line(self._envelope, recipients, self._unique)
+            self._open.append(append_line(maildir, day, line))
+        folders = [f"{maildir}/{ENVELOPE_DIR}" for maildir in self._maildirs]
         return [handle.fileno(), *self._open], folders
 
     def publish(self) -> list[str]:
         """Rename every ``tmp/<unique>`` to ``new/<unique>``: the step that delivers."""
         for maildir in self._maildirs:
-            new = maildir / "new" / self._unique
+            new = f"{maildir}/new/{self._unique}"
             os.rename(self._tmp(maildir), new)
             self._renamed.append(new)
-        return [os.fspath(maildir / "new") for maildir in self._maildirs]
+        return [f"{maildir}/new" for maildir in self._maildirs]
 
     def settle(self, error: OSError | None) -> DeliveryError | None:
         """Close the files; on ``error`` remove everything this delivery made."""
@@ -278,8 +284,8 @@ class MaildirDelivery:
         if self._state is not _State.OPEN:
             raise DeliveryError(f"delivery is {self._state.value}")
 
-    def _tmp(self, maildir: Path) -> Path:
-        return maildir / "tmp" / self._unique
+    def _tmp(self, maildir: str) -> str:
+        return f"{maildir}/tmp/{self._unique}"  # noqa: S108 - the Maildir's tmp/, not /tmp
 
     def _create_message_file(self) -> int:
         """``tmp/<unique>`` in the first Maildir, made on demand (off the event loop)."""
@@ -299,7 +305,7 @@ class MaildirDelivery:
                 os.close(fd)
         self._open.clear()
 
-    def _link(self, source: Path, maildir: Path) -> None:
+    def _link(self, source: str, maildir: str) -> None:
         target = self._tmp(maildir)
         try:
             os.link(source, target)
@@ -311,7 +317,7 @@ class MaildirDelivery:
             return
         self._created.append(target)
 
-    def _copy(self, source: Path, maildir: Path) -> None:
+    def _copy(self, source: str, maildir: str) -> None:
         target = self._tmp(maildir)
         try:
             fd = _create(target)
@@ -320,24 +326,8 @@ class MaildirDelivery:
             fd = _create(target)
         self._created.append(target)
         self._open.append(fd)
-        with source.open("rb") as src, os.fdopen(os.dup(fd), "wb") as dst:
+        with open(source, "rb") as src, os.fdopen(os.dup(fd), "wb") as dst:
             shutil.copyfileobj(src, dst, _BUFFER)
-
-    def _write_sidecar(self, maildir: Path, recipients: list[str]) -> str:
-        """Write (not flush) the envelope sidecar; the folder whose entry must be flushed."""
-        folder = maildir / SIDECAR_DIR
-        path = folder / f"{self._unique}.json"
-        try:
-            fd = _create(path)
-        except FileNotFoundError:
-            _mkdir(folder)
-            fd = _create(path)
-        self._created.append(path)
-        self._open.append(fd)
-        data = memoryview(sidecar_json(self._envelope, recipients, self._unique))
-        while data:
-            data = data[os.write(fd, data):]
-        return os.fspath(folder)
 
     def _fail(self, exc: OSError, step: str) -> NoReturn:
         raise self._failure(exc, step) from exc
@@ -354,46 +344,19 @@ class MaildirDelivery:
 
     def _cleanup(self) -> None:
         self._close_all()
-        # Newest first: a sidecar goes before its tmp file, which recovery keys on.
-        for path in [*self._renamed, *reversed(self._created)]:
+        for path in [*self._renamed, *self._created]:
             # Gone already (renamed away), or a dying disk: best effort either way.
             with contextlib.suppress(OSError):
-                path.unlink()
+                os.unlink(path)
         self._renamed.clear()
         self._created.clear()
 
 
-def sidecar_json(envelope: Envelope, recipients: list[str], unique: str) -> bytes:
-    """The envelope sidecar for one Maildir (ASCII JSON, one object, newline-terminated)."""
-    received = datetime.fromtimestamp(envelope.received_at, tz=UTC)
-    record = {
-        "version": 1,
-        "message": unique,
-        "session_id": envelope.session_id,
-        "peer": envelope.peer,
-        "helo": envelope.helo,
-        "esmtp": envelope.esmtp,
-        "tls": envelope.tls,
-        "authenticated_user": envelope.authenticated_user,
-        "trusted_network": envelope.trusted_network,
-        "mail_from": envelope.mail_from,
-        "auth_param": envelope.auth_param,
-        "body": envelope.body,
-        "smtputf8": envelope.smtputf8,
-        "recipients": recipients,
-        "received_at": envelope.received_at,
-        "received_at_utc": received.isoformat(),
-        "extra": dict(envelope.extra),
-    }
-    text = json.dumps(record, ensure_ascii=True, sort_keys=True, indent=1)
-    return text.encode("ascii") + b"\n"
-
-
-def _create(path: Path) -> int:
+def _create(path: str) -> int:
     return os.open(path, _CREATE, 0o600)
 
 
-def _mkdir(path: Path) -> None:
+def _mkdir(path: str | Path) -> None:
     with contextlib.suppress(FileExistsError):
         os.mkdir(path, 0o700)
 
@@ -409,10 +372,10 @@ def _mkdirs(path: Path) -> None:
         _mkdir(path)
 
 
-def _ensure_maildir(root: Path, maildir: Path) -> None:
+def _ensure_maildir(root: Path, maildir: str) -> None:
     _mkdirs(root)
     _mkdir(maildir)
     for sub in ("tmp", "new", "cur"):
-        _mkdir(maildir / sub)
+        _mkdir(f"{maildir}/{sub}")
 
 

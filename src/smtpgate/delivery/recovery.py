@@ -10,30 +10,24 @@ stays. PIDs are reused -- in a container the server is often pid 1 after
 every restart -- so a live process counts as the writer only if it started
 before the file was last written.
 
-With each tmp file goes the envelope sidecar of the same name
-(``smtpgate-envelope/<unique>.json``): it is written before the message is
-renamed into ``new/``, so a crash in between leaves it beside the tmp file,
-and it describes a message that was never delivered. (A failed delivery
-unlinks its sidecars before its tmp files, so a crash while cleaning up
-cannot orphan a sidecar either.)
+The envelope log (``envelopes``) is left as it is: a line whose message is
+not in ``new/`` or ``cur/`` describes a message that was never delivered.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import time
 from pathlib import Path
 
-SIDECAR_DIR = "smtpgate-envelope"
 STALE_AFTER = 36 * 3600  # maildir(5): seconds without access before anyone's tmp file may go
 _CLOCK_SLACK = 2.0  # /proc start times are exact to the second only (btime)
 _UNIQUE = re.compile(r"\d+\.M\d+P(?P<pid>[1-9]\d{0,9})Q\d+R[0-9a-f]{8}\.(?P<host>.+)")
 
 
 def recover(root: Path, host: str, *, now: float | None = None) -> int:
-    """Remove stale tmp files and their sidecars in every Maildir under ``root``; the count.
+    """Remove stale tmp files in every Maildir under ``root``; the count.
 
     ``host`` is the host part of our unique names (``_maildir_host``).
     """
@@ -111,10 +105,9 @@ def _boot_time() -> float:
 
 
 def _remove(maildir: Path, name: str) -> int:
-    """Unlink ``tmp/<name>``, then its sidecar; how many files went."""
-    removed = 0
-    for path in (maildir / "tmp" / name, maildir / SIDECAR_DIR / f"{name}.json"):
-        with contextlib.suppress(OSError):  # gone, or not ours to remove: next start retries
-            path.unlink()
-            removed += 1
-    return removed
+    """Unlink ``tmp/<name>``; how many files went (0 or 1)."""
+    try:
+        (maildir / "tmp" / name).unlink()
+    except OSError:  # gone, or not ours to remove: the next start tries again
+        return 0
+    return 1
