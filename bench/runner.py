@@ -321,7 +321,7 @@ mode = "{mode}"
 def smtpgate_spec(name: str, port: int, *, workers: int, mode: str, cpus: str | None,
                   workloads: tuple[str, ...], env: dict[str, str] | None = None,
                   note: str = "", require_auth: bool = True, extra: str = "") -> ServerSpec:
-    scratch = BUILD / "scratch" / name
+    scratch = SCRATCH / name
     cfg = scratch / "smtpgate.toml"
     exe = str(smtpgate_bin())
 
@@ -365,6 +365,9 @@ def relay_spec(name: str, env: dict[str, str] | None) -> ServerSpec:
 
 
 SNAPSHOT = BUILD / "snapshot" / "src"  # copy of src/ taken when the run starts
+# The servers' data_dirs. BENCH_SCRATCH puts them on another file system, e.g. a freshly
+# made ext4 when / is shared with jobs that create and delete many files (README).
+SCRATCH = Path(os.environ.get("BENCH_SCRATCH") or BUILD / "scratch")
 UVLOOP_PATH = BUILD / "uvloop-path"  # pip install --target: uvloop for smtpgate-uvloop
 NO_UVLOOP_PATH = BUILD / "no-uvloop"  # a uvloop.py that raises ImportError
 

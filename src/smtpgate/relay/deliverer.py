@@ -53,6 +53,8 @@ from collections.abc import Callable
 
 from smtpgate.config.durations import format_duration
 from smtpgate.config.schema import Config, RelayAccount
+from smtpgate.delivery.base import DeliveryError
+from smtpgate.delivery.groupcommit import committer
 from smtpgate.ops import metrics
 from smtpgate.relay.accounts import choose
 from smtpgate.relay.bounce import send_dsn
@@ -284,8 +286,9 @@ class Deliverer:
     async def _attempt(self, queue_id: str, session: list[tuple[str, Upstream]]) -> None:
         try:
             with self.store.claim(queue_id):
-                entry = await asyncio.to_thread(self.store.load, queue_id)
-                await self._deliver(entry, session)
+                entry, message = await asyncio.to_thread(
+                    self.store.read_if_due, queue_id, self.clock())
+                await self._deliver(entry, message, session)
         except Busy:
             self._schedule(queue_id, self.clock() + BUSY_RETRY, 0.0)
         except Missing:
@@ -293,7 +296,8 @@ class Deliverer:
         except CorruptEntry as exc:
             await asyncio.to_thread(self.store.move_corrupt, queue_id, str(exc))
 
-    async def _deliver(self, entry: QueueEntry, session: list[tuple[str, Upstream]]) -> None:
+    async def _deliver(self, entry: QueueEntry, message: bytes | None,
+                       session: list[tuple[str, Upstream]]) -> None:
         now = self.clock()
         if entry.held:
             return
@@ -315,7 +319,8 @@ class Deliverer:
         if broken is not None and self.clock() - broken[0] < BROKEN_FOR:
             await self._defer(entry, broken[1])  # the session just failed: do not hammer
             return
-        message = await asyncio.to_thread(self.store.read_message, entry.id)
+        if message is None:  # it became due since it was read
+            message = await asyncio.to_thread(self.store.read_message, entry.id)
         try:
             upstream = await self._upstream(account, session)
             results = await upstream.send(entry.mail_from, [r.address for r in entry.pending],
@@ -389,10 +394,24 @@ class Deliverer:
             log.info("queue=%s no bounce: NOTIFY did not ask for one", entry.id)
         elif failed:
             log.info("queue=%s a bounce could not be delivered; not bounced again", entry.id)
-        await asyncio.to_thread(self.store.remove, entry.id)
+        await self._remove(entry.id)
         self._forget(entry.id)
         log.info("queue=%s removed: %d delivered, %d failed", entry.id,
                  len(entry.recipients) - len(failed), len(failed))
+
+    async def _remove(self, queue_id: str) -> None:
+        """Remove the entry in the next group commit (still under our claim); raise its
+        ``DeliveryError`` if that failed."""
+        loop = asyncio.get_running_loop()
+        removed: asyncio.Future[DeliveryError | None] = loop.create_future()
+
+        def done(error: DeliveryError | None) -> None:  # in the committer thread
+            loop.call_soon_threadsafe(_set_result, removed, error)
+
+        committer().submit(self.store.removal(queue_id), done)
+        error = await removed
+        if error is not None:
+            raise error
 
     async def _bounce(self, entry: QueueEntry, recipients: list[Recipient], action: str) -> None:
         now = self.clock()
@@ -407,3 +426,9 @@ class Deliverer:
 
 def _key(account: RelayAccount) -> str:
     return account_key(account) + "\0" + account.username + "\0" + account.auth
+
+
+def _set_result(future: asyncio.Future[DeliveryError | None], error: DeliveryError | None
+                ) -> None:
+    if not future.done():  # cancelled: the deliverer is stopping
+        future.set_result(error)

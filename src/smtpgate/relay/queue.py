@@ -149,12 +149,19 @@ class QueueStore:
         fsync_dir(self.root)
 
     def remove(self, queue_id: str) -> None:
-        """Record first, then message; then fsync the directory."""
-        with contextlib.suppress(FileNotFoundError):
-            self.state_path(queue_id).unlink()
-        with contextlib.suppress(FileNotFoundError):
-            self.message_path(queue_id).unlink()
-        fsync_dir(self.root)
+        """Record first, then message; then flush the directory (waits: not on the loop)."""
+        committer().commit(self.removal(queue_id))
+
+    def removal(self, queue_id: str) -> Removal:
+        """``remove`` as a group commit job: removals and commits finishing together share
+        the flush of ``queue/`` (the deliverer removes one entry per delivered message)."""
+        return Removal(self, queue_id)
+
+    def read_if_due(self, queue_id: str, now: float) -> tuple[QueueEntry, bytes | None]:
+        """The entry, and its message if it is due to be sent now (one trip to a thread)."""
+        entry = self.load(queue_id)
+        due = not entry.held and entry.pending and entry.next_attempt <= now + 1.0
+        return entry, self.read_message(queue_id) if due else None
 
     def move_corrupt(self, queue_id: str, reason: str) -> None:
         """Move both files to ``corrupt/`` (never deleted) with one log line."""
@@ -212,6 +219,26 @@ class QueueStore:
             if _unlink_unless_locked(path):
                 removed += 1
         return removed
+
+
+class Removal:
+    """The group commit job of ``QueueStore.remove``."""
+
+    def __init__(self, store: QueueStore, queue_id: str) -> None:
+        self.store = store
+        self.queue_id = queue_id
+
+    def stage(self) -> Staged:
+        return [], []
+
+    def publish(self) -> list[str]:
+        for path in (self.store.state_path(self.queue_id), self.store.message_path(self.queue_id)):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        return [os.fspath(self.store.root)]
+
+    def settle(self, error: OSError | None) -> DeliveryError | None:
+        return None if error is None else _error(error, "removing the entry")
 
 
 class QueueWriter:

@@ -221,7 +221,7 @@ class Upstream:
         dsn: tuple[list[str], dict[str, list[str]]],
     ) -> dict[str, Result]:
         options = list(dsn[0])
-        if self.smtp.supports_extension("8bitmime") and any(b > 0x7F for b in message):
+        if self.smtp.supports_extension("8bitmime") and not message.isascii():
             options.append("BODY=8BITMIME")
         try:
             await self.smtp.mail(sender, options=options)
