@@ -328,10 +328,8 @@ def test_script_user_round_trip(tmp_path: Path) -> None:
     (tmp_path / "smtpgate.toml").write_text('data_dir = "d"\n')
     add = run(["user", "add", "alice", "--password-stdin"], tmp_path, stdin=b"s3cret!\n")
     assert add.returncode == 0, add.stderr
-    assert (
-        run(["user", "passwd", "alice", "--password-stdin"], tmp_path, stdin=b"n3w\n").returncode
-        == 0
-    )
+    passwd = run(["user", "passwd", "alice", "--password-stdin"], tmp_path, stdin=b"n3w\n")
+    assert passwd.returncode == 0, passwd.stderr
     (tmp_path / "import.passwd").write_text("bob:{PLAIN}x\n")
     assert run(["user", "import", "import.passwd"], tmp_path).returncode == 0
     listing = run(["user", "list"], tmp_path)

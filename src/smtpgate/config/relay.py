@@ -41,7 +41,7 @@ class _Builder(Protocol):
         self, cls: type[Any], table: object, prefix: str, skip: frozenset[str] = ...
     ) -> dict[str, Any]: ...
 
-DURATION_KEYS = ("retry", "max_queue_lifetime", "delay_warning")
+DURATION_KEYS = ("retry", "max_queue_lifetime", "delay_warning", "in_flow_delay")
 FILE_KEYS = ("password_file", "client_secret_file", "refresh_token_file")
 
 
@@ -92,7 +92,7 @@ def _duration(builder: _Builder, key: str, value: object) -> Any:
     try:
         if key == "retry":
             return parse_schedule(value)
-        if key == "delay_warning" and not value.strip():
+        if key in ("delay_warning", "in_flow_delay") and not value.strip():
             return 0.0
         return parse_duration(value)
     except ValueError as exc:

@@ -79,6 +79,19 @@ class GroupCommit(Delivery, Protocol):
         ...
 
 
+class InFlow(Protocol):
+    """Flow control of a target that delivers onwards (the relay): Postfix's in_flow_delay.
+    A target that has one offers it as its ``in_flow`` attribute (None: no control)."""
+
+    def behind(self) -> bool:
+        """Whether more messages wait to go on than the delivery can take soon."""
+        ...
+
+    def when_caught_up(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (on the event loop) once caught up, or after the delay."""
+        ...
+
+
 class DeliveryTarget(Protocol):
     blocking: bool  # start() and commit() may wait on disk or network: run them off the loop
     group_commit: bool  # its deliveries are ``GroupCommit``s: the server uses commit_soon

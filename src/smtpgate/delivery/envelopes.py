@@ -66,7 +66,7 @@ def envelope_line(envelope: Envelope, recipients: list[str], unique: str) -> byt
     }
     # One line: json's C encoder (an indent would select its pure-Python one).
     # Key order as above: the message's name first, where a reader's eye (or grep) starts.
-    text = json.dumps(record, ensure_ascii=True, separators=(",", ":"))
+    text = json.dumps(record, ensure_ascii=True)
     return text.encode("ascii") + b"\n"
 
 

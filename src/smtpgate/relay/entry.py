@@ -83,7 +83,7 @@ class QueueEntry:
         ]
         record["extra"] = dict(self.extra)
         # One line: json's C encoder (an indent would select its pure-Python one).
-        text = json.dumps(record, ensure_ascii=True, separators=(",", ":"))
+        text = json.dumps(record, ensure_ascii=True)
         return text.encode("ascii") + b"\n"
 
 

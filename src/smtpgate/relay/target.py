@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from smtpgate.delivery.base import DeliveryError, Envelope
+from smtpgate.delivery.base import DeliveryError, Envelope, InFlow
 from smtpgate.delivery.groupcommit import Staged, committer
 from smtpgate.delivery.maildir import MaildirDelivery, MaildirTarget
 from smtpgate.protocol.replies import Reply
@@ -51,6 +51,7 @@ class RelayTarget:
         self.maildir = maildir
         self.local_domains = frozenset(local_domains)
         self.on_queued: Callable[[str], None] | None = None  # set by the deliverer
+        self.in_flow: InFlow | None = None  # the deliverer, while it runs (in_flow_delay)
 
     def is_local(self, address: str) -> bool:
         return "@" in address and domain_of(address) in self.local_domains

@@ -41,6 +41,7 @@ from smtpgate.auth.service import Conversation, Peer, Turn
 from smtpgate.config.schema import ListenerConfig
 from smtpgate.credentials.base import Account
 from smtpgate.credentials.devices import in_networks
+from smtpgate.delivery.base import InFlow
 from smtpgate.ops import metrics
 from smtpgate.protocol import events as ev
 from smtpgate.protocol import replies as r
@@ -393,9 +394,10 @@ class Connection(asyncio.Protocol):
         """Answer once the group commit holding this message is durable (input waits)."""
         loop = asyncio.get_running_loop()
         committed: asyncio.Future[None] = loop.create_future()
+        flow = self.context.deliveries.in_flow
 
         def answer(reply: Reply) -> None:  # in the committer thread
-            loop.call_soon_threadsafe(_answer, committed, session, reply)
+            loop.call_soon_threadsafe(_answer, committed, session, reply, flow)
 
         self._wait(committed, hold_output=True)
         txn.end_in_group(answer)
@@ -550,9 +552,14 @@ class Connection(asyncio.Protocol):
                 asyncio.get_running_loop().call_later(grace, self.transport.abort)
 
 
-def _answer(step: asyncio.Future[None], session: Session, reply: Reply) -> None:
-    """The commit's reply, unless the connection was lost meanwhile (``step`` cancelled)."""
+def _answer(step: asyncio.Future[None], session: Session, reply: Reply,
+            flow: InFlow | None = None) -> None:
+    """The commit's reply, unless the connection was lost meanwhile (``step`` cancelled).
+    While the relay is behind, a 250 first waits for it (``InFlow``: in_flow_delay)."""
     if step.done():
+        return
+    if flow is not None and reply.code == 250 and flow.behind():
+        flow.when_caught_up(lambda: _answer(step, session, reply))
         return
     try:
         session.reply(reply)

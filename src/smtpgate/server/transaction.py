@@ -37,7 +37,14 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from smtpgate.credentials.base import Account
-from smtpgate.delivery.base import Delivery, DeliveryError, DeliveryTarget, Envelope, GroupCommit
+from smtpgate.delivery.base import (
+    Delivery,
+    DeliveryError,
+    DeliveryTarget,
+    Envelope,
+    GroupCommit,
+    InFlow,
+)
 from smtpgate.delivery.fixups import HeaderFixups
 from smtpgate.delivery.received import message_date, received_header
 from smtpgate.ops import metrics
@@ -117,6 +124,12 @@ class Deliveries:
 
     def check_recipient(self, address: str, *, may_relay: bool) -> Reply | None:
         return self.target.check_recipient(address, may_relay=may_relay)
+
+    @property
+    def in_flow(self) -> InFlow | None:
+        """The target's flow control, if it has one (``delivery/base.py``)."""
+        flow: InFlow | None = getattr(self.target, "in_flow", None)
+        return flow
 
     def transaction(self, envelope: Envelope) -> Transaction:
         return Transaction(self, envelope)
