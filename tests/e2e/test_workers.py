@@ -122,9 +122,16 @@ async def test_per_ip_limit_is_the_servers_whichever_worker_accepts(tmp_path: Pa
         assert all(held)
         # the 4th and later, over many connections that both workers accept: all refused
         assert [await attempt(serve.address) for _ in range(12)] == [None] * 12
-        refusers = {line.split()[2] for line in serve.stderr.read_text().splitlines()
+        workers = {str(pid) for pid in serve.workers(2)}
+
+        def refusers() -> set[str]:
+            return {line.split()[2] for line in serve.stderr.read_text().splitlines()
                     if "max_connections_per_ip" in line}
-        assert refusers == {str(pid) for pid in serve.workers(2)}, "one worker refused all"
+
+        deadline = time.monotonic() + 10  # log lines are written by a thread, a little later
+        while refusers() != workers and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert refusers() == workers, "one worker refused all"
         assert await attempt(serve.address, "127.0.0.2") is not None  # another address: ok
         await close_all(serve, held)
         assert all([await attempt(serve.address) for _ in range(3)])

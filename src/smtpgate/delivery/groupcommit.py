@@ -124,7 +124,13 @@ class Committer:
                     batch.append(self._jobs.get_nowait())
                 except queue.Empty:
                     break
-            self._commit_batch(batch)
+            try:
+                self._commit_batch(batch)
+            except Exception as exc:  # a bug: fail this batch, keep the thread for the next
+                log.exception("group commit: a batch failed")
+                for job in batch:
+                    job.error = job.error or OSError(f"group commit: {exc!r}")
+                    _settle(job)
 
     def _commit_batch(self, batch: list[_Job]) -> None:
         staged = _each(batch, lambda d: d.stage())
