@@ -32,6 +32,7 @@ import logging
 import os
 import queue
 import sys
+import threading
 import time
 from datetime import datetime
 from logging.handlers import QueueHandler, QueueListener
@@ -67,32 +68,41 @@ class _Thread:
 
 
 class _Batches:
-    """The queue between the loggers and the listener thread, without a wake-up per line.
+    """The queue between the loggers and the listener thread, with one wake-up per burst.
 
     ``queue.SimpleQueue.put`` wakes the waiting listener for every record: a futex call
     and a thread switch (with the GIL handed over and back) that cost more than the line
-    itself, several times per message. Here a record is only appended to a deque (atomic
-    under the GIL), and the listener looks every ``PAUSE`` seconds and takes all there
-    is: a line reaches standard error at most that much later. ``QueueListener.stop``
-    appends its sentinel like any record, so stopping writes everything queued first.
+    itself, several times per message. Here a record is appended to a deque (atomic under
+    the GIL), and only the first record after the listener went idle wakes it. Having
+    written what there was, the listener pauses ``PAUSE`` seconds so that a busy
+    server's lines gather into one batch, and goes idle only if none came. A line
+    reaches standard error at once on a quiet server and at most ``PAUSE`` later on a
+    busy one. ``QueueListener.stop`` appends its sentinel like any record.
     """
 
-    PAUSE = 0.02  # seconds
+    PAUSE = 0.005  # seconds
 
     def __init__(self) -> None:
         self._records: collections.deque[logging.LogRecord] = collections.deque()
+        self._awake = threading.Event()  # set: the listener is not waiting for a wake-up
 
     def put_nowait(self, record: logging.LogRecord) -> None:
         self._records.append(record)
+        if not self._awake.is_set():
+            self._awake.set()
 
     def get(self, block: bool = True) -> logging.LogRecord:
         while True:
-            try:
+            if self._records:
                 return self._records.popleft()
-            except IndexError:
-                if not block:
-                    raise queue.Empty from None
-                time.sleep(self.PAUSE)
+            if not block:
+                raise queue.Empty
+            time.sleep(self.PAUSE)  # let a burst gather
+            if self._records:
+                continue
+            self._awake.clear()
+            if not self._records:  # nothing came between the look and the clear
+                self._awake.wait()
 
 
 class _Handoff(QueueHandler):
