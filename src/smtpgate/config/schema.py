@@ -210,7 +210,7 @@ class RelayConfig:
     max_queue_lifetime: float = 5 * 86400.0  # TOML: "5d"
     delay_warning: float = 0.0  # TOML: "4h"; 0 (TOML "") = no delay notices
     # TOML "1s": while the deliverer is behind, a 250 waits up to this long for it to catch
-    # up (Postfix's in_flow_delay); 0 (TOML "" or "0s") = accept at full speed.
+    # up (Postfix's in_flow_delay); 0 (TOML "") = accept at full speed.
     in_flow_delay: float = 1.0
     accounts: tuple[RelayAccount, ...] = (RelayAccount(),)  # TOML: [[relay.account]]
 

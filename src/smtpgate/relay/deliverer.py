@@ -208,6 +208,7 @@ class Deliverer:
     async def _run(self) -> None:
         await self._scan()
         kick, scanned = self.store.kick_mtime(), self.clock()
+        looked = time.monotonic()  # at the kick file: once a POLL, not at every new message
         while not self._stopping:
             self._release_due()
             self._spawn()
@@ -218,6 +219,9 @@ class Deliverer:
                 async with asyncio.timeout(wait):  # not wait_for: it can swallow a cancel
                     await self._wake.wait()
             self._wake.clear()
+            if time.monotonic() - looked < POLL:
+                continue
+            looked = time.monotonic()
             mtime = self.store.kick_mtime()
             if mtime != kick:  # the CLI changed something ("retry now"): read everything again
                 kick, scanned = mtime, self.clock()
