@@ -164,7 +164,7 @@ def configure(
     for handler in [h for h in root.handlers if getattr(h, "smtpgate", False)]:
         root.removeHandler(handler)
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.smtpgate = True  # type: ignore[attr-defined]
     if threaded:
         _lean_records()
@@ -265,6 +265,22 @@ def _text_value(value: object) -> str:
         plain = value and value.isprintable() and not any(c in value for c in ' "=\\')
         return value if plain else json.dumps(value).replace(" ", "\\u0020")
     return str(value)
+
+
+class TextFormatter(logging.Formatter):
+    """``TEXT_FORMAT``; the date and time are formatted once per second, not per line."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+        self._stamp = (-1, "")  # (second, its text): one attribute, replaced whole
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        second = int(record.created)
+        cached, text = self._stamp
+        if second != cached:
+            text = time.strftime(self.default_time_format, self.converter(record.created))
+            self._stamp = (second, text)
+        return f"{text},{int(record.msecs):03d}"  # logging.Formatter.default_msec_format
 
 
 class JsonFormatter(logging.Formatter):
