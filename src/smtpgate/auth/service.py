@@ -116,6 +116,9 @@ class AuthService:
         self.store = store
         self.settings = settings
         self.rules = settings.rules
+        # The EHLO AUTH list without and with TLS: asked twice per connection.
+        self._advertised = {tls: usable_mechanisms(self.rules, tls_active=tls)
+                            for tls in (False, True)}
         self.throttle = throttle
         self.cache = cache if cache is not None else VerifiedCache()
         self.sleep = sleep
@@ -161,7 +164,7 @@ class AuthService:
         self.hasher.close()
 
     def advertised(self, tls_active: bool) -> tuple[str, ...]:
-        return usable_mechanisms(self.rules, tls_active=tls_active)
+        return self._advertised[tls_active]
 
     def conversation(self, peer: Peer) -> Conversation:
         return Conversation(self, peer)
