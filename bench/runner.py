@@ -9,6 +9,8 @@ Environment:
     BENCH_QUICK=1       one repetition with small counts (a smoke run)
     BENCH_SERVERS=a,b   only these servers/variants (names as in the tables)
     BENCH_SMTPGATE=PATH smtpgate executable (default .venv/bin/smtpgate)
+    BENCH_SRC=DIR       the smtpgate source tree to measure (default src/; e.g. an older
+                        commit's src/ from git archive, built extensions copied in)
 """
 
 from __future__ import annotations
@@ -385,7 +387,7 @@ def snapshot_src() -> None:
     ahead of the editable install.
     """
     shutil.rmtree(SNAPSHOT, ignore_errors=True)
-    shutil.copytree(REPO / "src", SNAPSHOT,
+    shutil.copytree(Path(os.environ.get("BENCH_SRC", REPO / "src")), SNAPSHOT,
                     ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
 
 
@@ -587,6 +589,8 @@ def machine_info() -> dict[str, Any]:
                                check=False).stdout.strip()
         versions["smtpgate"] = head + (" (src/ modified)" if dirty else "") + \
             ", measured from a copy of src/ taken at the start"
+        if os.environ.get("BENCH_SRC"):
+            versions["smtpgate"] = f"the tree in {os.environ['BENCH_SRC']} (BENCH_SRC)"
     except (OSError, subprocess.TimeoutExpired):
         versions["smtpgate"] = "?"
     return {
