@@ -3,8 +3,10 @@
     bench/build/venv-aiosmtpd/bin/pip install py-spy     # once
     python3 bench/profile.py W1 [W4 ...]
     BENCH_PROFILE_MODE=maildir python3 bench/profile.py W1    # another delivery mode
+    BENCH_PROFILE_PYSPY=--gil python3 bench/profile.py W2     # extra py-spy options
 
-Starts smtpgate like the main bench run (workers=1, discard, stdlib loop, CPU 0),
+Starts smtpgate like the main bench run (workers=1, discard, uvloop as installed, CPU 0;
+``BENCH_PROFILE_LOOP=asyncio`` for the standard library's loop),
 fills its credentials cache with one AUTH, then records the server with
 ``py-spy record --format raw`` while the load generator (CPU 1) runs the
 workload, and prints the functions with the most samples, self and inclusive.
@@ -61,7 +63,7 @@ def profile(wname: str) -> None:
     spec = runner.smtpgate_spec(
         "smtpgate-profile", runner.free_port(), workers=1, mode=mode,
         cpus=runner.SERVER_CPUS, workloads=(wname,),
-        env=runner.smtpgate_loop_env(use_uvloop=False))
+        loop=os.environ.get("BENCH_PROFILE_LOOP", "auto"))
     stamp = time.strftime("%Y%m%d-%H%M%S")
     runner.RESULTS.mkdir(parents=True, exist_ok=True)
     raw = runner.RESULTS / f"profile-{stamp}-{wname}.txt"
@@ -73,7 +75,8 @@ def profile(wname: str) -> None:
         runner.run_loadgen(workloads["W0"], server)  # warm the credentials cache
         spy = subprocess.Popen(
             [str(PY_SPY), "record", "--pid", str(server.pid), "--rate", "250",
-             "--format", "raw", "--output", str(raw), "--duration", str(int(wl.timeout))],
+             "--format", "raw", "--output", str(raw), "--duration", str(int(wl.timeout)),
+             *os.environ.get("BENCH_PROFILE_PYSPY", "").split()],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(1.5)  # let py-spy attach
         rec = runner.run_loadgen(wl, server)

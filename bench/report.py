@@ -145,6 +145,7 @@ def render(doc: dict[str, Any]) -> str:
     m = doc["machine"]
     main = doc["main"]
     others = [s for s in main if s != "aiosmtpd"]
+    vs_node = "smtpgate" in main and "node" in main
     lines = [
         f"# smtpgate bench — {m['date']}",
         "",
@@ -154,29 +155,38 @@ def render(doc: dict[str, Any]) -> str:
         "",
         f"Median of {doc['reps']} repetition(s)"
         f"{' (QUICK smoke run: small counts)' if doc['quick'] else ''}; "
-        "ratios are to aiosmtpd (higher is better except W0 and W3).",
+        "ratios are to aiosmtpd, and smtpgate's to node "
+        "(higher is better except W0 and W3).",
         "",
         "| workload | unit | " + " | ".join(main) + " | "
-        + " | ".join(f"{s}/aiosmtpd" for s in others) + " |",
-        "|---|---|" + "---:|" * (len(main) + len(others)),
+        + " | ".join(f"{s}/aiosmtpd" for s in others)
+        + (" | smtpgate/node" if vs_node else "") + " |",
+        "|---|---|" + "---:|" * (len(main) + len(others) + vs_node),
     ]
+
+    def ratios(vals: dict[str, float | None]) -> str:
+        cells = [_ratio(vals[s], vals.get("aiosmtpd")) for s in others]
+        if vs_node:
+            cells.append(_ratio(vals["smtpgate"], vals["node"]))
+        return " | ".join(cells)
+
     for wname, unit in UNITS.items():
         vals = {s: _get(data, s, wname, "value") for s in main}
         digits = 1 if wname in ("W0", "W3") else 0
         lines.append(
             f"| {wname} | {unit} | " + " | ".join(_fmt(vals[s], digits) for s in main) + " | "
-            + " | ".join(_ratio(vals[s], vals.get("aiosmtpd")) for s in others) + " |")
+            + ratios(vals) + " |")
     for wname, unit in WALL_UNITS.items():
         if wname == "W4":
             continue
         vals = {s: _get(data, s, wname, "wall") for s in main}
         lines.append(
             f"| {wname} | {unit} | " + " | ".join(_fmt(vals[s]) for s in main) + " | "
-            + " | ".join(_ratio(vals[s], vals.get("aiosmtpd")) for s in others) + " |")
+            + ratios(vals) + " |")
     vals = {s: _get(data, s, "W4", "mb_per_cpu") for s in main}
     lines.append(
         "| W4 | MB / server CPU-s | " + " | ".join(_fmt(vals[s]) for s in main) + " | "
-        + " | ".join(_ratio(vals[s], vals.get("aiosmtpd")) for s in others) + " |")
+        + ratios(vals) + " |")
     lines += ["", "Workloads:", ""]
     lines += [f"- {k}: {w['title']}" for k, w in doc["workloads"].items()]
 

@@ -47,19 +47,12 @@ if [ ! -x "$BUILD/loadgen" ] || [ "$BENCH/loadgen.c" -nt "$BUILD/loadgen" ]; the
     gcc -O2 -Wall -Wextra -o "$BUILD/loadgen" "$BENCH/loadgen.c"
 fi
 
-# 2. aiosmtpd (+ uvloop for the uvloop variant, py-spy for profiling)
+# 2. aiosmtpd (+ uvloop for the aiosmtpd-uvloop variant)
 AIO="$BUILD/venv-aiosmtpd"
 if ! "$AIO/bin/python" -c "import aiosmtpd, sys; sys.exit(aiosmtpd.__version__ != '$AIOSMTPD_VERSION')" 2>/dev/null; then
     echo "bench: installing aiosmtpd $AIOSMTPD_VERSION into $AIO"
     python3 -m venv "$AIO"
     timeout 300 "$AIO/bin/pip" install -q "aiosmtpd==$AIOSMTPD_VERSION" uvloop
-fi
-
-# uvloop for the smtpgate-uvloop variant, outside the project venv (PYTHONPATH)
-if [ ! -d "$BUILD/uvloop-path/uvloop" ] && [ -x "$BENCH/../.venv/bin/pip" ]; then
-    echo "bench: installing uvloop into $BUILD/uvloop-path"
-    timeout 300 "$BENCH/../.venv/bin/pip" install -q --target "$BUILD/uvloop-path" uvloop \
-        || echo "bench: uvloop not installed; the smtpgate-uvloop variant is skipped"
 fi
 
 # 3. Node's smtp-server

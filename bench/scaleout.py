@@ -196,7 +196,7 @@ class Stack:
         self.topo = topo
         self.logdir = logdir
         self.scratch = runner.BUILD / "scratch" / f"scaleout-{topo.name}"
-        self.env = runner.smtpgate_loop_env(False) or {}
+        self.env = runner.snapshot_env()
         self.parts: dict[str, list[Process]] = {"smtpgate": [], "haproxy": [], "redis": []}
         self.pg: PgCluster | None = None
         self.front = 0

@@ -102,19 +102,32 @@ class ServeProcess:
         return self.proc.returncode
 
     def workers(self, count: int = 2, timeout: float = 10.0) -> list[int]:
-        """The worker process ids, once ``count`` of them run."""
+        """The worker process ids, once ``count`` of them run and each has logged that it
+        listens (the supervisor's short-lived start-up check is a child too)."""
         assert self.proc is not None
         path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             children = [int(p) for p in path.read_text().split()]
-            if len(children) == count:
+            listening = {line.split()[2] for line in self.output().splitlines()
+                         if "listening on" in line}
+            if len(children) == count and all(str(c) in listening for c in children):
                 return children
             time.sleep(0.05)
         raise AssertionError(f"expected {count} workers, have {path.read_text()!r}")
 
     def output(self) -> str:
         return self.stdout.read_text(errors="replace") + self.stderr.read_text(errors="replace")
+
+    def logged(self, text: str, timeout: float = 5.0) -> bool:
+        """Whether ``text`` is in the output within ``timeout`` seconds: workers write
+        their log lines from a thread, in batches, a little after the event."""
+        deadline = time.monotonic() + timeout
+        while text not in self.output():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
 
 
 def _running(pid: int) -> bool:

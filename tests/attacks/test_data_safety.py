@@ -74,7 +74,7 @@ async def test_sigkill_right_after_250_keeps_the_message(tmp_path: Path) -> None
         assert len(_tmp(serve.data)) == 1  # the partial message
         serve.start()  # the restart removes it, and works on the same Maildir
         assert _tmp(serve.data) == []
-        assert "maildir recovery: removed 1 partial files" in serve.output()
+        assert serve.logged("maildir recovery: removed 1 partial files")
         e = await Raw.open(serve.address)
         await e.ehlo()
         await e.login()
@@ -197,7 +197,7 @@ async def test_a_starting_server_removes_dead_writers_files_never_a_live_ones(
         (live,) = _tmp(running.data)
         dead = _plant_crashed(live.parent.parent)
         starting.start()
-        assert "maildir recovery: removed 1 partial files" in starting.output()
+        assert starting.logged("maildir recovery: removed 1 partial files")
         assert _tmp(running.data) == [live] and not dead.exists()
         assert (await c.cmd(b"\r\n.")).code == 250
         d = await Raw.open(starting.address)

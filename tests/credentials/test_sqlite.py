@@ -398,3 +398,49 @@ def test_open_store_relative_and_absolute(tmp_path: Path) -> None:
 def test_open_store_refuses(tmp_path: Path, url: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         open_store(url, tmp_path)
+
+
+# ---------------------------------------------------------------- accounts kept between reads
+
+
+async def test_an_unchanged_file_answers_get_without_the_worker_thread(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await store.add(FULL)
+    for _ in range(2):  # the first read opens the probe, the next ones are kept
+        assert await store.get(FULL.name) == FULL
+        assert await store.get("nobody") is None
+    reads: list[str] = []
+    real_run = store._run
+
+    async def counting_run(work):  # type: ignore[no-untyped-def]
+        reads.append("thread")
+        return await real_run(work)
+
+    monkeypatch.setattr(store, "_run", counting_run)
+    assert await store.get(FULL.name) == FULL
+    assert await store.get("nobody") is None
+    assert reads == []
+
+
+async def test_a_change_by_any_connection_is_seen_at_the_next_get(
+    store: SqliteStore, db_path: Path
+) -> None:
+    """Another worker, or the smtpgate command: another connection to the same file."""
+    await store.add(FULL)
+    assert await store.get(FULL.name) == FULL
+    assert await store.get(FULL.name) == FULL  # now kept
+    other = SqliteStore(db_path, timeout=0.2)
+    try:
+        await other.replace(dataclasses.replace(FULL, disabled=True))
+        assert (await store.get(FULL.name)) == dataclasses.replace(FULL, disabled=True)
+        await other.delete(FULL.name)
+        assert await store.get(FULL.name) is None
+        await other.add(Account(name="carol"))
+        assert await store.get("carol") == Account(name="carol")
+    finally:
+        await other.close()
+    await store.add(FULL)  # this store's own writes count too
+    assert await store.get(FULL.name) == FULL
+    await store.replace(dataclasses.replace(FULL, disabled=True))
+    assert (await store.get(FULL.name)) == dataclasses.replace(FULL, disabled=True)

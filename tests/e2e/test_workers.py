@@ -96,16 +96,23 @@ def worker_of(serve: ServeProcess, client: Raw) -> int:
     raise AssertionError(f"no worker logged {needle!r}")
 
 
+def pids_logging(serve: ServeProcess, text: str, count: int) -> set[str]:
+    """The worker pids of the log lines holding ``text``, once ``count`` of them are
+    written: workers write their lines in batches, up to ~20 ms late (ops/logs.py)."""
+    deadline = time.monotonic() + 5
+    while True:
+        lines = [line for line in serve.stderr.read_text().splitlines() if text in line]
+        if len(lines) >= count or time.monotonic() > deadline:
+            return {line.split()[2] for line in lines}  # the process id column
+        time.sleep(0.05)
+
+
 def test_two_workers_serve_and_share_the_ip_window(serve: ServeProcess) -> None:
     assert len(serve.workers(2)) == 2
     # Many short connections: the kernel spreads them over both workers.
-    served_by: set[str] = set()
     for _ in range(12):
         assert _auth(serve.address, PASSWORD) == 235
-    log = serve.stderr.read_text()
-    for line in log.splitlines():
-        if "auth ok" in line:
-            served_by.add(line.split()[2])  # the process id column of the log format
+    served_by = pids_logging(serve, "auth ok", 12)
     assert len(served_by) == 2, "connections did not reach both workers"
 
     for _ in range(4):  # ip_failure_limit = 4, spread over both workers
@@ -122,16 +129,8 @@ async def test_per_ip_limit_is_the_servers_whichever_worker_accepts(tmp_path: Pa
         assert all(held)
         # the 4th and later, over many connections that both workers accept: all refused
         assert [await attempt(serve.address) for _ in range(12)] == [None] * 12
-        workers = {str(pid) for pid in serve.workers(2)}
-
-        def refusers() -> set[str]:
-            return {line.split()[2] for line in serve.stderr.read_text().splitlines()
-                    if "max_connections_per_ip" in line}
-
-        deadline = time.monotonic() + 10  # log lines are written by a thread, a little later
-        while refusers() != workers and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        assert refusers() == workers, "one worker refused all"
+        refusers = pids_logging(serve, "max_connections_per_ip", 12)
+        assert refusers == {str(pid) for pid in serve.workers(2)}, "one worker refused all"
         assert await attempt(serve.address, "127.0.0.2") is not None  # another address: ok
         await close_all(serve, held)
         assert all([await attempt(serve.address) for _ in range(3)])

@@ -35,10 +35,12 @@ served from the cache without hashing, so known-good logins skip the queue.
 Device accounts (``credentials/devices.py``): a login that is disabled,
 expired or from outside the account's networks fails exactly like a wrong
 password -- 535 5.7.8, counted, delayed, after a real verify that bypasses
-the cache (a wrong password is never in it either). The account is read from
-the store at every AUTH, so ``device disable``, ``revoke`` and ``rotate``
-take effect at the next one, in every worker. A success hands the account to
-the connection (``Turn.account``) for the MAIL FROM checks.
+the cache (a wrong password is never in it either). The store is asked for
+the account at every AUTH (SQLite answers from the accounts it read while its
+file is unchanged: ``credentials/sqlite.py``), so ``device disable``,
+``revoke`` and ``rotate`` take effect at the next one, in every worker. A
+success hands the account to the connection (``Turn.account``) for the MAIL
+FROM checks.
 """
 
 from __future__ import annotations
@@ -114,6 +116,9 @@ class AuthService:
         self.store = store
         self.settings = settings
         self.rules = settings.rules
+        # The EHLO AUTH list without and with TLS: asked twice per connection.
+        self._advertised = {tls: usable_mechanisms(self.rules, tls_active=tls)
+                            for tls in (False, True)}
         self.throttle = throttle
         self.cache = cache if cache is not None else VerifiedCache()
         self.sleep = sleep
@@ -159,7 +164,7 @@ class AuthService:
         self.hasher.close()
 
     def advertised(self, tls_active: bool) -> tuple[str, ...]:
-        return usable_mechanisms(self.rules, tls_active=tls_active)
+        return self._advertised[tls_active]
 
     def conversation(self, peer: Peer) -> Conversation:
         return Conversation(self, peer)

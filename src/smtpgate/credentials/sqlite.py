@@ -7,6 +7,16 @@ thread (a ``ThreadPoolExecutor`` with a single worker). The async methods
 hand a small function to that thread and await it, so requests are
 serialised without locks and the event loop never blocks on disk.
 
+Accounts already read are kept while nothing has changed (``get``, once per
+AUTH): a second, read-only connection asks SQLite on the event loop for
+``PRAGMA data_version``, which changes whenever any other connection -- this
+store's own, another worker's, the ``smtpgate`` command's -- has committed to
+the file. While it is the value seen before an account was read, the kept
+account is the current one, so a login skips the thread hop (two thread
+switches on the loop's core) and a change still counts at the next AUTH. The
+pragma reads SQLite's shared-memory index and never waits for a lock (busy
+timeout 0); any error there falls back to the worker thread.
+
 The connection is opened lazily by the first request: parent folders are
 created with mode 0700 and the database file with 0600, the journal is
 switched to WAL (readers never wait for the one writer), ``busy_timeout``
@@ -112,6 +122,7 @@ _SECRET_COLUMNS = ("password_hash", "scram_sha1", "scram_sha256", "cram_md5")
 _FAKE_SECRETS = "fake-secrets"  # the server_keys row behind unknown users' fake secrets
 _KEY_BYTES = 32
 _SHA1, _SHA256 = SecretScheme.SCRAM_SHA_1, SecretScheme.SCRAM_SHA_256
+MAX_KEPT_ACCOUNTS = 4096  # accounts (and unknown names) kept while the file is unchanged
 
 
 class SqliteStore:
@@ -123,6 +134,9 @@ class SqliteStore:
         self._conn: sqlite3.Connection | None = None
         self._closed = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="smtpgate-sqlite")
+        self._probe: sqlite3.Connection | None = None  # data_version, on the event loop
+        self._version: int | None = None  # the data_version the kept accounts were read at
+        self._accounts: dict[str, Account | None] = {}
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self._path)!r})"
@@ -130,7 +144,20 @@ class SqliteStore:
     # ------------------------------------------------------------ public API
 
     async def get(self, name: str) -> Account | None:
-        return await self._run(lambda conn: _get(conn, name))
+        """The account as stored now: kept from an earlier read while the file is unchanged
+        (see the module docstring), else read in the worker thread."""
+        version = self._data_version()
+        if version is None or version != self._version:
+            self._accounts.clear()
+            self._version = version
+        elif name in self._accounts:
+            return self._accounts[name]
+        account = await self._run(lambda conn: self._get_and_probe(conn, name))
+        if version is not None and version == self._version:  # nothing changed meanwhile
+            if len(self._accounts) >= MAX_KEPT_ACCOUNTS:
+                self._accounts.clear()
+            self._accounts[name] = account
+        return account
 
     async def add(self, account: Account) -> None:
         await self._run(lambda conn: _add_many(conn, [account]))
@@ -168,6 +195,7 @@ class SqliteStore:
         if self._closed:
             return
         self._closed = True
+        self._close_probe()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._drop)
         self._executor.shutdown(wait=False)
@@ -206,6 +234,34 @@ class SqliteStore:
                 raise
             self._conn = conn
         return self._conn
+
+    def _get_and_probe(self, conn: sqlite3.Connection, name: str) -> Account | None:
+        """``_get``, and the read-only connection for ``data_version`` opened on the way:
+        from the next ``get`` on, an unchanged file is seen on the event loop."""
+        if self._probe is None:
+            with contextlib.suppress(sqlite3.Error):
+                self._probe = sqlite3.connect(
+                    f"{self._path.resolve().as_uri()}?mode=ro", uri=True, timeout=0,
+                    isolation_level=None, check_same_thread=False,
+                )
+        return _get(conn, name)
+
+    def _data_version(self) -> int | None:
+        """SQLite's ``data_version`` of the file (event loop); None: unknown, read anew."""
+        probe = self._probe
+        if probe is None:
+            return None
+        try:
+            return int(probe.execute("PRAGMA data_version").fetchone()[0])
+        except sqlite3.Error:
+            self._close_probe()  # the next read in the worker thread opens it again
+            return None
+
+    def _close_probe(self) -> None:
+        probe, self._probe = self._probe, None
+        if probe is not None:
+            with contextlib.suppress(sqlite3.Error):
+                probe.close()
 
     def _drop(self) -> None:
         conn, self._conn = self._conn, None

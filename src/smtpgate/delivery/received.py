@@ -43,6 +43,7 @@ _LITERAL = re.compile(r"\[(?:[0-9.]+|IPv6:[0-9A-Fa-f:.]+)\]")
 _LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _ID_CHARS = re.compile(r"[^A-Za-z0-9._-]")
 _HOST_CHARS = re.compile(r"[^A-Za-z0-9._\[\]:-]")
+_PLAIN_RCPT = re.compile(r"[!-;=?-~]*")  # printable ASCII but space, "<" and ">"
 
 
 def with_protocol(envelope: Envelope) -> str:
@@ -157,6 +158,8 @@ def _single_recipient(envelope: Envelope) -> str | None:
     recipient = envelope.recipients[0]
     if len(recipient.encode("utf-8", "replace")) > _MAX_RCPT:
         return None
+    if _PLAIN_RCPT.fullmatch(recipient):  # the usual address: nothing to clean
+        return recipient
     cleaned = "".join(
         c
         if (" " < c <= "~" and c not in "<>") or (envelope.smtputf8 and c.isprintable() and c > "~")

@@ -26,13 +26,11 @@ hashes and AUTH payloads are never passed to this module.
 
 from __future__ import annotations
 
-import collections
 import json
 import logging
 import os
 import queue
 import sys
-import threading
 import time
 from datetime import datetime
 from logging.handlers import QueueHandler, QueueListener
@@ -45,6 +43,7 @@ from smtpgate.config.schema import LogUserNames as UserNames
 TEXT_FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
 MAX_NAME = 128  # characters of a login name written to the log
 KEY_FILE = "log-key"
+BATCH_DELAY = 0.02  # seconds the listener thread lets lines gather before writing them
 FIELDS = "smtpgate_fields"  # the LogRecord attribute carrying an event's fields
 EVENT = "smtpgate_event"  # ... and its name
 
@@ -67,44 +66,6 @@ class _Thread:
     stream: logging.Handler | None = None  # the handler the listener writes with
 
 
-class _Batches:
-    """The queue between the loggers and the listener thread, with one wake-up per burst.
-
-    ``queue.SimpleQueue.put`` wakes the waiting listener for every record: a futex call
-    and a thread switch (with the GIL handed over and back) that cost more than the line
-    itself, several times per message. Here a record is appended to a deque (atomic under
-    the GIL), and only the first record after the listener went idle wakes it. Having
-    written what there was, the listener pauses ``PAUSE`` seconds so that a busy
-    server's lines gather into one batch, and goes idle only if none came. A line
-    reaches standard error at once on a quiet server and at most ``PAUSE`` later on a
-    busy one. ``QueueListener.stop`` appends its sentinel like any record.
-    """
-
-    PAUSE = 0.005  # seconds
-
-    def __init__(self) -> None:
-        self._records: collections.deque[logging.LogRecord] = collections.deque()
-        self._awake = threading.Event()  # set: the listener is not waiting for a wake-up
-
-    def put_nowait(self, record: logging.LogRecord) -> None:
-        self._records.append(record)
-        if not self._awake.is_set():
-            self._awake.set()
-
-    def get(self, block: bool = True) -> logging.LogRecord:
-        while True:
-            if self._records:
-                return self._records.popleft()
-            if not block:
-                raise queue.Empty
-            time.sleep(self.PAUSE)  # let a burst gather
-            if self._records:
-                continue
-            self._awake.clear()
-            if not self._records:  # nothing came between the look and the clear
-                self._awake.wait()
-
-
 class _Handoff(QueueHandler):
     """Hands each record to the listener thread unformatted.
 
@@ -123,6 +84,58 @@ class _Handoff(QueueHandler):
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         return record
+
+
+class _Batches(QueueListener):
+    """A ``QueueListener`` that writes lines in batches: one wake-up and one write per batch.
+
+    The standard listener wakes for every record, and on a busy worker every wake-up is
+    a thread switch and a GIL hand-over on the event loop's core. This one sleeps until a
+    record arrives, lets the lines of the next ``BATCH_DELAY`` seconds gather, then
+    formats them all and writes them with one ``write`` and one flush. A line is written
+    at most about ``BATCH_DELAY`` after it was logged; ``stop`` still writes everything
+    queued before it.
+    """
+
+    def __init__(self, records: queue.SimpleQueue[logging.LogRecord | None],
+                 handler: logging.StreamHandler[Any]) -> None:
+        super().__init__(records, handler)
+        self.records = records
+        self.stream_handler = handler
+
+    def _monitor(self) -> None:
+        records = self.records
+        while True:
+            batch = [records.get()]  # asleep while nothing is logged
+            time.sleep(BATCH_DELAY)
+            while True:
+                try:
+                    batch.append(records.get_nowait())
+                except queue.Empty:
+                    break
+            lines = [record for record in batch if record is not None]
+            self._write(lines)
+            if len(lines) < len(batch):  # stop()'s sentinel (None): that was the last batch
+                return
+
+    def _write(self, batch: list[logging.LogRecord]) -> None:
+        handler = self.stream_handler
+        lines = []
+        for record in batch:
+            try:
+                lines.append(handler.format(record) + handler.terminator)
+            except Exception:
+                handler.handleError(record)
+        if not lines:
+            return
+        handler.acquire()
+        try:
+            handler.stream.write("".join(lines))
+            handler.flush()
+        except Exception:
+            handler.handleError(batch[-1])
+        finally:
+            handler.release()
 
 
 def configure(
@@ -151,18 +164,29 @@ def configure(
     for handler in [h for h in root.handlers if getattr(h, "smtpgate", False)]:
         root.removeHandler(handler)
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.smtpgate = True  # type: ignore[attr-defined]
     if threaded:
-        records = _Batches()  # no locks at all: none that a fork could leave held
+        _lean_records()
+        # SimpleQueue: no Python-level locks that a fork could leave held.
+        records: queue.SimpleQueue[logging.LogRecord | None] = queue.SimpleQueue()
         _Thread.stream = handler
-        _Thread.listener = QueueListener(records, handler)
+        _Thread.listener = _Batches(records, handler)
         _Thread.listener.start()
         root.addHandler(_Handoff(records))
     else:
         root.addHandler(handler)
     if level is not None:
         root.setLevel(level)
+
+
+def _lean_records() -> None:
+    """Records without what no format of ours shows: the caller's file, line and function
+    (``findCaller`` walks the stack for every record), the thread and the multiprocessing
+    process name (the logging HOWTO's "Optimization" switches). The process id stays."""
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logMultiprocessing = False
 
 
 def stop_thread() -> None:
@@ -241,6 +265,22 @@ def _text_value(value: object) -> str:
         plain = value and value.isprintable() and not any(c in value for c in ' "=\\')
         return value if plain else json.dumps(value).replace(" ", "\\u0020")
     return str(value)
+
+
+class TextFormatter(logging.Formatter):
+    """``TEXT_FORMAT``; the date and time are formatted once per second, not per line."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+        self._stamp = (-1, "")  # (second, its text): one attribute, replaced whole
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        second = int(record.created)
+        cached, text = self._stamp
+        if second != cached:
+            text = time.strftime(self.default_time_format, self.converter(record.created))
+            self._stamp = (second, text)
+        return f"{text},{int(record.msecs):03d}"  # logging.Formatter.default_msec_format
 
 
 class JsonFormatter(logging.Formatter):

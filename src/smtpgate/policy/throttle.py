@@ -19,6 +19,7 @@ small protocol.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import time
 from collections import deque
@@ -32,6 +33,7 @@ MAX_TRACKED = 100_000  # keys per table; the oldest are dropped beyond it
 MAX_LISTED = 1000  # blocked keys one busiest() call returns
 
 
+@functools.lru_cache(maxsize=4096)  # asked several times per AUTH; parsing is the cost
 def client_key(ip: str) -> str:
     """The throttling key of an address: itself for IPv4, its /64 for IPv6."""
     try:

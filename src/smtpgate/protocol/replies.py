@@ -8,7 +8,7 @@ and the EHLO/HELO reply carry no enhanced code (RFC 2034 section 3).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,7 +18,7 @@ class Reply:
     text: str
 
     def with_text(self, text: str) -> Reply:
-        return replace(self, text=text)
+        return Reply(self.code, self.enhanced, text)
 
     def to_bytes(self) -> bytes:
         prefix = f"{self.code} {self.enhanced} " if self.enhanced else f"{self.code} "

@@ -83,8 +83,8 @@ def _check_bidi(s: str) -> None:
 
 def saslprep(s: str, *, allow_unassigned: bool = False) -> str:
     """Prepare ``s`` per RFC 4013; raise SaslPrepError if it is not allowed."""
-    if s.isascii() and all(0x20 <= ord(ch) < 0x7F for ch in s):
-        return s  # printable ASCII passes every step unchanged
+    if s.isascii() and s.isprintable():
+        return s  # printable ASCII (0x20-0x7E) passes every step unchanged
     prepared = _UCD.normalize("NFKC", _map(s))  # sections 2.1, 2.2
     _check_prohibited(prepared, allow_unassigned)
     _check_bidi(prepared)

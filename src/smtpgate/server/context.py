@@ -71,4 +71,4 @@ class ConnectionContext:
 
 def is_trusted(listener: ListenerConfig, ip: str) -> bool:
     """Whether ``ip`` (as the socket reports it) is in the listener's trusted networks."""
-    return in_networks(ip, listener.trusted_networks)
+    return bool(listener.trusted_networks) and in_networks(ip, listener.trusted_networks)

@@ -22,8 +22,8 @@ _messages = itertools.count(1)
 
 
 def _after_fork() -> None:
-    global _prefix, _sessions  # a forked worker is a new process: new session ids
-    _prefix, _sessions = secrets.token_hex(3), itertools.count(1)
+    global _prefix, _sessions, _pid  # a forked worker is a new process: new ids
+    _prefix, _sessions, _pid = secrets.token_hex(3), itertools.count(1), _base36(os.getpid(), 5)
 
 
 os.register_at_fork(after_in_child=_after_fork)
@@ -35,7 +35,7 @@ def next_session_id() -> str:
 
 def new_queue_id() -> str:
     micros = time.time_ns() // 1000
-    return _base36(micros, 11) + _base36(os.getpid(), 5) + _base36(next(_messages))
+    return _base36(micros, 11) + _pid + _base36(next(_messages))
 
 
 def _base36(number: int, width: int = 0) -> str:
@@ -44,3 +44,8 @@ def _base36(number: int, width: int = 0) -> str:
         number, digit = divmod(number, 36)
         out = _DIGITS[digit] + out
     return out.rjust(width, "0")
+
+
+# This process's id in base 36 for the queue ids, computed once per process (and again
+# after a fork): os.getpid() is a system call.
+_pid = _base36(os.getpid(), 5)
