@@ -129,6 +129,17 @@ class ServeProcess:
             time.sleep(0.02)
         return True
 
+    def pids_logging(self, text: str, count: int, timeout: float = 5.0) -> set[str]:
+        """The process ids of the log lines holding ``text``, once ``count`` of them are
+        written (or at ``timeout``): workers write their lines in batches, up to ~20 ms
+        after they were logged (ops/logs.py)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = [line for line in self.stderr.read_text().splitlines() if text in line]
+            if len(lines) >= count or time.monotonic() > deadline:
+                return {line.split()[2] for line in lines}  # the process id column
+            time.sleep(0.05)
+
 
 def _running(pid: int) -> bool:
     """Whether ``pid`` still runs (a zombie has ended: only its exit status is left)."""

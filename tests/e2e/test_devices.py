@@ -215,8 +215,7 @@ def test_two_workers_share_one_device_quota(tmp_path: Path) -> None:
                 codes.append(send(smtp, "scan@example.org")[0])
         assert codes.count(250) == 5, codes
         assert codes.count(451) == 7, codes
-        served_by = {line.split()[2] for line in proc.stderr.read_text().splitlines()
-                     if "auth ok" in line}  # the process id column of the log format
+        served_by = proc.pids_logging("auth ok", 12)
         assert served_by == {str(pid) for pid in pids}, "connections did not reach both workers"
     finally:
         assert proc.stop() == 0, proc.output()

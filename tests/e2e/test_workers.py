@@ -96,23 +96,12 @@ def worker_of(serve: ServeProcess, client: Raw) -> int:
     raise AssertionError(f"no worker logged {needle!r}")
 
 
-def pids_logging(serve: ServeProcess, text: str, count: int) -> set[str]:
-    """The worker pids of the log lines holding ``text``, once ``count`` of them are
-    written: workers write their lines in batches, up to ~20 ms late (ops/logs.py)."""
-    deadline = time.monotonic() + 5
-    while True:
-        lines = [line for line in serve.stderr.read_text().splitlines() if text in line]
-        if len(lines) >= count or time.monotonic() > deadline:
-            return {line.split()[2] for line in lines}  # the process id column
-        time.sleep(0.05)
-
-
 def test_two_workers_serve_and_share_the_ip_window(serve: ServeProcess) -> None:
     assert len(serve.workers(2)) == 2
     # Many short connections: the kernel spreads them over both workers.
     for _ in range(12):
         assert _auth(serve.address, PASSWORD) == 235
-    served_by = pids_logging(serve, "auth ok", 12)
+    served_by = serve.pids_logging("auth ok", 12)
     assert len(served_by) == 2, "connections did not reach both workers"
 
     for _ in range(4):  # ip_failure_limit = 4, spread over both workers
@@ -129,7 +118,7 @@ async def test_per_ip_limit_is_the_servers_whichever_worker_accepts(tmp_path: Pa
         assert all(held)
         # the 4th and later, over many connections that both workers accept: all refused
         assert [await attempt(serve.address) for _ in range(12)] == [None] * 12
-        refusers = pids_logging(serve, "max_connections_per_ip", 12)
+        refusers = serve.pids_logging("max_connections_per_ip", 12)
         assert refusers == {str(pid) for pid in serve.workers(2)}, "one worker refused all"
         assert await attempt(serve.address, "127.0.0.2") is not None  # another address: ok
         await close_all(serve, held)
