@@ -23,16 +23,22 @@ from tests.e2e.cluster import Cluster
 PASSWORD = "correct horse battery staple"
 
 
+_HANDED_OUT: set[int] = set()  # a port given once is not given again (two listeners clashed)
+
+
 def free_port() -> int:
     """A port that is free now, below the kernel's ephemeral range (32768+), so the
     tests' own client connections cannot take it before the server binds it."""
     for _ in range(200):
         port = random.randint(20000, 32000)
+        if port in _HANDED_OUT:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            _HANDED_OUT.add(port)
             return port
     raise RuntimeError("no free port between 20000 and 32000")
 

@@ -34,8 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import types
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from smtpgate.auth.service import Conversation, Peer, Turn
@@ -277,16 +276,10 @@ class Connection(asyncio.Protocol):
         """Run a slow step; input waits in the session until it is done. ``hold_output``:
         queued replies wait for the step's, so a batch still goes out in one write.
 
-        The step starts at once: one that never has to wait (an AUTH whose account and
-        password are known) ends here, and the session loop goes on as after a quick
-        event -- no task, no pause in reading. Otherwise a task takes it from its first
-        wait."""
-        try:
-            waiting = coro.send(None)
-        except StopIteration:
-            return
-        task = asyncio.get_running_loop().create_task(_resume(coro, waiting))
-        self._wait(task, hold_output=hold_output)
+        Always in a task, even a step that will not wait: code it calls may need the
+        current task (``asyncio.timeout`` in the PostgreSQL pool and redis-py raise
+        RuntimeError without one), and Python 3.11 has no eager task factory."""
+        self._wait(asyncio.get_running_loop().create_task(coro), hold_output=hold_output)
 
     def _wait(self, step: asyncio.Future[None], *, hold_output: bool = False) -> None:
         """``_run`` for a step already under way (a future someone else completes)."""
@@ -561,22 +554,6 @@ class Connection(asyncio.Protocol):
                 grace = min(CLOSE_GRACE, self.context.limits.command_timeout)
                 self.deadline.stop()
                 asyncio.get_running_loop().call_later(grace, self.transport.abort)
-
-
-@types.coroutine
-def _resume(coro: Coroutine[Any, Any, None], waiting: Any) -> Generator[Any, Any, None]:
-    """The rest of ``coro``, which has run up to its first wait (``waiting``: what it
-    yielded there): what the task sends or throws in goes on to ``coro``."""
-    while True:
-        try:
-            try:
-                sent = yield waiting
-            except BaseException as exc:  # the task was cancelled: the step is too
-                waiting = coro.throw(exc)
-            else:
-                waiting = coro.send(sent)
-        except StopIteration:
-            return
 
 
 def _answer(step: asyncio.Future[None], session: Session, reply: Reply,
