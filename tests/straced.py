@@ -12,6 +12,7 @@ count how many messages shared one.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -111,3 +112,15 @@ def stop_traced(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
+
+
+async def wait_listening(port: int) -> None:
+    """Until a traced server accepts on ``port`` (strace slows its start)."""
+    for _ in range(300):
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            await asyncio.sleep(0.1)
+    raise AssertionError("smtpgate serve did not start")

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+import aiosmtplib
 
 from tests.e2e.cluster import SMTPGATE
 from tests.e2e.conftest import PASSWORD, free_port
@@ -148,3 +152,28 @@ def _running(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state not in ("Z", "X")
+
+
+async def acknowledged_until_killed(serve: ServeProcess, seconds: float,
+                                    recipient: Callable[[int], str], body: bytes) -> set[str]:
+    """16 clients send ``body`` (client n to ``recipient(n)``) until the whole server is
+    SIGKILLed under them after ``seconds``; the queue ids of the acknowledged messages."""
+    acked: set[str] = set()
+
+    async def one_client(n: int) -> None:
+        try:
+            async with aiosmtplib.SMTP(hostname="127.0.0.1", port=serve.port,
+                                       start_tls=False, timeout=30) as client:
+                await client.login("alice", PASSWORD)
+                for _ in range(10_000):
+                    _, reply = await client.sendmail("alice@local.test", [recipient(n)], body)
+                    assert "queued as " in reply, reply
+                    acked.add(reply.rpartition(" ")[2])
+        except (aiosmtplib.SMTPException, OSError):
+            return  # the server died under us: what was acknowledged is what counts
+
+    clients = [asyncio.create_task(one_client(n)) for n in range(16)]
+    await asyncio.sleep(seconds)
+    await asyncio.to_thread(serve.kill_all)
+    await asyncio.wait_for(asyncio.gather(*clients), 30)
+    return acked

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import aiosmtplib
 
-from tests.attacks.subproc import ServeProcess
+from tests.attacks.subproc import ServeProcess, acknowledged_until_killed
 from tests.e2e.conftest import PASSWORD, create_user, free_port
 from tests.relay.conftest import MESSAGE, RelayEnv, wait_for
 from tests.relay.test_cli import write_toml
@@ -121,7 +121,8 @@ async def test_sigkill_under_load_keeps_every_acknowledged_message_queued_whole(
         '[delivery]\nmode = "relay"\nlocal_domains = ["local.test"]\n'
         f'[relay]\nhost = "127.0.0.1"\nport = {closed}\ntls = "none"\nretry = "1h"\n'))
     serve.start()
-    acked = await load(serve, 2.0)
+    acked = await acknowledged_until_killed(serve, 2.0, lambda n: f"k{n}@remote.test",
+                                            GROUP_BODY)
     assert len(acked) >= 50, f"only {len(acked)} messages acknowledged before the kill"
     queue = serve.data / "queue"
     records = {p.stem for p in queue.glob("*.json")}
@@ -131,26 +132,3 @@ async def test_sigkill_under_load_keeps_every_acknowledged_message_queued_whole(
 
 
 GROUP_BODY = b"Subject: group commit\r\n\r\n" + b"y" * 2000 + b"\r\n"
-
-
-async def load(serve: ServeProcess, seconds: float) -> set[str]:
-    """16 clients send until the server is SIGKILLed; the acknowledged queue ids."""
-    acked: set[str] = set()
-
-    async def one_client(n: int) -> None:
-        try:
-            async with aiosmtplib.SMTP(hostname="127.0.0.1", port=serve.port,
-                                       start_tls=False, timeout=30) as client:
-                await client.login("alice", PASSWORD)
-                for _ in range(10_000):
-                    _, reply = await client.sendmail("alice@local.test",
-                                                     [f"k{n}@remote.test"], GROUP_BODY)
-                    acked.add(reply.rpartition(" ")[2])
-        except (aiosmtplib.SMTPException, OSError):
-            return  # the server died under us: what was acknowledged is what counts
-
-    clients = [asyncio.create_task(one_client(n)) for n in range(16)]
-    await asyncio.sleep(seconds)
-    await asyncio.to_thread(serve.kill_all)
-    await asyncio.wait_for(asyncio.gather(*clients), 30)
-    return acked

@@ -22,7 +22,13 @@ import aiosmtplib
 from tests.e2e.conftest import PASSWORD, create_user
 from tests.relay.conftest import MESSAGE, RelayEnv
 from tests.relay.test_cli import write_toml
-from tests.straced import check_message, parse_trace, stop_traced, strace_command
+from tests.straced import (
+    check_message,
+    parse_trace,
+    stop_traced,
+    strace_command,
+    wait_listening,
+)
 from tests.tools import require_tool
 
 CLIENTS = 12
@@ -44,17 +50,6 @@ async def send_many(port: int) -> list[str]:
 
     results = await asyncio.gather(*(one_client(n) for n in range(CLIENTS)))
     return [reply for replies in results for reply in replies]
-
-
-async def wait_listening(port: int) -> None:
-    for _ in range(300):
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            return
-        except OSError:
-            await asyncio.sleep(0.1)
-    raise AssertionError("smtpgate serve did not start")
 
 
 async def test_every_250_follows_its_flushes_renames_and_a_shared_directory_flush(
