@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from smtpgate.relay.deliverer import FLOW_BACKLOG
+from smtpgate.relay.flow import FLOW_BACKLOG
 from tests.relay.conftest import RelayEnv, wait_for
 
 MESSAGES = FLOW_BACKLOG + 4  # one upstream connection: the last few find it behind

@@ -60,6 +60,7 @@ from smtpgate.relay.accounts import choose
 from smtpgate.relay.bounce import send_dsn
 from smtpgate.relay.dsn import upstream_options, wants_report
 from smtpgate.relay.entry import CorruptEntry, QueueEntry, Recipient
+from smtpgate.relay.flow import InFlowGate
 from smtpgate.relay.oauth import TokenClient, TokenError, account_key
 from smtpgate.relay.queue import Busy, Missing, QueueStore
 from smtpgate.relay.target import RelayTarget
@@ -72,7 +73,6 @@ RESCAN = 60.0  # seconds between full scans (entries of other worker processes)
 BUSY_RETRY = 30.0  # seconds before looking again at an entry another process holds
 BROKEN_FOR = 5.0  # seconds after a failed connect/TLS/AUTH/token in which others just defer
 LINGER = 2.0  # seconds an idle upstream session waits for more mail before QUIT
-FLOW_BACKLOG = 8  # messages per upstream connection waiting or in flight before 250s wait
 STOP_GRACE = 10.0  # seconds a stopping deliverer lets transactions in flight finish
 
 
@@ -98,7 +98,8 @@ class Deliverer:
         self._wake = asyncio.Event()
         self._more = asyncio.Event()  # set when ids become ready (wakes idle sessions)
         self._idle = 0  # sessions waiting in _next_ready
-        self._waiting: list[_Once] = []  # held 250s (when_caught_up)
+        self.flow = InFlowGate(self._backlog, self.relay.max_connections,
+                               self.relay.in_flow_delay)
         self._main: asyncio.Task[None] | None = None
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -109,7 +110,7 @@ class Deliverer:
         self._loop = asyncio.get_running_loop()
         self.target.on_queued = self.notify
         if self.relay.in_flow_delay > 0:
-            self.target.in_flow = self
+            self.target.in_flow = self.flow
         if self.relay.tls == "none":
             log.warning("relay: tls = \"none\": mail and credentials go to %s in clear",
                         self.relay.host)
@@ -126,7 +127,7 @@ class Deliverer:
         self._stopping = True
         self.target.on_queued = None
         self.target.in_flow = None
-        self._catch_up()  # no 250 waits for a deliverer that is going
+        self.flow.release_all()  # no 250 waits for a deliverer that is going
         self._ready.clear()
         self._wake.set()
         self._more.set()
@@ -145,25 +146,10 @@ class Deliverer:
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._schedule, queue_id, 0.0, self.clock())
 
-    # -- flow control (in_flow_delay) ----------------------------------------------------------
-
-    def behind(self) -> bool:
-        """More messages wait for an upstream connection than the connections take soon."""
+    def _backlog(self) -> int:
+        """Messages ready for a connection or in flight (``relay.flow``)."""
         self._release_due()  # just queued: still in the heap, not yet in the ready list
-        return len(self._busy) > FLOW_BACKLOG * self.relay.max_connections  # ready + sending
-
-    def when_caught_up(self, callback: Callable[[], None]) -> None:
-        """Postfix's in_flow_delay: ``callback`` (a held 250) runs once the backlog is
-        down again, or after ``in_flow_delay`` at the latest, so acceptance slows to the
-        rate of delivery instead of growing the queue without bound."""
-        once = _Once(callback)
-        self._waiting.append(once)
-        asyncio.get_running_loop().call_later(self.relay.in_flow_delay, once)
-
-    def _catch_up(self) -> None:
-        waiting, self._waiting = self._waiting, []
-        for once in waiting:
-            once()
+        return len(self._busy)  # ready and sending
 
     # -- the index ---------------------------------------------------------------------------
 
@@ -280,8 +266,7 @@ class Deliverer:
                     self._schedule(queue_id, self.clock() + BUSY_RETRY, 0.0)
                 finally:
                     self._busy.discard(queue_id)
-                    if self._waiting and not self.behind():
-                        self._catch_up()
+                    self.flow.progressed()
         finally:
             for _, upstream in session:
                 await upstream.close()
@@ -464,17 +449,3 @@ def _set_result(future: asyncio.Future[DeliveryError | None], error: DeliveryErr
                 ) -> None:
     if not future.done():  # cancelled: the deliverer is stopping
         future.set_result(error)
-
-
-class _Once:
-    """A callback that runs at most once, whichever of its two triggers comes first."""
-
-    __slots__ = ("_callback",)
-
-    def __init__(self, callback: Callable[[], None]) -> None:
-        self._callback: Callable[[], None] | None = callback
-
-    def __call__(self) -> None:
-        callback, self._callback = self._callback, None
-        if callback is not None:
-            callback()
