@@ -96,14 +96,23 @@ async def test_redis_restart_under_load_open_keeps_serving(
 
 async def under_load(scale_out: ScaleOut, redis_server: RedisServer, prefix: str) -> set[int]:
     """Logins through HAProxy from 4 clients while Redis stops and starts again;
-    returns the set of reply codes seen (greeting refusals as their 421)."""
+    returns the set of reply codes seen (other greeting refusals as their 421).
+
+    A greeting of ``421 4.7.0`` (max_connections_per_ip, 2 here) is left out: a
+    client that reconnects at once can find its previous connection still open on
+    the server's side of HAProxy. That limit is this instance's own and holds
+    whatever Redis does; the codes are about what Redis's outage changes."""
     stop = asyncio.Event()
     codes: set[int] = set()
 
     async def client_loop(ip: str) -> None:
         while not stop.is_set():
-            client, code = await scale_out.via_haproxy(ip)
-            codes.add(code if code != 220 else await auth_code(client))
+            client = await Raw.open(scale_out.front, local=ip, greet=False)
+            greeting = await client.reply()
+            if greeting.code == 220:
+                codes.add(await auth_code(client))
+            elif (greeting.code, greeting.enh) != (421, "4.7.0"):
+                codes.add(greeting.code)
             await client.close()
 
     loops = [asyncio.create_task(client_loop(f"{prefix}{n}")) for n in range(1, 5)]
