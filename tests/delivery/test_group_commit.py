@@ -150,11 +150,24 @@ def test_a_failed_flush_fails_every_job_it_covered(
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(Committer, "flush", broken)
+    committer, gate = Committer(), threading.Event()
+    committer.submit(FileJob(root, "first", gate=gate), lambda error: None)
     jobs = [FileJob(root, f"m{i}") for i in range(3)]
-    committer = Committer()
-    with pytest.raises(DeliveryError):
-        committer.commit(jobs[0])
-    assert isinstance(jobs[0].settled, OSError) and not (root / "new" / "m0").exists()
+    errors: list[DeliveryError | None] = []
+    done = threading.Semaphore(0)
+
+    def finished(error: DeliveryError | None) -> None:
+        errors.append(error)
+        done.release()
+
+    for job in jobs:  # queued behind the gated first batch: one batch of three
+        committer.submit(job, finished)
+    gate.set()
+    for _ in jobs:
+        assert done.acquire(timeout=10)
+    assert all(isinstance(e, DeliveryError) for e in errors) and len(errors) == 3
+    assert all(isinstance(job.settled, OSError) for job in jobs)
+    assert not list((root / "new").iterdir())
 
 
 def test_one_flush_is_syncfs_for_two_or_more_and_fsync_for_one(

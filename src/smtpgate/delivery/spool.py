@@ -73,13 +73,8 @@ class Spool:
     def finish(self) -> BinaryIO:
         """The file, holding every octet written (blocking: the committer thread)."""
         if self._file is None:
-            if self._opening is None:
-                self._opening = Future()
-                try:
-                    self._opening.set_result(self._create())
-                except OSError as exc:
-                    self._opening.set_exception(exc)
-            self._take_file()
+            fd = self._create() if self._opening is None else self._opening.result()
+            self._wrap(fd)
         assert self._file is not None
         self._file.flush()
         return self._file
@@ -105,9 +100,12 @@ class Spool:
         then()
 
     def _take_file(self) -> None:
-        """The open has finished: wrap its descriptor and write out what was held."""
+        """The open has finished: take its descriptor (or raise its ``OSError``)."""
         assert self._opening is not None
-        fd = self._opening.result()  # raises the open's OSError
+        self._wrap(self._opening.result())
+
+    def _wrap(self, fd: int) -> None:
+        """Write through ``fd`` from now on, starting with what was held in memory."""
         self._file = os.fdopen(fd, "wb", buffering=_BUFFER)
         chunks, self._chunks, self._held = self._chunks, [], 0
         self._file.write(b"".join(chunks))

@@ -321,7 +321,7 @@ class Deliverer:
         if not entry.pending:
             await self._finish(entry)
             return
-        if entry.next_attempt > now + 1.0:
+        if not entry.due(now):  # scheduled for later
             self._schedule(entry.id, entry.next_attempt, entry.received_at)
             return
         if now - entry.received_at >= self.relay.max_queue_lifetime:

@@ -64,6 +64,10 @@ class QueueEntry:
     def failed(self) -> list[Recipient]:
         return [r for r in self.recipients if r.status == "failed"]
 
+    def due(self, now: float) -> bool:
+        """Whether the deliverer sends it now (held, done or scheduled later: not)."""
+        return not self.held and bool(self.pending) and self.next_attempt <= now + 1.0
+
     @property
     def state(self) -> str:
         """``held``, ``deferred`` (tried before), ``queued`` (never tried) or ``done``."""

@@ -160,8 +160,7 @@ class QueueStore:
     def read_if_due(self, queue_id: str, now: float) -> tuple[QueueEntry, bytes | None]:
         """The entry, and its message if it is due to be sent now (one trip to a thread)."""
         entry = self.load(queue_id)
-        due = not entry.held and entry.pending and entry.next_attempt <= now + 1.0
-        return entry, self.read_message(queue_id) if due else None
+        return entry, self.read_message(queue_id) if entry.due(now) else None
 
     def move_corrupt(self, queue_id: str, reason: str) -> None:
         """Move both files to ``corrupt/`` (never deleted) with one log line."""
