@@ -19,6 +19,7 @@ import asyncio
 import base64
 import cProfile
 import pstats
+import os
 import subprocess
 import tempfile
 import time
@@ -121,9 +122,10 @@ def make_config(scratch: Path) -> Path:
 async def main(workload: str, profile: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         config = load_config(make_config(Path(tmp)))
-        with open("/dev/null", "w") as devnull:
+        with open(os.environ.get("INPROC_LOG", "/dev/null"), "w") as devnull:
             logs.configure(config.log.format, config.log.user_names, config.data_dir,
-                           stream=devnull, threaded=True)
+                           stream=devnull, threaded=os.environ.get("INPROC_THREAD", "1") == "1",
+                           level=int(os.environ.get("INPROC_LEVEL", "20")))
             metrics.disable()
             server = Server(config)
             run = w1 if workload == "W1" else w2
@@ -132,7 +134,7 @@ async def main(workload: str, profile: bool) -> None:
             prof = cProfile.Profile() if profile else None
             if prof is not None:
                 prof.enable()
-            per = await run(server, 5000 if workload == "W1" else 2000)
+            per = await run(server, int(os.environ.get("INPROC_N", 5000 if workload == "W1" else 2000)))
             if prof is not None:
                 prof.disable()
             logs.stop_thread()

@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import logging
+import os
 import socket
 import threading
 import time
@@ -160,6 +161,50 @@ def test_reconfigure_keeps_threaded_mode_and_loses_nothing(
     first, second = log_stream.getvalue().splitlines()
     assert first.endswith("before the reload")
     assert json.loads(second)["message"] == "after the reload"
+
+
+def test_the_text_line_is_the_standard_formatter_s_line() -> None:
+    """``TextFormatter.format`` builds the line in one f-string: the same text as
+    logging's own ``Formatter`` with ``TEXT_FORMAT``, for every form of arguments."""
+    standard, ours = logging.Formatter(logs.TEXT_FORMAT), logs.TextFormatter()
+    cases: list[tuple[object, Any]] = [
+        ("session=%s connect from %s", ("abc", "[127.0.0.1]:4000")),
+        ("no arguments, a %% stays", ()),
+        ("%(who)s by name", ({"who": "alice"},)),
+        (ValueError("not a string"), ()),
+    ]
+    for msg, args in cases:
+        made = logs._LeanRecord("smtpgate.x", logging.WARNING, "f", 1, msg, args, None)
+        assert ours.format(made) == standard.format(made)
+        plain = logging.LogRecord("smtpgate.x", logging.INFO, "f", 1, msg, args, None)
+        assert ours.format(plain) == standard.format(plain)
+
+
+def test_lean_records_carry_what_standard_records_carry() -> None:
+    args = ("a", 1)
+    lean = logs._LeanRecord("smtpgate.x", logging.INFO, "f", 7, "x %s %d", args, None, "fn")
+    plain = logging.LogRecord("smtpgate.x", logging.INFO, "f", 7, "x %s %d", args, None, "fn")
+    assert set(vars(plain)) <= set(vars(lean))
+    for name in ("name", "msg", "args", "levelname", "levelno", "lineno", "funcName",
+                 "exc_info", "exc_text", "stack_info", "process"):
+        assert getattr(lean, name) == getattr(plain, name), name
+    assert abs(lean.created - plain.created) < 1 and lean.getMessage() == "x a 1"
+    assert lean.msecs == int((lean.created - int(lean.created)) * 1000)
+
+
+def test_a_lean_record_made_in_a_forked_child_names_the_child() -> None:
+    """The process id is kept per process: a worker is a fork of the supervisor."""
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        made = logs._LeanRecord("smtpgate.x", logging.INFO, "f", 1, "m", (), None)
+        os.write(writer, f"{made.process} {os.getpid()}".encode())
+        os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader) as pipe:
+        logged, actual = pipe.read().split()
+    os.waitpid(pid, 0)
+    assert logged == actual == str(pid)
 
 
 # -- the guard of tests/conftest.py ---------------------------------------------------------
