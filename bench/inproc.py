@@ -35,6 +35,7 @@ from smtpgate.server.run import settle_garbage_collector
 REPO = Path(__file__).resolve().parent.parent
 USER, PASSWORD = "bench", "bench-password"
 BODY = b"Subject: bench\r\n\r\n" + (b"x" * 76 + b"\r\n") * 130 + b".\r\n"  # ~10 KiB
+CONTEXT: list[Any] = []
 AUTH = b"AUTH PLAIN " + base64.b64encode(f"\0{USER}\0{PASSWORD}".encode()) + b"\r\n"
 
 
@@ -101,7 +102,7 @@ async def w2(server: Server, handshakes: int) -> float:
 
 
 def open_connection(server: Server) -> Connection:
-    conn = Connection(server.context(), server.config.listeners[0], server.connections)
+    conn = Connection(CONTEXT[0], server.config.listeners[0], server.connections)
     conn.connection_made(Transport())
     return conn
 
@@ -128,6 +129,7 @@ async def main(workload: str, profile: bool) -> None:
                            level=int(os.environ.get("INPROC_LEVEL", "20")))
             metrics.disable()
             server = Server(config)
+            CONTEXT.append(server.context())  # one per server, as Server.start makes it
             run = w1 if workload == "W1" else w2
             await run(server, 200)  # warm: caches, the verified-password cache
             settle_garbage_collector()

@@ -8,7 +8,7 @@ and the EHLO/HELO reply carry no enhanced code (RFC 2034 section 3).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,13 +16,18 @@ class Reply:
     code: int
     enhanced: str | None
     text: str
+    # The line on the wire, made once: most replies are constants sent again and again.
+    _wire: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        prefix = f"{self.code} {self.enhanced} " if self.enhanced else f"{self.code} "
+        object.__setattr__(self, "_wire", (prefix + self.text + "\r\n").encode("utf-8"))
 
     def with_text(self, text: str) -> Reply:
         return Reply(self.code, self.enhanced, text)
 
     def to_bytes(self) -> bytes:
-        prefix = f"{self.code} {self.enhanced} " if self.enhanced else f"{self.code} "
-        return (prefix + self.text + "\r\n").encode("utf-8")
+        return self._wire
 
 
 def multiline(code: int, lines: list[str]) -> bytes:

@@ -28,6 +28,7 @@ section 4.2, CVE-2011-0411).
 from __future__ import annotations
 
 import base64
+import functools
 from collections import deque
 from collections.abc import Callable
 
@@ -60,6 +61,17 @@ _MAX_REFUSALS = 100  # bounded: the host drains ``refusals`` after each batch
 _NO_PARAMETERS: frozenset[str] = frozenset()
 
 
+@functools.lru_cache(maxsize=16)
+def _greeting(hostname: str) -> Reply:
+    return Reply(220, None, f"{hostname} ESMTP smtpgate")
+
+
+@functools.lru_cache(maxsize=64)
+def _ehlo_reply(params: SessionParams) -> bytes:
+    """The EHLO reply's bytes: the same for every session with the same parameters."""
+    return multiline(250, [params.hostname, *ehlo_keywords(params)])
+
+
 class Session:
     """One SMTP session, from the greeting to QUIT, a 421 or STARTTLS."""
 
@@ -83,7 +95,7 @@ class Session:
 
     # -- host API: input and output --------------------------------------
     def greet(self) -> None:
-        self._send(Reply(220, None, f"{self.params.hostname} ESMTP smtpgate"))
+        self._send(_greeting(self.params.hostname))
 
     def receive_data(self, data: bytes) -> None:
         if not self._closed:
@@ -330,8 +342,7 @@ class Session:
         self.esmtp = esmtp
         hostname = self.params.hostname
         if esmtp:
-            lines = [hostname, *ehlo_keywords(self.params)]
-            self._send(Reply(250, None, hostname), multiline(250, lines))
+            self._send(Reply(250, None, hostname), _ehlo_reply(self.params))
         else:
             self._send(Reply(250, None, hostname))
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from smtpgate.auth.service import AuthService
@@ -39,6 +39,11 @@ class ConnectionContext:
     tls_context: Callable[[ListenerConfig], SSL.Context]  # per listener, loaded on first use
     admission: Admission  # the server-wide connection limits
     device_auth: AuthService | None = None  # ``auth`` plus CRAM-MD5, for offer_cram_md5
+    # session_params' answers, made once per (listener, TLS, trusted): a W2 handshake
+    # built a 12-field frozen dataclass for every connection. Its key holds the listener.
+    _params: dict[tuple[int, bool, bool], tuple[ListenerConfig, SessionParams]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def auth_for(self, listener: ListenerConfig) -> AuthService:
         if listener.offer_cram_md5 and self.device_auth is not None:
@@ -53,7 +58,11 @@ class ConnectionContext:
         ``trusted``: the client is in the listener's ``trusted_networks``, so it
         may submit without AUTH.
         """
-        return SessionParams(
+        key = (id(listener), tls_active, trusted)
+        kept = self._params.get(key)
+        if kept is not None and kept[0] is listener:
+            return kept[1]
+        params = SessionParams(
             hostname=self.hostname,
             tls_active=tls_active,
             starttls_offered=listener.tls == "starttls" and not tls_active,
@@ -67,6 +76,8 @@ class ConnectionContext:
             normalize_bare_lf=listener.bare_lf == "normalize",
             accept_eight_bit=listener.eight_bit == "accept",
         )
+        self._params[key] = (listener, params)  # the listener is kept, so its id stays its own
+        return params
 
 
 def is_trusted(listener: ListenerConfig, ip: str) -> bool:
