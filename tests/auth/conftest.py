@@ -53,16 +53,22 @@ class Clock:
 
 
 class CountingStore:
-    """Wraps a store and counts ``get`` calls (proves "without checking credentials")."""
+    """Wraps a store and counts ``get`` and ``kept`` calls (proves "without checking
+    credentials")."""
 
     def __init__(self, inner: CredentialStore) -> None:
         self.inner = inner
         self.gets = 0
+        self.peeks = 0  # kept(): the warm path's look at what the store holds in memory
         self.updates = 0
 
     async def get(self, name: str) -> Account | None:
         self.gets += 1
         return await self.inner.get(name)
+
+    def kept(self, name: str) -> Account | None:
+        self.peeks += 1
+        return self.inner.kept(name)
 
     async def update_secrets(self, name: str, update: SecretsUpdate, **kwargs: Any) -> None:
         self.updates += 1
@@ -82,6 +88,9 @@ class FailingStore:
         self.gets += 1
         raise StoreUnavailable("database is locked")
 
+    def kept(self, name: str) -> Account | None:
+        return None
+
     async def update_secrets(self, name: str, update: SecretsUpdate, **kwargs: Any) -> None:
         raise StoreUnavailable("database is locked")
 
@@ -97,6 +106,9 @@ class MemoryStore:
 
     async def get(self, name: str) -> Account | None:
         return self.accounts.get(name)
+
+    def kept(self, name: str) -> Account | None:
+        return self.accounts.get(name)  # memory: always current
 
     async def update_secrets(self, name: str, update: SecretsUpdate, **kwargs: Any) -> None:
         raise StoreUnavailable("read-only")

@@ -251,7 +251,7 @@ async def test_gate_outcomes_are_not_counted(make: MakeRig, name: str) -> None:
     for _ in range(5):  # far beyond max_failures_per_connection = 3
         assert code(await scenario(conv)) == expected
     assert conv.failures == 0 and rig.sleeps.delays == [] and rig.ip_failures(peer.ip) == 0
-    assert rig.store.gets == 0  # refused before any lookup
+    assert rig.store.gets == rig.store.peeks == 0  # refused before any lookup
 
 
 async def test_store_unavailable_is_454_and_not_counted(make: MakeRig) -> None:

@@ -24,14 +24,14 @@ async def test_ip_window_blocks_without_checking_credentials(make: MakeRig) -> N
     conv = rig.conversation(peer)
     for _ in range(3):
         assert code(await plain(conv, password="wrong")) == "535 5.7.8"
-    gets, delays = rig.store.gets, list(rig.sleeps.delays)
+    gets, peeks, delays = rig.store.gets, rig.store.peeks, list(rig.sleeps.delays)
     assert gets == 3
     # the right password, from a new connection of the same IP: 454, store untouched
     fresh = rig.conversation(peer)
     assert code(await plain(fresh)) == "454 4.7.0"
     assert code(await fresh.start("LOGIN", None, None)) == "454 4.7.0"
     assert code((await scram(fresh))[0]) == "454 4.7.0"
-    assert rig.store.gets == gets
+    assert rig.store.gets == gets and rig.store.peeks == peeks
     assert rig.sleeps.delays == delays and fresh.failures == 0  # 454 is not a failure
     assert rig.ip_failures("198.51.100.7") == 3
     # another IP is not affected
@@ -99,12 +99,13 @@ async def test_login_window_slows_down_then_refuses(make: MakeRig) -> None:
     assert rig.sleeps.delays == [1.0, 1.5, 2.0, 3.0]
     assert rig.login_failures("alice") == 4
     # at the limit the login is refused, without a lookup, even with the right password
-    gets = rig.store.gets
+    gets, peeks = rig.store.gets, rig.store.peeks
     conv = rig.conversation(_ip(50))
     assert code(await plain(conv)) == "454 4.7.0"
     turn, _, _ = await scram(conv)
     assert code(turn) == "454 4.7.0"
-    assert rig.store.gets == gets and conv.failures == 0 and len(rig.sleeps.delays) == 4
+    assert rig.store.gets == gets and rig.store.peeks == peeks
+    assert conv.failures == 0 and len(rig.sleeps.delays) == 4
     # other logins are not affected
     await add_account(rig.sqlite, "bob", "bob's password")
     assert code(await plain(rig.conversation(_ip(50)), "bob", "bob's password")) == "235 2.7.0"

@@ -163,6 +163,9 @@ class FailingStore:
     async def get(self, name: str) -> Account | None:
         raise StoreUnavailable("database is locked")
 
+    def kept(self, name: str) -> Account | None:
+        return None
+
     async def update_secrets(self, name: str, update: SecretsUpdate, **kwargs: Any) -> None:
         raise StoreUnavailable("database is locked")
 

@@ -194,24 +194,46 @@ class Conversation:
         self._step_started = 0.0  # when the client's current line arrived, for the metrics
 
     # -- what the connection calls ------------------------------------------
+    def begin(
+        self, mechanism: str, initial: bytes | None, problem: AuthAbort | None
+    ) -> Turn | Awaitable[Turn]:
+        """``start``, answered at once when nothing in it waits: a warm login (``_warm``)
+        is a ``Turn`` here, with no task and no turn of the event loop; anything else is
+        the awaitable that finishes it."""
+        opened = self._open(mechanism, initial, problem)
+        if isinstance(opened, Outcome):
+            return self._finish(opened)
+        if isinstance(opened, sasl.VerifyPassword):
+            turn = self._warm(opened)
+            if turn is not None:
+                return turn
+        return self._drive(opened)
+
     async def start(self, mechanism: str, initial: bytes | None, problem: AuthAbort | None) -> Turn:
+        turn = self.begin(mechanism, initial, problem)
+        return turn if isinstance(turn, Turn) else await turn
+
+    def _open(
+        self, mechanism: str, initial: bytes | None, problem: AuthAbort | None
+    ) -> Outcome | sasl.Step:
+        """The checks before a mechanism runs, then its first step (or why not)."""
         self._reset(mechanism)
         self._step_started = time.perf_counter()
         svc = self.service
         if svc.throttle.ip_blocked(self.peer.ip):
-            return await self._finish(Outcome.BLOCKED)
+            return Outcome.BLOCKED
         opened = gate(svc.rules, mechanism, tls_active=self.peer.tls_active)
         if opened is Gate.UNKNOWN:
-            return await self._finish(Outcome.UNKNOWN_MECHANISM)
+            return Outcome.UNKNOWN_MECHANISM
         if opened is Gate.NEEDS_TLS:
-            return await self._finish(Outcome.ENCRYPTION_REQUIRED)
+            return Outcome.ENCRYPTION_REQUIRED
         if problem is not None:
-            return await self._finish(_ABORTS[problem])
+            return _ABORTS[problem]
         mech = REGISTRY[self._mech_name](self._context())  # upper-cased by _reset
         if mech.server_first and initial is not None:
-            return await self._finish(Outcome.UNEXPECTED_INITIAL)
+            return Outcome.UNEXPECTED_INITIAL
         self._mech = mech
-        return await self._drive(mech.start(initial))
+        return mech.start(initial)
 
     async def respond(self, data: bytes) -> Turn:
         self._step_started = time.perf_counter()
@@ -219,7 +241,7 @@ class Conversation:
             success, self._success = self._success, None
             if data:
                 return await self._finish(Outcome.MALFORMED)
-            return await self._succeed(success.authcid, success.authzid, self._account)
+            return self._succeed(success.authcid, success.authzid, self._account)
         if self._mech is None:
             return await self._finish(Outcome.MALFORMED)
         return await self._drive(self._mech.step(data))
@@ -259,6 +281,30 @@ class Conversation:
         secret = account.secret_for(need.scheme)
         return Outcome.TRANSITION_NEEDED if secret is None else secret
 
+    def _warm(self, step: sasl.VerifyPassword) -> Turn | None:
+        """The success ``_verify_password`` would reach, without waiting: the store still
+        holds the account in memory (``CredentialStore.kept``), its password was verified
+        recently (the cache), and no check fails and no transition is due. None otherwise:
+        the caller takes the full path, which makes every check again and owns every
+        failure, its log line and its delay. A warm PLAIN login, the steady state of a
+        device or an application, then costs no task and no turn of the event loop."""
+        svc = self.service
+        if not step.authcid or svc.throttle.login_blocked(step.authcid, self.peer.ip):
+            return None
+        account = svc.store.kept(step.authcid)
+        if account is None or account.password_hash is None:
+            return None
+        if login_refusal(account, self.peer.ip, svc.today()) is not None:
+            return None
+        if not svc.cache.hit(account.name, step.password, account.password_hash):
+            return None
+        if self._authorize(account, step.authzid) is not Outcome.OK:
+            return None
+        if self.peer.tls_active and self._transition_due(account):
+            return None
+        self._login, self._account = step.authcid, account
+        return self._succeed(step.authcid, step.authzid, account)
+
     async def _verify_password(self, step: sasl.VerifyPassword) -> Turn:
         svc = self.service
         self._login = step.authcid
@@ -285,7 +331,7 @@ class Conversation:
             await self._transition(account, step.password)
         if outcome is not Outcome.OK:
             return await self._finish(outcome)
-        return await self._succeed(step.authcid, step.authzid, account)
+        return self._succeed(step.authcid, step.authzid, account)
 
     async def _password_ok(self, account: Account | None, login: str, password: str) -> bool:
         ip = self.peer.ip
@@ -304,7 +350,7 @@ class Conversation:
         if step.additional is not None:
             self._success = step
             return Turn(challenge=step.additional)
-        return await self._succeed(step.authcid, step.authzid, account)
+        return self._succeed(step.authcid, step.authzid, account)
 
     def _refused(self, account: Account) -> bool:
         """A disabled or expired account, or a login from outside its networks."""
@@ -324,17 +370,22 @@ class Conversation:
             return Outcome.WEAK_FOR_ACCOUNT
         return Outcome.OK
 
-    async def _transition(self, account: Account, password: str) -> None:
-        """Store what this proven password can give and the account lacks."""
+    def _transition_due(self, account: Account) -> bool:
+        """The account lacks a secret this server offers, or its hash is of an old kind."""
         cram = self.service.settings.cram_md5_enabled
         missing = (
             account.scram_sha1 is None
             or account.scram_sha256 is None
             or (cram and account.cram_md5 is None)
         )
-        rehash = account.password_hash is None or needs_rehash(account.password_hash)
-        if not (missing or rehash):
+        return missing or account.password_hash is None or needs_rehash(account.password_hash)
+
+    async def _transition(self, account: Account, password: str) -> None:
+        """Store what this proven password can give and the account lacks."""
+        if not self._transition_due(account):
             return
+        cram = self.service.settings.cram_md5_enabled
+        rehash = account.password_hash is None or needs_rehash(account.password_hash)
         try:
             fresh = await self.service.hashing(
                 self.peer.ip, account.name,
@@ -355,7 +406,7 @@ class Conversation:
         log.info("password transition: stored new secrets for %s", account.name)
 
     # -- endings ------------------------------------------------------------
-    async def _succeed(self, authcid: str, authzid: str, account: Account | None) -> Turn:
+    def _succeed(self, authcid: str, authzid: str, account: Account | None) -> Turn:
         self.service.throttle.record_success(self.peer.ip, authcid)
         user = authzid or authcid
         self._tell(Outcome.OK, authcid)

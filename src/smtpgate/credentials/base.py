@@ -71,6 +71,10 @@ class SecretsUpdate:
 class CredentialStore(Protocol):
     async def get(self, name: str) -> Account | None: ...
 
+    def kept(self, name: str) -> Account | None:
+        """What ``get`` would return now, when the store can tell without waiting (an
+        account it holds in memory and knows to be current); None: ask ``get``."""
+
     async def add(self, account: Account) -> None: ...  # raises UserExists
 
     # All in one transaction: any name taken (or repeated) -> UserExists, nothing added.

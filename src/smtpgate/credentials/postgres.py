@@ -170,6 +170,9 @@ class PostgresStore:
             return None  # PostgreSQL text holds neither NUL nor unpaired surrogates
         return await self._run(lambda conn: _get(conn, name))
 
+    def kept(self, name: str) -> Account | None:
+        return None  # every AUTH reads the row: a change is seen at once by every instance
+
     async def add(self, account: Account) -> None:
         await self._run(lambda conn: _add_many(conn, [account]))
 

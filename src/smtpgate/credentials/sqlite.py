@@ -159,6 +159,14 @@ class SqliteStore:
             self._accounts[name] = account
         return account
 
+    def kept(self, name: str) -> Account | None:
+        """The account ``get`` would return from memory: read before and the file
+        unchanged since (``data_version``, on the event loop). None: ask ``get``."""
+        version = self._data_version()
+        if version is None or version != self._version:
+            return None
+        return self._accounts.get(name)
+
     async def add(self, account: Account) -> None:
         await self._run(lambda conn: _add_many(conn, [account]))
 

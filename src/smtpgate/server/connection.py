@@ -233,7 +233,7 @@ class Connection(asyncio.Protocol):
         elif isinstance(event, ev.DataEnd):
             self._end_message(session, event)
         elif isinstance(event, ev.AuthStart):
-            self._auth(self._conversation().start(event.mechanism, event.initial, event.problem))
+            self._auth(self._conversation().begin(event.mechanism, event.initial, event.problem))
         elif isinstance(event, ev.AuthResponse):
             self._auth(self._conversation().respond(event.data))
         elif isinstance(event, ev.AuthAborted):
@@ -322,19 +322,28 @@ class Connection(asyncio.Protocol):
             self.conversation.failures = self.auth_failures
         return self.conversation
 
-    def _auth(self, step: Awaitable[Turn]) -> None:
+    def _auth(self, step: Turn | Awaitable[Turn]) -> None:
+        """Answer an AUTH step: at once when the conversation had its turn ready (a warm
+        login), else once the slow step is done."""
+        if isinstance(step, Turn):
+            self._take_turn(step)
+            return
+
         async def answer() -> None:
-            turn, session = await step, self.session
-            if session is None:
-                return
-            if turn.challenge is not None:
-                session.auth_challenge(turn.challenge)
-            else:
-                assert turn.reply is not None
-                self.account = turn.account
-                session.auth_finish(turn.reply, turn.user)
+            self._take_turn(await step)
 
         self._run(answer())
+
+    def _take_turn(self, turn: Turn) -> None:
+        session = self.session
+        if session is None:
+            return
+        if turn.challenge is not None:
+            session.auth_challenge(turn.challenge)
+        else:
+            assert turn.reply is not None
+            self.account = turn.account
+            session.auth_finish(turn.reply, turn.user)
 
     # -- the mail transaction ------------------------------------------------------
     def _mail_from(self, session: Session, sender: str) -> None:
