@@ -111,3 +111,14 @@ async def test_a_due_password_transition_takes_the_full_path(make: MakeRig) -> N
     await rig.sqlite.get("alice")  # kept again, at the new data_version
     assert isinstance(begin_plain(rig.conversation(TLS_PEER)), Turn)  # and now it is warm
 
+
+
+async def test_a_warm_login_exchange_is_answered_at_every_step(make: MakeRig) -> None:
+    """AUTH LOGIN, a device's usual: the two challenges and the warm result come at once."""
+    rig = await warm_rig(make)
+    conv = rig.conversation()
+    steps = [conv.begin("LOGIN", None, None), conv.answer(b"alice"), conv.answer(PASSWORD.encode())]
+    assert all(isinstance(step, Turn) for step in steps)
+    first, second, last = (step for step in steps if isinstance(step, Turn))
+    assert (first.challenge, second.challenge) == (b"Username:", b"Password:")
+    assert code(last) == "235 2.7.0" and last.user == "alice"

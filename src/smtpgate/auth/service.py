@@ -9,6 +9,12 @@ connection opens a ``Conversation``, which drives one AUTH exchange at a time
 and counts the connection's failures. The connection feeds it what the
 session reported (``start``, ``respond``, ``abort``) and gets back a ``Turn``:
 a challenge to send as 334, or a final reply (and the user on success).
+``begin`` and ``answer`` are the same two calls for a host that can take a
+``Turn`` at once: a challenge, or a warm login (the store keeps the account
+in memory, ``CredentialStore.kept``, and the cache verified its password,
+with no check failing and no transition due) comes back as a ``Turn`` with no
+task and no turn of the event loop; anything else as the awaitable of the
+full path, which makes every check again and owns every failure.
 
 Mechanisms are synchronous and pure (``smtpgate.sasl``); this module performs
 their effects: looking accounts up (``NeedSecret``), verifying passwords in a
@@ -203,11 +209,7 @@ class Conversation:
         opened = self._open(mechanism, initial, problem)
         if isinstance(opened, Outcome):
             return self._finish(opened)
-        if isinstance(opened, sasl.VerifyPassword):
-            turn = self._warm(opened)
-            if turn is not None:
-                return turn
-        return self._drive(opened)
+        return self._at_once(opened)
 
     async def start(self, mechanism: str, initial: bytes | None, problem: AuthAbort | None) -> Turn:
         turn = self.begin(mechanism, initial, problem)
@@ -235,22 +237,37 @@ class Conversation:
         self._mech = mech
         return mech.start(initial)
 
-    async def respond(self, data: bytes) -> Turn:
+    def answer(self, data: bytes) -> Turn | Awaitable[Turn]:
+        """``respond``, answered at once when nothing in it waits (see ``begin``)."""
         self._step_started = time.perf_counter()
         if self._success is not None:  # RFC 4422 section 5: empty answer to server-final
             success, self._success = self._success, None
             if data:
-                return await self._finish(Outcome.MALFORMED)
+                return self._finish(Outcome.MALFORMED)
             return self._succeed(success.authcid, success.authzid, self._account)
         if self._mech is None:
-            return await self._finish(Outcome.MALFORMED)
-        return await self._drive(self._mech.step(data))
+            return self._finish(Outcome.MALFORMED)
+        return self._at_once(self._mech.step(data))
+
+    async def respond(self, data: bytes) -> Turn:
+        turn = self.answer(data)
+        return turn if isinstance(turn, Turn) else await turn
 
     async def abort(self, reason: AuthAbort) -> Turn:
         self._step_started = time.perf_counter()
         return await self._finish(_ABORTS[reason])
 
     # -- driving the mechanism ----------------------------------------------
+    def _at_once(self, step: sasl.Step) -> Turn | Awaitable[Turn]:
+        """A challenge or a warm login as a ``Turn`` now; any other step is driven."""
+        if isinstance(step, sasl.Challenge):
+            return Turn(challenge=step.data)
+        if isinstance(step, sasl.VerifyPassword):
+            turn = self._warm(step)
+            if turn is not None:
+                return turn
+        return self._drive(step)
+
     async def _drive(self, step: sasl.Step) -> Turn:
         while True:
             if isinstance(step, sasl.Challenge):

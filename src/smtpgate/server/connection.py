@@ -4,8 +4,9 @@ Theory of operation
 -------------------
 Bytes from the socket go through the TLS layer (if any) into the pure
 ``Session``; its events are dispatched here. Quick events (MAIL, RCPT, body
-chunks) are answered inline. Slow ones -- an AUTH step (store, Argon2, failure
-delay) and, on a blocking delivery target, the start and end of a message --
+chunks, an AUTH step the conversation can answer at once: a challenge or a
+warm login) are answered inline. Slow ones -- any other AUTH step (store,
+Argon2, failure delay) and, on a blocking delivery target, the start and end of a message --
 run as a task while reading is paused; the session keeps pipelined input
 and resumes when the task answers. Each batch of replies goes out in one
 write (RFC 2920). The server is known only through a ``ConnectionContext``
@@ -235,7 +236,7 @@ class Connection(asyncio.Protocol):
         elif isinstance(event, ev.AuthStart):
             self._auth(self._conversation().begin(event.mechanism, event.initial, event.problem))
         elif isinstance(event, ev.AuthResponse):
-            self._auth(self._conversation().respond(event.data))
+            self._auth(self._conversation().answer(event.data))
         elif isinstance(event, ev.AuthAborted):
             self._auth(self._conversation().abort(event.reason))
         elif isinstance(event, ev.StartTls):
