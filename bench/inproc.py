@@ -4,9 +4,11 @@ client lines through a fake transport, in one process (no sockets, no event-loop
     .venv/bin/python bench/inproc.py [W1|W2] [--profile]
 
 Prints CPU microseconds per message (W1) or per handshake (W2). Log lines are formatted
-by the logging thread to /dev/null, as in a worker. ``--profile`` adds cProfile's top
-functions. Complements ``make bench`` (which adds the kernel's share) when trimming the
-per-command path: the figure moves with code only.
+by the logging thread to /dev/null, as in a worker. Environment: INPROC_N (messages or
+handshakes measured), INPROC_LEVEL (log level, 20 = INFO as served), INPROC_LOG (a file
+for the lines instead of /dev/null), INPROC_THREAD=0 (log without the thread).
+``--profile`` adds cProfile's top functions. Complements ``make bench`` (which adds
+the kernel's share) when trimming the per-command path: the figure moves with code only.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ BENCH_DIR = sys.path.pop(0)  # bench/: its profile.py would shadow the standard 
 import asyncio
 import base64
 import cProfile
-import pstats
 import os
+import pstats
 import subprocess
 import tempfile
 import time
@@ -136,7 +138,8 @@ async def main(workload: str, profile: bool) -> None:
             prof = cProfile.Profile() if profile else None
             if prof is not None:
                 prof.enable()
-            per = await run(server, int(os.environ.get("INPROC_N", 5000 if workload == "W1" else 2000)))
+            default = "5000" if workload == "W1" else "2000"
+            per = await run(server, int(os.environ.get("INPROC_N", default)))
             if prof is not None:
                 prof.disable()
             logs.stop_thread()
