@@ -18,7 +18,8 @@ the client pipelined after STARTTLS died with the old one (RFC 3207).
 
 PROXY protocol (``proxy_protocol = true``): before anything else -- limits,
 greeting, TLS -- a trusted balancer's header names the real client, whose
-address then counts everywhere; anything else closes without a reply.
+address then counts everywhere; anything else closes without a reply
+(``server/proxy_gate.py``).
 
 Flow control: when the client does not read our replies and the send buffer
 passes its high-water mark, reading stops until it drains (RFC 2920 section
@@ -40,7 +41,6 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from smtpgate.auth.service import Conversation, Peer, Turn
 from smtpgate.config.schema import ListenerConfig
 from smtpgate.credentials.base import Account
-from smtpgate.credentials.devices import in_networks
 from smtpgate.delivery.base import InFlow
 from smtpgate.ops import metrics
 from smtpgate.protocol import events as ev
@@ -51,11 +51,7 @@ from smtpgate.server.context import ConnectionContext, is_trusted
 from smtpgate.server.deadline import Deadline
 from smtpgate.server.guard import guarded
 from smtpgate.server.ids import next_session_id
-from smtpgate.server.proxy_header import (
-    PROXY_HEADER_TIMEOUT,
-    ProxyHeaderError,
-    ProxyReader,
-)
+from smtpgate.server.proxy_gate import Client, ProxyGate, open_gate
 from smtpgate.server.tls_base import TlsError
 
 if TYPE_CHECKING:
@@ -94,8 +90,7 @@ class Connection(asyncio.Protocol):
         self._hold_output = False  # see _run
         self.stats = metrics.get().listener(listener.address)  # bound once: no lookups later
         self._tls_gauge: metrics.Gauge | None = None  # the TLS version gauge counting us
-        self.proxy: ProxyReader | None = None  # until the PROXY header is read
-        self.proxy_timer: asyncio.TimerHandle | None = None
+        self.proxy: ProxyGate | None = None  # until the PROXY header is read (server/proxy_gate.py)
 
     # -- asyncio callbacks ---------------------------------------------------
     @guarded
@@ -105,7 +100,8 @@ class Connection(asyncio.Protocol):
         self.ip = str(peername[0])
         self.peer = f"[{self.ip}]:{peername[1]}"
         if self.listener.proxy_protocol:
-            self._await_proxy_header()
+            self.proxy = open_gate(transport, self.ip, self.peer, self.listener.trusted_proxies,
+                                   admit=self._proxied, crash=self.crash)
         else:
             self._admit()
 
@@ -138,7 +134,7 @@ class Connection(asyncio.Protocol):
         if self.closing:
             return
         if self.proxy is not None:
-            data = self._read_proxy_header(data)
+            data = self.proxy.feed(data)
             if not data or self.closing:
                 return
         if self.tls is not None:
@@ -162,8 +158,8 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self.deadline.stop()
-        if self.proxy_timer is not None:
-            self.proxy_timer.cancel()
+        if self.proxy is not None:
+            self.proxy.cancel()
         if self.task is not None and not self.task.done():
             self.task.cancel()
         self._end_transfer()
@@ -413,46 +409,15 @@ class Connection(asyncio.Protocol):
         if txn is not None:
             txn.abort()
 
-    # -- PROXY protocol (server/proxy_header.py) ----------------------------------
-    def _await_proxy_header(self) -> None:
-        """Only a trusted proxy may speak first; nothing is sent before its header."""
-        assert self.transport is not None
-        if not in_networks(self.ip, self.listener.trusted_proxies):
-            log.info("refused %s: not a trusted proxy", self.peer)
-            self.transport.close()
-            return
-        self.proxy = ProxyReader()
-        self.proxy_timer = asyncio.get_running_loop().call_later(
-            PROXY_HEADER_TIMEOUT, self._proxy_header_late
-        )
-
-    def _read_proxy_header(self, data: bytes) -> bytes:
-        """Feed the header; once whole, the real client is ours and the rest is its data."""
-        assert self.proxy is not None and self.transport is not None
-        try:
-            header = self.proxy.feed(data)
-        except ProxyHeaderError as exc:
-            log.info("refused %s: bad PROXY header: %s", self.peer, exc)
-            self.proxy = None
-            self.transport.close()
-            return b""
-        if header is None:
-            return b""
+    # -- PROXY protocol (server/proxy_gate.py) -------------------------------------
+    def _proxied(self, client: Client) -> bool:
+        """The PROXY header is read: the client it names is ours; admit it."""
         self.proxy = None
-        if self.proxy_timer is not None:
-            self.proxy_timer.cancel()
-        if header.client is not None:
-            self.ip = header.client[0]
-            self.peer = f"[{self.ip}]:{header.client[1]}"
+        if client is not None:
+            self.ip = client[0]
+            self.peer = f"[{self.ip}]:{client[1]}"
         self._admit()
-        return header.rest if self.admitted else b""
-
-    @guarded
-    def _proxy_header_late(self) -> None:
-        if self.proxy is not None and self.transport is not None:
-            log.info("refused %s: no PROXY header in time", self.peer)
-            self.proxy = None
-            self.transport.close()
+        return self.admitted
 
     # -- TLS ---------------------------------------------------------------------
     def _start_tls(self) -> None:
