@@ -114,6 +114,6 @@ async def test_starttls_behind_a_v1_header(server: Server, client_tls: ssl.SSLCo
 async def test_a_proxy_that_sends_nothing_is_closed(
     server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("smtpgate.server.connection.PROXY_HEADER_TIMEOUT", 0.3)
+    monkeypatch.setattr("smtpgate.server.proxy_gate.PROXY_HEADER_TIMEOUT", 0.3)
     client = await Raw.open(addr(server), greet=False)
     assert await client.closed(timeout=5.0) == b""

@@ -2,24 +2,26 @@
 
 Theory of operation
 -------------------
-Bytes from the socket go through the TLS layer (if any) into the pure
-``Session``; its events are dispatched here. Quick events (MAIL, RCPT, body
-chunks, an AUTH step the conversation can answer at once: a challenge or a
-warm login) are answered inline. Slow ones -- any other AUTH step (store,
-Argon2, failure delay) and, on a blocking delivery target, the start and end of a message --
-run as a task while reading is paused; the session keeps pipelined input
-and resumes when the task answers. Each batch of replies goes out in one
-write (RFC 2920). The server is known only through a ``ConnectionContext``
-(``server/context.py``); each message is a ``Transaction``
-(``server/transaction.py``); timeouts live in ``server/deadline.py``.
+Bytes from the socket go through the PROXY gate and TLS (if any) into the
+pure ``Session``; its events are dispatched here. Quick events (MAIL, RCPT,
+body chunks, an AUTH step the conversation can answer at once: a challenge or
+a warm login) are answered inline. Slow ones -- any other AUTH step (store,
+Argon2, failure delay) and, on a blocking delivery target, the start and end
+of a message -- run as a task while reading is paused; the session keeps
+pipelined input and resumes when the task answers. Each batch of replies
+goes out in one write (RFC 2920). The server is known only through a
+``ConnectionContext`` (``server/context.py``); each message is a
+``Transaction`` (``server/transaction.py``); timeouts live in
+``server/deadline.py``.
 
-STARTTLS: the 220 goes out in plaintext, then a TlsLayer takes over the
-socket and, once its handshake completes, a *new* Session starts: whatever
-the client pipelined after STARTTLS died with the old one (RFC 3207).
+STARTTLS: the 220 goes out in plaintext, then TLS (``server/connection_tls.py``)
+takes over the socket and, once its handshake completes, a *new* Session starts:
+whatever the client pipelined after STARTTLS died with the old one (RFC 3207).
 
 PROXY protocol (``proxy_protocol = true``): before anything else -- limits,
 greeting, TLS -- a trusted balancer's header names the real client, whose
-address then counts everywhere; anything else closes without a reply.
+address then counts everywhere; anything else closes without a reply
+(``server/proxy_gate.py``). On plain TCP neither costs more than a ``None`` check.
 
 Flow control: when the client does not read our replies and the send buffer
 passes its high-water mark, reading stops until it drains (RFC 2920 section
@@ -36,31 +38,23 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from smtpgate.auth.service import Conversation, Peer, Turn
 from smtpgate.config.schema import ListenerConfig
 from smtpgate.credentials.base import Account
-from smtpgate.credentials.devices import in_networks
 from smtpgate.delivery.base import InFlow
 from smtpgate.ops import metrics
 from smtpgate.protocol import events as ev
 from smtpgate.protocol import replies as r
 from smtpgate.protocol.replies import Reply
 from smtpgate.protocol.session import Session
+from smtpgate.server.connection_tls import ConnectionTls, start_tls
 from smtpgate.server.context import ConnectionContext, is_trusted
 from smtpgate.server.deadline import Deadline
 from smtpgate.server.guard import guarded
 from smtpgate.server.ids import next_session_id
-from smtpgate.server.proxy_header import (
-    PROXY_HEADER_TIMEOUT,
-    ProxyHeaderError,
-    ProxyReader,
-)
-from smtpgate.server.tls_base import TlsError
-
-if TYPE_CHECKING:
-    from smtpgate.server.tls import TlsLayer
+from smtpgate.server.proxy_gate import Client, ProxyGate, open_gate
 from smtpgate.server.transaction import Transaction, build_envelope, message_open
 
 log = logging.getLogger("smtpgate.server")
@@ -82,7 +76,7 @@ class Connection(asyncio.Protocol):
         self.peer = ""
         self.trusted = False  # the client is in the listener's trusted_networks
         self.session: Session | None = None
-        self.tls: TlsLayer | None = None
+        self.tls: ConnectionTls | None = None  # server/connection_tls.py
         self.conversation: Conversation | None = None
         self.account: Account | None = None  # proven at the session's AUTH (server/senders.py)
         self.auth_failures = 0  # failed AUTHs on this connection: they survive STARTTLS
@@ -94,9 +88,7 @@ class Connection(asyncio.Protocol):
         self._write_paused = False  # the client is not reading our replies
         self._hold_output = False  # see _run
         self.stats = metrics.get().listener(listener.address)  # bound once: no lookups later
-        self._tls_gauge: metrics.Gauge | None = None  # the TLS version gauge counting us
-        self.proxy: ProxyReader | None = None  # until the PROXY header is read
-        self.proxy_timer: asyncio.TimerHandle | None = None
+        self.proxy: ProxyGate | None = None  # until the PROXY header is read (server/proxy_gate.py)
 
     # -- asyncio callbacks ---------------------------------------------------
     @guarded
@@ -106,7 +98,8 @@ class Connection(asyncio.Protocol):
         self.ip = str(peername[0])
         self.peer = f"[{self.ip}]:{peername[1]}"
         if self.listener.proxy_protocol:
-            self._await_proxy_header()
+            self.proxy = open_gate(transport, self.ip, self.peer, self.listener.trusted_proxies,
+                                   admit=self._proxied, crash=self.crash)
         else:
             self._admit()
 
@@ -139,11 +132,11 @@ class Connection(asyncio.Protocol):
         if self.closing:
             return
         if self.proxy is not None:
-            data = self._read_proxy_header(data)
+            data = self.proxy.feed(data)
             if not data or self.closing:
                 return
         if self.tls is not None:
-            data = self._decrypt(data)
+            data = self.tls.decrypt(data)
             if not data or self.closing:
                 return
         session = self.session
@@ -163,8 +156,8 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self.deadline.stop()
-        if self.proxy_timer is not None:
-            self.proxy_timer.cancel()
+        if self.proxy is not None:
+            self.proxy.cancel()
         if self.task is not None and not self.task.done():
             self.task.cancel()
         self._end_transfer()
@@ -173,8 +166,8 @@ class Connection(asyncio.Protocol):
             self.live.discard(self)
             self.context.admission.release(self.ip)
             self.stats.open.dec()
-            if self._tls_gauge is not None:
-                self._tls_gauge.dec()
+            if self.tls is not None:
+                self.tls.release()
             log.info("session=%s disconnect from %s", self.id, self.peer)
 
     def crash(self, exc: BaseException) -> None:
@@ -264,13 +257,8 @@ class Connection(asyncio.Protocol):
     def _send(self, data: bytes) -> None:
         assert self.transport is not None
         if self.tls is not None:
-            try:
-                self.tls.write_plaintext(data)
-            except TlsError:
-                self._close()
-                return
-            data = self.tls.outgoing()
-        if not self.transport.is_closing():
+            self.tls.send(data)
+        elif not self.transport.is_closing():
             self.transport.write(data)
 
     def _run(self, coro: Coroutine[Any, Any, None], *, hold_output: bool = False) -> None:
@@ -423,96 +411,30 @@ class Connection(asyncio.Protocol):
         if txn is not None:
             txn.abort()
 
-    # -- PROXY protocol (server/proxy_header.py) ----------------------------------
-    def _await_proxy_header(self) -> None:
-        """Only a trusted proxy may speak first; nothing is sent before its header."""
-        assert self.transport is not None
-        if not in_networks(self.ip, self.listener.trusted_proxies):
-            log.info("refused %s: not a trusted proxy", self.peer)
-            self.transport.close()
-            return
-        self.proxy = ProxyReader()
-        self.proxy_timer = asyncio.get_running_loop().call_later(
-            PROXY_HEADER_TIMEOUT, self._proxy_header_late
-        )
-
-    def _read_proxy_header(self, data: bytes) -> bytes:
-        """Feed the header; once whole, the real client is ours and the rest is its data."""
-        assert self.proxy is not None and self.transport is not None
-        try:
-            header = self.proxy.feed(data)
-        except ProxyHeaderError as exc:
-            log.info("refused %s: bad PROXY header: %s", self.peer, exc)
-            self.proxy = None
-            self.transport.close()
-            return b""
-        if header is None:
-            return b""
+    # -- PROXY protocol and TLS (server/proxy_gate.py, server/connection_tls.py) ----
+    def _proxied(self, client: Client) -> bool:
+        """The PROXY header is read: the client it names is ours; admit it."""
         self.proxy = None
-        if self.proxy_timer is not None:
-            self.proxy_timer.cancel()
-        if header.client is not None:
-            self.ip = header.client[0]
-            self.peer = f"[{self.ip}]:{header.client[1]}"
+        if client is not None:
+            self.ip = client[0]
+            self.peer = f"[{self.ip}]:{client[1]}"
         self._admit()
-        return header.rest if self.admitted else b""
+        return self.admitted
 
-    @guarded
-    def _proxy_header_late(self) -> None:
-        if self.proxy is not None and self.transport is not None:
-            log.info("refused %s: no PROXY header in time", self.peer)
-            self.proxy = None
-            self.transport.close()
-
-    # -- TLS ---------------------------------------------------------------------
     def _start_tls(self) -> None:
         self.session = None  # RFC 3207 section 4.2: the old session and its input die here
         if self.conversation is not None:  # ... but max_failures_per_connection counts on
             self.auth_failures = self.conversation.failures
         self.conversation = None
-        # pyOpenSSL is imported by the first TLS connection of the process, not before
-        # (server/tls_base.py).
-        from smtpgate.server.tls import TlsLayer
+        assert self.transport is not None
+        self.tls = start_tls(self.context, self.listener, self.transport, self.id,
+                             secured=self._secured, close=self._close)
+        if self.tls is not None:
+            self.deadline.touch(self.context.limits.command_timeout)
 
-        try:
-            context = self.context.tls_context(self.listener)
-        except Exception as exc:  # a pair that no longer loads: this client cannot be served
-            log.error("session=%s cannot start TLS: %s", self.id, exc)
-            self._close()
-            return
-        self.tls = TlsLayer(context)
-        self.deadline.touch(self.context.limits.command_timeout)
-
-    def _decrypt(self, data: bytes) -> bytes:
-        tls = self.tls
-        assert tls is not None
-        was_done = tls.handshake_done
-        tls.receive_ciphertext(data)
-        try:
-            plaintext = tls.read_plaintext()
-        except TlsError as exc:
-            log.info("session=%s TLS failed: %s", self.id, exc)
-            self._send_raw(tls.outgoing())
-            self._close()
-            return b""
-        self._send_raw(tls.outgoing())
-        if not was_done and tls.handshake_done:
-            log.info("session=%s TLS %s %s", self.id, tls.version, tls.cipher)
-            self._count_tls(tls.version)
-            self._new_session(greet=self.listener.tls == "implicit")
-        if tls.closed:
-            self._close()
-        return plaintext
-
-    def _count_tls(self, version: str) -> None:
-        gauge = metrics.get().tls_gauge(version)
-        if gauge is not None and self.admitted and self._tls_gauge is None:
-            gauge.inc()
-            self._tls_gauge = gauge
-
-    def _send_raw(self, data: bytes) -> None:
-        if data and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
+    def _secured(self) -> None:
+        """The TLS handshake is done: a new session, greeted at once on implicit TLS."""
+        self._new_session(greet=self.listener.tls == "implicit")
 
     def _new_session(self, *, greet: bool) -> None:
         params = self.context.session_params(
@@ -556,8 +478,7 @@ class Connection(asyncio.Protocol):
             return
         self.closing = True
         if self.tls is not None:
-            self.tls.shutdown()
-            self._send_raw(self.tls.outgoing())
+            self.tls.close_notify()
         if self.transport is not None:
             self.transport.close()  # flushes what is queued first...
             if self.transport.get_write_buffer_size():  # ...unless the client never reads
