@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import multiprocessing
+import sqlite3
 from pathlib import Path
 
-from smtpgate.policy.throttle import Throttle
+from smtpgate.policy.throttle import GOOD_REWRITE_SECONDS, Throttle
 from smtpgate.server.throttle_db import SqliteThrottleState
 from tests.auth.defaults import throttle_limits
 
@@ -46,6 +47,29 @@ def test_windows_expire_and_known_good_ip_is_remembered(tmp_path: Path) -> None:
     assert not throttle.login_blocked("alice", "198.51.100.1")  # the owner's known-good IP
     now[0] += 61
     assert not throttle.ip_blocked("192.0.2.1")
+
+
+def test_a_known_good_pair_is_written_once_an_hour_not_per_login(tmp_path: Path) -> None:
+    """Every successful AUTH records its (login, address) pair; the shared file gets a row
+    per pair and hour, not per login, and the 30-day period still runs from the latest."""
+    now = [1_000_000.0]
+    path = tmp_path / "throttle.db"
+    throttle = Throttle(throttle_limits(), SqliteThrottleState(path), clock=lambda: now[0])
+
+    def rows() -> int:
+        with sqlite3.connect(path) as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM events WHERE tbl = 'good'").fetchone()[0])
+
+    for _ in range(50):
+        throttle.record_success("198.51.100.1", "alice")
+        now[0] += 10
+    assert rows() == 1
+    throttle.record_success("198.51.100.2", "alice")  # another address: its own pair
+    assert rows() == 2
+    now[0] += GOOD_REWRITE_SECONDS
+    throttle.record_success("198.51.100.1", "alice")
+    assert rows() == 3
+    assert throttle.state.last("good", "alice\x00198.51.100.1") == now[0]
 
 
 def test_unusable_file_fails_open(tmp_path: Path) -> None:

@@ -31,6 +31,11 @@ KNOWN_GOOD_SECONDS = 30 * 24 * 3600  # the one declaration of the 30-day known-g
 MAX_SLOWDOWN = 30.0  # seconds: the extra delay on one failed login never exceeds this
 MAX_TRACKED = 100_000  # keys per table; the oldest are dropped beyond it
 MAX_LISTED = 1000  # blocked keys one busiest() call returns
+# A known-good (login, address) pair is written again at most this often by one process:
+# the 30-day period needs only its latest success, not one row per login. Without it a
+# shared state took a write per successful AUTH, on the event loop, and kept every row
+# for 30 days (millions for a busy fleet of devices).
+GOOD_REWRITE_SECONDS = 3600.0
 
 
 @functools.lru_cache(maxsize=4096)  # asked several times per AUTH; parsing is the cost
@@ -117,6 +122,7 @@ class Throttle:
         self.limits = limits
         self.state = state if state is not None else MemoryThrottleState()
         self.clock = clock
+        self._good_written: dict[str, float] = {}  # pair -> when this process last wrote it
 
     def ip_blocked(self, ip: str) -> bool:
         return self.ip_failures(ip) >= self.limits.ip_failure_limit
@@ -155,7 +161,17 @@ class Throttle:
             self.state.add("login", login, now)
 
     def record_success(self, ip: str, login: str) -> None:
-        self.state.add("good", f"{login}\0{client_key(ip)}", self.clock())
+        """Remember that ``login`` succeeded from ``ip`` (known good for 30 days); written
+        to the state once per ``GOOD_REWRITE_SECONDS`` per pair and process."""
+        pair, now = f"{login}\0{client_key(ip)}", self.clock()
+        written = self._good_written.pop(pair, None)
+        if written is not None and 0 <= now - written < GOOD_REWRITE_SECONDS:
+            self._good_written[pair] = written  # re-inserted: least recently used first
+            return
+        self.state.add("good", pair, now)
+        self._good_written[pair] = now
+        if len(self._good_written) > MAX_TRACKED:
+            del self._good_written[next(iter(self._good_written))]
 
     def blocked_ips(self) -> list[tuple[str, int]]:
         """(address key, failures) of every blocked address, most failures first."""
