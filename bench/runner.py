@@ -431,6 +431,10 @@ def build_specs(quick: bool) -> tuple[list[ServerSpec], list[ServerSpec]]:
         smtpgate_spec("smtpgate-asyncio", free_port(), workers=1, mode="discard",
                       cpus=SERVER_CPUS, workloads=("W0", "W1", "W2", "W4"), loop="asyncio",
                       note='[server] loop = "asyncio": the standard library\'s event loop'),
+        ServerSpec("python-floor", [apy, str(BENCH / "peers" / "floor_server.py"), "--port",
+                                    "{port}"], free_port(), SERVER_CPUS, ("W1", "W2"),
+                   note="not a server: answers each line by its verb on uvloop (the floor "
+                        "any Python server pays: loop callbacks, reads, writes, kernel)"),
         smtpgate_spec("smtpgate-2w", free_port(), workers=2, mode="discard",
                       cpus=SERVER_CPUS, workloads=("W0", "W1"),
                       note="workers=2, both on CPU 0 (taskset -c 0): the cost of a second "
