@@ -109,6 +109,20 @@ def open_connection(server: Server) -> Connection:
     return conn
 
 
+def make_server(config: Any) -> Server:
+    """As one worker of ``workers = 1`` serves, or with INPROC_SHARED=1 as one of several
+    (the shared connection table and throttle.db, as server/run.py gives a worker)."""
+    if os.environ.get("INPROC_SHARED") != "1":
+        return Server(config)
+    from smtpgate.server.admission import ConnectionTable
+    from smtpgate.server.throttle_db import SqliteThrottleState
+
+    lim = config.limits
+    table = ConnectionTable(2, lim.max_connections, lim.max_connections_per_ip)
+    state = SqliteThrottleState(config.data_dir / "throttle.db")
+    return Server(config, reuse_port=True, throttle_state=state, admission=table.worker(0))
+
+
 def make_config(scratch: Path) -> Path:
     sys.path.append(BENCH_DIR)
     import runner
@@ -130,7 +144,7 @@ async def main(workload: str, profile: bool) -> None:
                            stream=devnull, threaded=os.environ.get("INPROC_THREAD", "1") == "1",
                            level=int(os.environ.get("INPROC_LEVEL", "20")))
             metrics.disable()
-            server = Server(config)
+            server = make_server(config)
             CONTEXT.append(server.context())  # one per server, as Server.start makes it
             run = w1 if workload == "W1" else w2
             await run(server, 200)  # warm: caches, the verified-password cache

@@ -436,7 +436,7 @@ def build_specs(quick: bool) -> tuple[list[ServerSpec], list[ServerSpec]]:
                    note="not a server: answers each line by its verb on uvloop (the floor "
                         "any Python server pays: loop callbacks, reads, writes, kernel)"),
         smtpgate_spec("smtpgate-2w", free_port(), workers=2, mode="discard",
-                      cpus=SERVER_CPUS, workloads=("W0", "W1"),
+                      cpus=SERVER_CPUS, workloads=("W0", "W1", "W2"),
                       note="workers=2, both on CPU 0 (taskset -c 0): the cost of a second "
                            "worker without a core of its own"),
     ]

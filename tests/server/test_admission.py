@@ -79,3 +79,26 @@ def test_a_second_view_of_one_worker_index_takes_only_empty_slots() -> None:
     assert second.admit("192.0.2.1") == MAX_CONNECTIONS_PER_IP
     assert table.live() == 2
     table.close()
+
+
+def test_slots_stay_packed_and_counting_reads_only_up_to_the_mark() -> None:
+    """A worker takes its lowest free slot and keeps a mark one past its highest in use;
+    counting an address reads up to the marks only, and still finds every slot."""
+    table = ConnectionTable(2, max_connections=50, max_per_ip=2)
+    view = table.worker(1)
+    ips = [f"192.0.2.{n}" for n in range(6)]
+    for ip in ips:
+        assert view.admit(ip) is None
+    assert table._marks() == [0, 6]
+    view.release(ips[2])  # a hole below the top: the mark stays
+    assert table._marks() == [0, 6]
+    assert view.admit("198.51.100.1") is None  # takes the hole, the lowest free slot
+    assert table._marks() == [0, 6]
+    view.release(ips[5])
+    view.release(ips[4])
+    assert table._marks() == [0, 4]  # the top emptied: the mark comes down past both
+    assert view.admit(ips[3]) is None  # the top slot in use is still counted ...
+    assert view.admit(ips[3]) == MAX_CONNECTIONS_PER_IP  # ... so the limit holds
+    table.forget_worker(1)
+    assert table._marks() == [0, 0] and table.live() == 0
+    table.close()

@@ -11,9 +11,13 @@ One process (``workers = 1``) counts in memory: ``LocalAdmission``.
 Several worker processes share one ``ConnectionTable``: a block of shared
 memory the supervisor maps (``MAP_SHARED``, backed by an anonymous memfd)
 before it forks, so every worker and the supervisor see the same bytes.
-Layout: one 32-bit live-connection total per worker, then one region per
+Layout: per worker two 32-bit numbers, its live connections and the high-water
+mark of its slots (one past the highest slot in use), then one region per
 worker of ``max_connections`` 16-octet slots, one slot per live connection
-holding a key derived from the client's address. A worker writes only its
+holding a key derived from the client's address. A worker takes its lowest
+free slot, so the slots in use stay packed at the start of its region and
+counting an address reads only up to each worker's mark: a few hundred
+octets for a few dozen connections, not ``max_connections`` slots. A worker writes only its
 own total and region; a check-and-take (sum the totals, count the address's
 keys in every region, fill a free slot) runs under an ``fcntl`` record lock
 on the memfd, so a burst of simultaneous connects to different workers is
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import heapq
 import logging
 import mmap
 import os
@@ -47,6 +52,8 @@ MAX_CONNECTIONS = "max_connections"
 MAX_CONNECTIONS_PER_IP = "max_connections_per_ip"
 _SLOT = 16
 _MARKER = 0x80
+_HEADER = 8  # octets per worker before the regions: live connections, slot mark
+_LOW_SEVEN = bytes(b & 0x7F for b in range(256))  # bytes.translate: clear the high bit
 
 
 class Admission(Protocol):
@@ -92,7 +99,7 @@ class ConnectionTable:
         self.max_connections = max_connections
         self.max_per_ip = max_per_ip
         self._region = max_connections * _SLOT
-        self._header = -(-4 * workers // _SLOT) * _SLOT  # the totals, padded to a slot
+        self._header = -(-_HEADER * workers // _SLOT) * _SLOT  # padded to a slot
         size = self._header + workers * self._region
         self._fd = _anonymous_file()
         os.ftruncate(self._fd, size)
@@ -108,7 +115,7 @@ class ConnectionTable:
         with self.locked():
             start = self._region_start(index)
             self._map[start : start + self._region] = bytes(self._region)
-            struct.pack_into("<I", self._map, 4 * index, 0)
+            struct.pack_into("<II", self._map, _HEADER * index, 0, 0)
 
     def live(self) -> int:
         """Live connections of all workers."""
@@ -122,11 +129,17 @@ class ConnectionTable:
     # -- used by SharedAdmission, under the lock ---------------------------------
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        fcntl.lockf(self._fd, fcntl.LOCK_EX)
+        self.lock()
         try:
             yield
         finally:
-            fcntl.lockf(self._fd, fcntl.LOCK_UN)
+            self.unlock()
+
+    def lock(self) -> None:  # ``locked`` without a generator: twice per connection
+        fcntl.lockf(self._fd, fcntl.LOCK_EX)
+
+    def unlock(self) -> None:
+        fcntl.lockf(self._fd, fcntl.LOCK_UN)
 
     def key(self, ip: str) -> bytes:
         # Imported here: the supervisor, which holds the table, never hashes an address,
@@ -134,14 +147,14 @@ class ConnectionTable:
         import hashlib
 
         digest = hashlib.blake2b(ip.encode(), digest_size=15, key=self._secret).digest()
-        return bytes([_MARKER, *(b & 0x7F for b in digest)])
+        return b"\x80" + digest.translate(_LOW_SEVEN)
 
     def count(self, key: bytes, stop_at: int) -> int:
         """How many live connections have ``key`` (counting stops at ``stop_at``)."""
         found = 0
-        for index in range(self.workers):
+        for index, mark in enumerate(self._marks()):
             region = self._region_start(index)
-            at, end = region, region + self._region
+            at, end = region, region + min(mark, self.max_connections) * _SLOT
             while found < stop_at:
                 at = self._map.find(key, at, end)
                 if at < 0:
@@ -151,22 +164,35 @@ class ConnectionTable:
         return found
 
     def put(self, index: int, slot: int, key: bytes, delta: int) -> None:
-        at = self._region_start(index) + slot * _SLOT
+        """Fill (``delta`` +1) or empty (-1) a slot; keep the worker's total and mark."""
+        region = self._region_start(index)
+        at = region + slot * _SLOT
         self._map[at : at + _SLOT] = key
-        (total,) = struct.unpack_from("<I", self._map, 4 * index)
-        struct.pack_into("<I", self._map, 4 * index, max(0, total + delta))
+        total, mark = struct.unpack_from("<II", self._map, _HEADER * index)
+        if delta > 0:
+            mark = max(mark, slot + 1)
+        elif slot + 1 >= mark:  # the top slot emptied: lower the mark past empty ones
+            empty = bytes(_SLOT)
+            mark = slot
+            while mark and self._map[region + (mark - 1) * _SLOT : region + mark * _SLOT] == empty:
+                mark -= 1
+        struct.pack_into("<II", self._map, _HEADER * index, max(0, total + delta), mark)
 
     def free_slots(self, index: int) -> list[int]:
-        """The empty slots of worker ``index``, lowest last (taken first). Read, not assumed:
-        a second view of one index (a test, a replacement not yet forgotten) must not
-        overwrite the slots the first one holds."""
+        """The empty slots of worker ``index``, as a heap (``heapq``: the lowest is taken
+        first). Read, not assumed: a second view of one index (a test, a replacement not
+        yet forgotten) must not overwrite the slots the first one holds."""
         start, empty = self._region_start(index), bytes(_SLOT)
         with self.locked():
-            return [slot for slot in range(self.max_connections - 1, -1, -1)
+            return [slot for slot in range(self.max_connections)
                     if self._map[start + slot * _SLOT : start + (slot + 1) * _SLOT] == empty]
 
     def total(self) -> int:
-        return sum(struct.unpack_from(f"<{self.workers}I", self._map, 0))
+        return sum(struct.unpack_from(f"<{2 * self.workers}I", self._map, 0)[0::2])
+
+    def _marks(self) -> list[int]:
+        """Per worker: one past its highest slot in use."""
+        return list(struct.unpack_from(f"<{2 * self.workers}I", self._map, 0)[1::2])
 
     def _region_start(self, index: int) -> int:
         return self._header + index * self._region
@@ -184,13 +210,16 @@ class SharedAdmission:
     def admit(self, ip: str) -> str | None:
         table = self._table
         key = table.key(ip)
-        with table.locked():
+        table.lock()
+        try:
             if table.total() >= table.max_connections or not self._free:
                 return MAX_CONNECTIONS
             if table.count(key, table.max_per_ip) >= table.max_per_ip:
                 return MAX_CONNECTIONS_PER_IP
-            slot = self._free.pop()
+            slot = heapq.heappop(self._free)  # the lowest: slots in use stay packed
             table.put(self._index, slot, key, +1)
+        finally:
+            table.unlock()
         self._held[ip].append(slot)
         return None
 
@@ -201,9 +230,13 @@ class SharedAdmission:
         slot = slots.pop()
         if not slots:
             del self._held[ip]
-        with self._table.locked():
-            self._table.put(self._index, slot, bytes(_SLOT), -1)
-        self._free.append(slot)
+        table = self._table
+        table.lock()
+        try:
+            table.put(self._index, slot, bytes(_SLOT), -1)
+        finally:
+            table.unlock()
+        heapq.heappush(self._free, slot)
 
 
 def _anonymous_file() -> int:
