@@ -60,14 +60,14 @@ from smtpgate.credentials.base import (
     UnknownUser,
     UserExists,
 )
-from smtpgate.credentials.sqlite import (
-    _COLUMNS,
-    _FAKE_SECRETS,
-    _KEY_BYTES,
-    _SECRET_COLUMNS,
-    _from_row,
-    _secrets_to_text,
-    _to_row,
+from smtpgate.credentials.rows import (
+    COLUMNS,
+    FAKE_SECRETS,
+    KEY_BYTES,
+    SECRET_COLUMNS,
+    account_from_row,
+    account_row,
+    secrets_row,
 )
 
 __all__ = ["SCHEMA_VERSION", "PostgresStore"]
@@ -122,8 +122,8 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 # From the SQLite store's column list (name first), so a column added there is written here.
-_PLACEHOLDERS = ", ".join(["%s"] * len(_COLUMNS.split(",")))
-_ASSIGN_ALL = ", ".join(f"{column.strip()} = %s" for column in _COLUMNS.split(",")[1:])
+_PLACEHOLDERS = ", ".join(["%s"] * len(COLUMNS.split(",")))
+_ASSIGN_ALL = ", ".join(f"{column.strip()} = %s" for column in COLUMNS.split(",")[1:])
 
 
 class PostgresStore:
@@ -213,7 +213,7 @@ class PostgresStore:
         A name that already exists raises ``UserExists`` and nothing changes;
         the key replaces this store's, so unknown users look the same as before.
         """
-        if len(fake_secret_key) < _KEY_BYTES:
+        if len(fake_secret_key) < KEY_BYTES:
             raise ValueError("the fake-secret key to copy is too short")
 
         async def work(conn: Conn) -> None:
@@ -222,7 +222,7 @@ class PostgresStore:
                 await conn.execute(
                     "INSERT INTO server_keys (purpose, key) VALUES (%s, %s) "
                     "ON CONFLICT (purpose) DO UPDATE SET key = EXCLUDED.key, created = now()",
-                    (_FAKE_SECRETS, fake_secret_key),
+                    (FAKE_SECRETS, fake_secret_key),
                 )
 
         await self._run(work, scale=len(accounts))
@@ -332,10 +332,10 @@ async def _schema_version(conn: Conn) -> int:
 
 
 async def _get(conn: Conn, name: str) -> Account | None:
-    query = f"SELECT {_COLUMNS} FROM users WHERE name = %s"  # noqa: S608 (constant columns)
+    query = f"SELECT {COLUMNS} FROM users WHERE name = %s"  # noqa: S608 (constant columns)
     cur = await conn.execute(query.encode(), (name,))
     row = await cur.fetchone()
-    return None if row is None else _from_row(row)
+    return None if row is None else account_from_row(row)
 
 
 async def _add_many(conn: Conn, accounts: Sequence[Account]) -> None:
@@ -359,17 +359,17 @@ async def _insert_accounts(conn: Conn, accounts: Sequence[Account]) -> None:
     taken = await cur.fetchone()
     if taken is not None:
         raise UserExists(taken[0])
-    insert = f"INSERT INTO users ({_COLUMNS}) VALUES ({_PLACEHOLDERS})"  # noqa: S608
+    insert = f"INSERT INTO users ({COLUMNS}) VALUES ({_PLACEHOLDERS})"  # noqa: S608
     try:
         async with conn.cursor() as cursor:
-            await cursor.executemany(insert.encode(), [_to_row(a) for a in accounts])
+            await cursor.executemany(insert.encode(), [account_row(a) for a in accounts])
     except psycopg.errors.UniqueViolation:
         # Added by someone else since our check: the transaction is void, nothing added.
         raise UserExists(", ".join(sorted(seen))) from None
 
 
 async def _replace(conn: Conn, account: Account) -> None:
-    values = _to_row(account)
+    values = account_row(account)
     cur = await conn.execute(
         f"UPDATE users SET {_ASSIGN_ALL}, updated = now() WHERE name = %s".encode(),  # noqa: S608
         (*values[1:], account.name),
@@ -384,7 +384,7 @@ async def _update_secrets(
     """Write every field the update gives (None: keep) in one statement."""
     given = {
         column: value
-        for column, value in zip(_SECRET_COLUMNS, _secrets_to_text(update), strict=True)
+        for column, value in zip(SECRET_COLUMNS, secrets_row(update), strict=True)
         if value is not None
     }
     assignments = "".join(f"{column} = %s, " for column in given)
@@ -419,12 +419,12 @@ async def _fake_secret_key(conn: Conn) -> bytes:
     """The key behind unknown users' fake secrets, made on first use; the first writer wins."""
     await conn.execute(
         "INSERT INTO server_keys (purpose, key) VALUES (%s, %s) ON CONFLICT (purpose) DO NOTHING",
-        (_FAKE_SECRETS, secrets.token_bytes(_KEY_BYTES)),
+        (FAKE_SECRETS, secrets.token_bytes(KEY_BYTES)),
     )
-    cur = await conn.execute("SELECT key FROM server_keys WHERE purpose = %s", (_FAKE_SECRETS,))
+    cur = await conn.execute("SELECT key FROM server_keys WHERE purpose = %s", (FAKE_SECRETS,))
     row = await cur.fetchone()
     key = b"" if row is None else bytes(row[0])
-    if len(key) < _KEY_BYTES:
+    if len(key) < KEY_BYTES:
         raise StoreUnavailable("the stored server key is malformed")
     return key
 

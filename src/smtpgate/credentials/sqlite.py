@@ -52,9 +52,9 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from smtpgate.credentials.base import (
     Account,
@@ -65,9 +65,15 @@ from smtpgate.credentials.base import (
     UnknownUser,
     UserExists,
 )
-from smtpgate.sasl.base import ScramSecret, SecretScheme
-from smtpgate.sasl.cram_md5 import format_cram_md5, parse_cram_md5
-from smtpgate.sasl.scram import format_rfc5803, parse_rfc5803
+from smtpgate.credentials.rows import (
+    COLUMNS,
+    FAKE_SECRETS,
+    KEY_BYTES,
+    SECRET_COLUMNS,
+    account_from_row,
+    account_row,
+    secrets_row,
+)
 
 __all__ = ["SqliteStore", "open_store"]
 
@@ -113,15 +119,7 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
-_COLUMNS = (
-    "name, password_hash, scram_sha1, scram_sha256, cram_md5, allowed_mechanisms, may_act_as, "
-    "kind, senders, networks, max_per_day, expires, disabled"
-)
-_UPDATABLE = [column.strip() for column in _COLUMNS.split(",")][1:]
-_SECRET_COLUMNS = ("password_hash", "scram_sha1", "scram_sha256", "cram_md5")
-_FAKE_SECRETS = "fake-secrets"  # the server_keys row behind unknown users' fake secrets
-_KEY_BYTES = 32
-_SHA1, _SHA256 = SecretScheme.SCRAM_SHA_1, SecretScheme.SCRAM_SHA_256
+_UPDATABLE = [column.strip() for column in COLUMNS.split(",")][1:]
 MAX_KEPT_ACCOUNTS = 4096  # accounts (and unknown names) kept while the file is unchanged
 
 
@@ -197,7 +195,7 @@ class SqliteStore:
         await self._run(lambda conn: _delete_admin(conn, name))
 
     async def fake_secret_key(self) -> bytes:
-        return await self._run(lambda conn: _server_key(conn, _FAKE_SECRETS))
+        return await self._run(lambda conn: _server_key(conn, FAKE_SECRETS))
 
     async def close(self) -> None:
         if self._closed:
@@ -380,26 +378,26 @@ def _now() -> str:
 
 
 def _get(conn: sqlite3.Connection, name: str) -> Account | None:
-    query = f"SELECT {_COLUMNS} FROM users WHERE name = ?"  # noqa: S608 (constant columns)
+    query = f"SELECT {COLUMNS} FROM users WHERE name = ?"  # noqa: S608 (constant columns)
     row = conn.execute(query, (name,)).fetchone()
-    return None if row is None else _from_row(row)
+    return None if row is None else account_from_row(row)
 
 
 def _add_many(conn: sqlite3.Connection, accounts: Sequence[Account]) -> None:
     now = _now()
     insert = (
-        f"INSERT INTO users ({_COLUMNS}, created, updated) "  # noqa: S608 (constant columns)
+        f"INSERT INTO users ({COLUMNS}, created, updated) "  # noqa: S608 (constant columns)
         f"VALUES ({', '.join('?' * (len(_UPDATABLE) + 3))}) ON CONFLICT (name) DO NOTHING"
     )
     with _transaction(conn):
         for account in accounts:
-            cursor = conn.execute(insert, (*_to_row(account), now, now))
+            cursor = conn.execute(insert, (*account_row(account), now, now))
             if cursor.rowcount != 1:
                 raise UserExists(account.name)
 
 
 def _replace(conn: sqlite3.Connection, account: Account) -> None:
-    values = _to_row(account)
+    values = account_row(account)
     with _transaction(conn):
         assignments = "".join(f"{column} = ?, " for column in _UPDATABLE)
         cursor = conn.execute(
@@ -416,7 +414,7 @@ def _update_secrets(
     """Write every field the update gives (None: keep) in one transaction."""
     given = {
         column: value
-        for column, value in zip(_SECRET_COLUMNS, _secrets_to_text(update), strict=True)
+        for column, value in zip(SECRET_COLUMNS, secrets_row(update), strict=True)
         if value is not None
     }
     assignments = "".join(f"{column} = ?, " for column in given)
@@ -476,77 +474,16 @@ def _server_key(conn: sqlite3.Connection, purpose: str) -> bytes:
         with _transaction(conn):
             conn.execute(
                 "INSERT OR IGNORE INTO server_keys (purpose, key, created) VALUES (?, ?, ?)",
-                (purpose, secrets.token_bytes(_KEY_BYTES), _now()),
+                (purpose, secrets.token_bytes(KEY_BYTES), _now()),
             )
         row = conn.execute(select, (purpose,)).fetchone()
     key = bytes(row[0])
-    if len(key) < _KEY_BYTES:
+    if len(key) < KEY_BYTES:
         raise StoreUnavailable("the stored server key is malformed")
     return key
 
 
 # ---------------------------------------------------------------- rows
-
-
-def _secrets_to_text(
-    secrets: Account | SecretsUpdate,
-) -> tuple[str | None, str | None, str | None, str | None]:
-    return (
-        secrets.password_hash,
-        None if secrets.scram_sha1 is None else format_rfc5803(_SHA1, secrets.scram_sha1),
-        None if secrets.scram_sha256 is None else format_rfc5803(_SHA256, secrets.scram_sha256),
-        None if secrets.cram_md5 is None else format_cram_md5(secrets.cram_md5),
-    )
-
-
-def _to_row(account: Account) -> tuple[Any, ...]:
-    allowed = account.allowed_mechanisms
-    return (
-        account.name,
-        *_secrets_to_text(account),
-        None if allowed is None else ",".join(sorted(allowed)),
-        ",".join(sorted(account.may_act_as)),
-        account.kind,
-        ",".join(account.senders),
-        ",".join(account.networks),
-        account.max_per_day,
-        None if account.expires is None else account.expires.isoformat(),
-        int(account.disabled),
-    )
-
-
-def _split(text: str) -> frozenset[str]:
-    return frozenset(item for item in text.split(",") if item)
-
-
-def _scram(text: str, mechanism: SecretScheme) -> ScramSecret:
-    found, secret = parse_rfc5803(text)
-    if found != mechanism:
-        raise ValueError("SCRAM secret of the wrong mechanism")
-    return secret
-
-
-def _from_row(row: tuple[Any, ...]) -> Account:
-    name, password_hash, sha1, sha256, cram, allowed, may_act_as = row[:7]
-    kind, senders, networks, max_per_day, expires, disabled = row[7:]
-    try:
-        return Account(
-            name=name,
-            password_hash=password_hash,
-            scram_sha1=None if sha1 is None else _scram(sha1, _SHA1),
-            scram_sha256=None if sha256 is None else _scram(sha256, _SHA256),
-            cram_md5=None if cram is None else parse_cram_md5(cram),
-            allowed_mechanisms=None if allowed is None else _split(allowed),
-            may_act_as=_split(may_act_as or ""),
-            kind=str(kind),
-            senders=tuple(item for item in senders.split(",") if item),
-            networks=tuple(item for item in networks.split(",") if item),
-            max_per_day=None if max_per_day is None else int(max_per_day),
-            expires=None if expires is None else date.fromisoformat(expires),
-            disabled=bool(disabled),
-        )
-    except (ValueError, TypeError):
-        raise StoreUnavailable(f"the stored record of user {name!r} is malformed") from None
 
 
 def use_wal(conn: sqlite3.Connection, timeout: float) -> None:
