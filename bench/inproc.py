@@ -160,7 +160,8 @@ async def main(workload: str, profile: bool) -> None:
     unit = "message" if workload == "W1" else "handshake"
     print(f"{workload}: {per * 1e6:.1f} CPU-us per {unit} (Python side, this process)")
     if prof is not None:
-        pstats.Stats(prof).sort_stats("tottime").print_stats(30)
+        top = int(os.environ.get("INPROC_TOP", "30"))
+        pstats.Stats(prof).sort_stats("tottime").print_stats(top)
 
 
 if __name__ == "__main__":
