@@ -19,6 +19,22 @@ while the mail waits). ``send`` returns the upstream reply for each
 recipient; a lost connection or a timeout raises ``UpstreamError`` and
 leaves every recipient of that message to be retried.
 
+The commands of ``send`` skip two per-message costs of aiosmtplib's ``mail``,
+``rcpt`` and ``data`` where that is safe: an address made only of dot-atom
+characters (RFC 5321 section 4.1.2) is put in ``<>`` as it is, without
+``email.utils.parseaddr``; and a message whose every line already ends in
+CRLF (what the queue holds from DATA: ``protocol/framing.py``) is
+dot-stuffed (RFC 5321 section 4.5.2) with one ``bytes.replace`` instead of
+two regular expressions over the whole message. Anything else (a quoted
+local part, a bare LF from BDAT) goes through aiosmtplib as before.
+
+No PIPELINING (RFC 2920): aiosmtplib 5.1.3 waits for one reply per command
+and its protocol keeps one parsed reply at a time; a second reply that
+arrives in the same read stays unparsed in its buffer until more data
+comes, and one that arrives while the first is not yet picked up is
+dropped. Pipelining would need a protocol of our own under its ``SMTP``
+class, which creates ``SMTPProtocol`` itself.
+
 Certificates: the system store, plus ``ca_file`` when set; ``verify =
 false`` turns checking off (the relay logs a warning at start).
 Secrets (password, token) are never logged; replies are.
@@ -27,6 +43,7 @@ Secrets (password, token) are never logged; replies are.
 from __future__ import annotations
 
 import base64
+import re
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +54,9 @@ import aiosmtplib
 from smtpgate.config.schema import RelayAccount, RelayConfig
 
 TIMEOUT = 60.0
+# Addresses sent as they are (RFC 5321 dot-atom local part, plain domain); others are
+# parsed and checked by aiosmtplib.
+_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+")
 
 
 class TokenSource(Protocol):
@@ -224,7 +244,7 @@ class Upstream:
         if self.smtp.supports_extension("8bitmime") and not message.isascii():
             options.append("BODY=8BITMIME")
         try:
-            await self.smtp.mail(sender, options=options)
+            await self._mail(sender, options)
         except aiosmtplib.SMTPSenderRefused as exc:
             if exc.code == 421:
                 raise
@@ -234,7 +254,7 @@ class Upstream:
         accepted: list[str] = []
         for recipient in recipients:
             try:
-                await self.smtp.rcpt(recipient, options=dsn[1].get(recipient, []))
+                await self._rcpt(recipient, dsn[1].get(recipient, []))
                 accepted.append(recipient)
             except aiosmtplib.SMTPRecipientRefused as exc:
                 if exc.code == 421:
@@ -244,7 +264,7 @@ class Upstream:
             await self._reset()
             return results
         try:
-            response = await self.smtp.data(message)
+            response = await self._data(message)
             outcome = Result(response.code, response.message)
         except aiosmtplib.SMTPDataError as exc:
             if exc.code == 421:
@@ -252,6 +272,49 @@ class Upstream:
             outcome = Result(exc.code, exc.message)
         results.update(dict.fromkeys(accepted, outcome))
         return results
+
+    async def _mail(self, sender: str, options: list[str]) -> aiosmtplib.SMTPResponse:
+        """``SMTP.mail``, without parsing a plain address again."""
+        path = _path(sender)
+        if path is None or self.smtp.is_ehlo_or_helo_needed:
+            return await self.smtp.mail(sender, options=options)
+        response = await self.smtp.execute_command(
+            b"MAIL", b"FROM:" + path, *(o.encode("ascii") for o in options))
+        if response.code != 250:
+            raise aiosmtplib.SMTPSenderRefused(response.code, response.message, sender)
+        return response
+
+    async def _rcpt(self, recipient: str, options: list[str]) -> aiosmtplib.SMTPResponse:
+        """``SMTP.rcpt``, without parsing a plain address again."""
+        path = _path(recipient) if recipient else None  # "<>" is no recipient
+        if path is None or self.smtp.is_ehlo_or_helo_needed:
+            return await self.smtp.rcpt(recipient, options=options)
+        response = await self.smtp.execute_command(
+            b"RCPT", b"TO:" + path, *(o.encode("ascii") for o in options))
+        if response.code not in (250, 251):
+            raise aiosmtplib.SMTPRecipientRefused(response.code, response.message, recipient)
+        return response
+
+    async def _data(self, message: bytes) -> aiosmtplib.SMTPResponse:
+        """``SMTP.data``, with the message dot-stuffed by ``_data_payload`` when it can."""
+        payload = _data_payload(message)
+        if payload is None or self.smtp.is_ehlo_or_helo_needed:
+            return await self.smtp.data(message)
+        start = await self.smtp.execute_command(b"DATA")
+        if start.code != 354:
+            raise aiosmtplib.SMTPDataError(start.code, start.message)
+        protocol = self.smtp.protocol
+        if protocol is None:
+            raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+        try:  # one task per Upstream: nothing else writes between these two calls
+            protocol.write(payload)
+            response = await protocol.read_response(timeout=TIMEOUT)
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
+            self.smtp.close()  # as SMTP.data: a reply may still come, never pair it
+            raise
+        if response.code != 250:
+            raise aiosmtplib.SMTPDataError(response.code, response.message)
+        return response
 
     async def _reset(self) -> None:
         try:
@@ -265,6 +328,28 @@ class Upstream:
                 await self.smtp.quit()
             except (aiosmtplib.SMTPException, OSError):
                 self.smtp.close()
+
+
+def _path(address: str) -> bytes | None:
+    """``<address>`` for the null path or a plain address; None for aiosmtplib to parse."""
+    if not address:
+        return b"<>"
+    if _PLAIN_ADDRESS.fullmatch(address):
+        return b"<" + address.encode("ascii") + b">"
+    return None
+
+
+def _data_payload(message: bytes) -> bytes | None:
+    """What follows the 354: the message dot-stuffed (RFC 5321 section 4.5.2) and the
+    end ``.CRLF``. None unless every line of it ends in CRLF: aiosmtplib then fixes
+    the line ends first. Equal to aiosmtplib's ``execute_data_command`` on such input."""
+    crlf = message.count(b"\r\n")
+    if (message.count(b"\n") != crlf or message.count(b"\r") != crlf
+            or not message.endswith(b"\r\n")):
+        return None
+    if message.startswith(b"."):
+        message = b"." + message
+    return message.replace(b"\r\n.", b"\r\n..") + b".\r\n"
 
 
 def _ssl_reason(exc: ssl.SSLError) -> str:
