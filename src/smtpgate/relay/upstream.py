@@ -28,12 +28,13 @@ dot-stuffed (RFC 5321 section 4.5.2) with one ``bytes.replace`` instead of
 two regular expressions over the whole message. Anything else (a quoted
 local part, a bare LF from BDAT) goes through aiosmtplib as before.
 
-No PIPELINING (RFC 2920): aiosmtplib 5.1.3 waits for one reply per command
-and its protocol keeps one parsed reply at a time; a second reply that
-arrives in the same read stays unparsed in its buffer until more data
-comes, and one that arrives while the first is not yet picked up is
-dropped. Pipelining would need a protocol of our own under its ``SMTP``
-class, which creates ``SMTPProtocol`` itself.
+When the upstream offers PIPELINING (RFC 2920), ``send`` writes MAIL, every
+RCPT and DATA as one group and the message as a second one
+(``relay.pipelining``: aiosmtplib itself waits for each reply): two round
+trips per message instead of three plus one per recipient. Every reply is
+checked (section 3.1): a refused MAIL or RCPT counts as it would one at a
+time; a DATA refused ends the transaction with RSET; a DATA accepted when
+every RCPT was refused gets a lone "." and nothing is sent.
 
 Certificates: the system store, plus ``ca_file`` when set; ``verify =
 false`` turns checking off (the relay logs a warning at start).
@@ -52,6 +53,7 @@ from typing import Protocol
 import aiosmtplib
 
 from smtpgate.config.schema import RelayAccount, RelayConfig
+from smtpgate.relay.pipelining import PipeliningProtocol, command, pipelining
 
 TIMEOUT = 60.0
 # Addresses sent as they are (RFC 5321 dot-atom local part, plain domain); others are
@@ -243,6 +245,12 @@ class Upstream:
         options = list(dsn[0])
         if self.smtp.supports_extension("8bitmime") and not message.isascii():
             options.append("BODY=8BITMIME")
+        protocol = pipelining(self.smtp)
+        if protocol is not None:
+            group = _group(sender, recipients, options, dsn[1])
+            payload = _data_payload(message)
+            if group is not None and payload is not None:
+                return await self._pipelined(protocol, group, recipients, payload)
         try:
             await self._mail(sender, options)
         except aiosmtplib.SMTPSenderRefused as exc:
@@ -272,6 +280,39 @@ class Upstream:
             outcome = Result(exc.code, exc.message)
         results.update(dict.fromkeys(accepted, outcome))
         return results
+
+    async def _pipelined(self, protocol: PipeliningProtocol, group: bytes,
+                         recipients: list[str], payload: bytes) -> dict[str, Result]:
+        """MAIL, RCPT... and DATA as one group (``_group``), then the message if DATA said
+        354 and a recipient was accepted (RFC 2920 section 3.1)."""
+        replies = await self._exchange(protocol, group, len(recipients) + 2)
+        self._closing(replies)  # (also when the connection closed after it)
+        results, accepted = _rcpt_results(replies[0], recipients, replies[1:-1])
+        data = replies[-1]
+        if data.code != 354:
+            results.update(dict.fromkeys(accepted, Result(data.code, data.message)))
+            await self._reset()  # the MAIL and RCPTs accepted may still stand
+            return results
+        # DATA accepted with no recipient: a lone "." ends it, nothing is sent (3.1)
+        end = (await self._exchange(protocol, payload if accepted else b".\r\n", 1))[0]
+        self._closing([end])
+        results.update(dict.fromkeys(accepted, Result(end.code, end.message)))
+        return results
+
+    async def _exchange(self, protocol: PipeliningProtocol, commands: bytes, count: int
+                        ) -> list[aiosmtplib.SMTPResponse]:
+        try:
+            return await protocol.exchange(commands, count, TIMEOUT)
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
+            self.smtp.close()  # as aiosmtplib: a reply may still come, never pair it
+            raise
+
+    def _closing(self, replies: list[aiosmtplib.SMTPResponse]) -> None:
+        """A 421 anywhere: the upstream is closing; the message waits (as one at a time)."""
+        for reply in replies:
+            if reply.code == 421:
+                self.smtp.close()
+                raise aiosmtplib.SMTPResponseException(reply.code, reply.message)
 
     async def _mail(self, sender: str, options: list[str]) -> aiosmtplib.SMTPResponse:
         """``SMTP.mail``, without parsing a plain address again."""
@@ -337,6 +378,41 @@ def _path(address: str) -> bytes | None:
     if _PLAIN_ADDRESS.fullmatch(address):
         return b"<" + address.encode("ascii") + b">"
     return None
+
+
+def _group(sender: str, recipients: list[str], options: list[str],
+           rcpt_options: dict[str, list[str]]) -> bytes | None:
+    """MAIL, one RCPT per recipient and DATA as one write; None if an address needs
+    aiosmtplib's parser (``_path``)."""
+    mail = _path(sender)
+    paths = [_path(r) if r else None for r in recipients]
+    if mail is None or not recipients or None in paths:
+        return None
+    lines = [command(b"MAIL", b"FROM:" + mail, *_words(options))]
+    lines += [command(b"RCPT", b"TO:" + path, *_words(rcpt_options.get(r, [])))
+              for r, path in zip(recipients, paths, strict=True) if path is not None]
+    lines.append(b"DATA\r\n")
+    return b"".join(lines)
+
+
+def _words(options: list[str]) -> list[bytes]:
+    return [option.encode("ascii") for option in options]
+
+
+def _rcpt_results(mail: aiosmtplib.SMTPResponse, recipients: list[str],
+                  replies: list[aiosmtplib.SMTPResponse]) -> tuple[dict[str, Result], list[str]]:
+    """The result of each refused recipient (all of them if MAIL was refused), and the
+    accepted ones."""
+    if mail.code != 250:
+        return dict.fromkeys(recipients, Result(mail.code, mail.message)), []
+    results: dict[str, Result] = {}
+    accepted: list[str] = []
+    for recipient, reply in zip(recipients, replies, strict=True):
+        if reply.code in (250, 251):
+            accepted.append(recipient)
+        else:
+            results[recipient] = Result(reply.code, reply.message)
+    return results, accepted
 
 
 def _data_payload(message: bytes) -> bytes | None:
