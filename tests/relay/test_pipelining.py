@@ -3,12 +3,15 @@ payload (dot-stuffing, RFC 5321 section 4.5.2) on both paths, against a real aio
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import pytest
+import uvloop
 from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 
-from smtpgate.relay.upstream import _data_payload
+from smtpgate.config.schema import RelayAccount, RelayConfig
+from smtpgate.relay.upstream import Result, Upstream, _data_payload
 from tests.relay.conftest import RelayEnv, wait_for
 from tests.relay.upstream import Smarthost
 
@@ -78,3 +81,34 @@ def test_data_payload_matches_aiosmtplib() -> None:
         expected = PERIOD_REGEX.sub(b"..", normalize_message_line_endings(message)) + b".\r\n"
         assert payload == expected
     assert used > 200  # the seeded draw gives 399
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_upstream_pipelines_on_either_event_loop(loop: str) -> None:
+    """uvloop's transports keep the bound data_received: pipelining must still get the
+    replies (``relay.pipelining``)."""
+    smarthost = Smarthost().start()
+    smarthost.handler.pipelining = True
+    smarthost.handler.rcpt_replies["gone@remote.test"] = "550 5.1.1 no such user"
+    relay = RelayConfig(host="127.0.0.1", port=smarthost.port, tls="none")
+
+    async def send_twice() -> list[dict[str, Result]]:
+        upstream = Upstream(relay, RelayAccount(), "mx.test")
+        await upstream.open()
+        try:
+            return [await upstream.send("a@local.test", ["you@remote.test", "gone@remote.test"],
+                                        DOTTED) for _ in range(2)]
+        finally:
+            await upstream.close()
+
+    factory = uvloop.new_event_loop if loop == "uvloop" else asyncio.new_event_loop
+    try:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            results = runner.run(asyncio.wait_for(send_twice(), 20))
+    finally:
+        smarthost.stop()
+    for result in results:
+        assert result["you@remote.test"].code == 250
+        assert str(result["gone@remote.test"]) == "550 5.1.1 no such user"
+    assert len(_grouped(smarthost.handler.reads)) == 2
+    assert [a[2] for a in smarthost.handler.accepted] == [DOTTED, DOTTED]

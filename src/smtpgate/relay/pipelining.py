@@ -18,12 +18,15 @@ STARTTLS and AUTH run as before.
 ``SMTP`` creates its protocol itself (there is no factory to pass), so
 ``pipelining`` switches the class of an open connection's protocol to the
 subclass, which adds no state of its own (its one attribute has a class
-default). It does so only when the upstream's last EHLO offered PIPELINING
-and the protocol is exactly the aiosmtplib class this was written against
-with the internals it uses; otherwise the relay sends one command at a time
-as before. Its users follow RFC 2920 section 3.1: DATA ends the group, every
-reply is checked, and a DATA accepted after every RCPT was refused gets a
-lone "." (``relay.upstream``).
+default), and gives the protocol to its transport again
+(``set_protocol``): uvloop's transports keep the bound ``data_received``
+they were given, and would go on calling aiosmtplib's. It does so only
+when the upstream's last EHLO offered PIPELINING and the protocol is
+exactly the aiosmtplib class this was written against with the internals
+it uses; otherwise the relay sends one command at a time as before. Its
+users follow RFC 2920 section 3.1: DATA ends the group, every reply is
+checked, and a DATA accepted after every RCPT was refused gets a lone "."
+(``relay.upstream``).
 """
 
 from __future__ import annotations
@@ -136,8 +139,11 @@ def pipelining(smtp: aiosmtplib.SMTP) -> PipeliningProtocol | None:
         return None
     if not smtp.supports_extension("pipelining"):
         return None
-    if type(protocol) is SMTPProtocol and _known(protocol):
+    if type(protocol) is SMTPProtocol and _known(protocol) and smtp.transport is not None:
         protocol.__class__ = PipeliningProtocol  # adds behaviour only: see the docstring
+        # uvloop's transports keep the bound data_received they were given: hand it over
+        # again so that the subclass's is the one called.
+        smtp.transport.set_protocol(protocol)
     return protocol if isinstance(protocol, PipeliningProtocol) else None
 
 
