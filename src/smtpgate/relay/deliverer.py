@@ -102,6 +102,7 @@ class Deliverer:
         self._keys: dict[int, tuple[RelayAccount, str]] = {}  # id(account): it, its _key
         self._handed: dict[str, Handover] = {}  # just committed, not yet attempted
         self._handed_bytes = 0
+        self._removing: list[tuple[str, asyncio.Future[DeliveryError | None]]] = []
         self._broken: dict[str, tuple[float, str]] = {}  # account -> (when, why) a session failed
         self._wake = asyncio.Event()
         self._more = asyncio.Event()  # set when ids become ready (wakes idle sessions)
@@ -468,17 +469,26 @@ class Deliverer:
 
     async def _remove(self, queue_id: str) -> None:
         """Remove the entry in the next group commit (still under our claim); raise its
-        ``DeliveryError`` if that failed."""
+        ``DeliveryError`` if that failed. Removals asked for in one turn of the event loop
+        go as one job: one wake-up of the committer thread, not one each."""
         loop = asyncio.get_running_loop()
         removed: asyncio.Future[DeliveryError | None] = loop.create_future()
-
-        def done(error: DeliveryError | None) -> None:  # in the committer thread
-            loop.call_soon_threadsafe(_set_result, removed, error)
-
-        committer().submit(self.store.removal(queue_id), done)
+        if not self._removing:
+            loop.call_soon(self._submit_removals, loop)
+        self._removing.append((queue_id, removed))
         error = await removed
         if error is not None:
             raise error
+
+    def _submit_removals(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch, self._removing = self._removing, []
+        job = self.store.removal(*(queue_id for queue_id, _ in batch))
+
+        def done(_: DeliveryError | None) -> None:  # in the committer thread
+            outcomes = [(removed, job.outcome(queue_id)) for queue_id, removed in batch]
+            loop.call_soon_threadsafe(_set_results, outcomes)
+
+        committer().submit(job, done)
 
     async def _bounce(self, entry: QueueEntry, recipients: list[Recipient], action: str) -> None:
         now = self.clock()
@@ -495,7 +505,8 @@ def _key(account: RelayAccount) -> str:
     return account_key(account) + "\0" + account.username + "\0" + account.auth
 
 
-def _set_result(future: asyncio.Future[DeliveryError | None], error: DeliveryError | None
-                ) -> None:
-    if not future.done():  # cancelled: the deliverer is stopping
-        future.set_result(error)
+def _set_results(outcomes: list[tuple[asyncio.Future[DeliveryError | None],
+                                     DeliveryError | None]]) -> None:
+    for future, error in outcomes:
+        if not future.done():  # cancelled: the deliverer is stopping
+            future.set_result(error)

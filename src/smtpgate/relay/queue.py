@@ -116,6 +116,7 @@ class QueueStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._root = os.fspath(root)
         self.tmp = root / "tmp"
         self.corrupt = root / "corrupt"
         self.kick_file = root / "kick"
@@ -178,10 +179,11 @@ class QueueStore:
         """Record first, then message; then flush the directory (waits: not on the loop)."""
         committer().commit(self.removal(queue_id))
 
-    def removal(self, queue_id: str) -> Removal:
+    def removal(self, *queue_ids: str) -> Removal:
         """``remove`` as a group commit job: removals and commits finishing together share
-        the flush of ``queue/`` (the deliverer removes one entry per delivered message)."""
-        return Removal(self, queue_id)
+        the flush of ``queue/`` (the deliverer removes one entry per delivered message, and
+        those that finish together as one job)."""
+        return Removal(self, queue_ids)
 
     def read_if_due(self, queue_id: str, now: float) -> tuple[QueueEntry, bytes | None]:
         """The entry, and its message if it is due to be sent now (one trip to a thread)."""
@@ -215,8 +217,9 @@ class QueueStore:
     def claim(self, queue_id: str) -> Iterator[RecordId]:
         """Hold the entry's lock; ``Busy`` if someone else does, ``Missing`` if it is gone.
         Yields the identity of the record file found under the lock (``Handover``)."""
+        base = f"{self._root}/{queue_id}"  # plain strings: once per delivery, on the loop
         try:
-            fd = os.open(self.message_path(queue_id), os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(base + ".msg", os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             raise Missing(queue_id) from None
         try:
@@ -225,7 +228,7 @@ class QueueStore:
             except BlockingIOError:
                 raise Busy(queue_id) from None
             try:
-                record = os.stat(self.state_path(queue_id))
+                record = os.stat(base + ".json")
             except FileNotFoundError:
                 raise Missing(queue_id) from None
             yield record_id(record)
@@ -250,23 +253,37 @@ class QueueStore:
 
 
 class Removal:
-    """The group commit job of ``QueueStore.remove``."""
+    """The group commit job of ``QueueStore.remove``, for one entry or several: each is
+    unlinked record first, then message; ``outcome`` tells how each one went."""
 
-    def __init__(self, store: QueueStore, queue_id: str) -> None:
+    def __init__(self, store: QueueStore, queue_ids: tuple[str, ...]) -> None:
         self.store = store
-        self.queue_id = queue_id
+        self.queue_ids = queue_ids
+        self._failed: dict[str, OSError] = {}  # unlinking went wrong for these
+        self._flush: OSError | None = None  # the flush after the unlinks failed: for all
 
     def stage(self) -> Staged:
         return [], []
 
     def publish(self) -> list[str]:
-        for path in (self.store.state_path(self.queue_id), self.store.message_path(self.queue_id)):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+        for queue_id in self.queue_ids:
+            try:
+                for path in (self.store.state_path(queue_id), self.store.message_path(queue_id)):
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
+            except OSError as exc:
+                self._failed[queue_id] = exc
         return [os.fspath(self.store.root)]
 
     def settle(self, error: OSError | None) -> DeliveryError | None:
-        return None if error is None else _error(error, "removing the entry")
+        self._flush = error
+        failed = next(iter(self._failed.values()), error)
+        return None if failed is None else _error(failed, "removing the entry")
+
+    def outcome(self, queue_id: str) -> DeliveryError | None:
+        """After ``settle``: None once this entry's removal is durable."""
+        failed = self._failed.get(queue_id, self._flush)
+        return None if failed is None else _error(failed, "removing the entry")
 
 
 class QueueWriter:

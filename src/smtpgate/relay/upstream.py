@@ -53,6 +53,7 @@ from typing import Protocol
 import aiosmtplib
 
 from smtpgate.config.schema import RelayAccount, RelayConfig
+from smtpgate.protocol.framing import scan_lines
 from smtpgate.relay.pipelining import PipeliningProtocol, command, pipelining
 
 TIMEOUT = 60.0
@@ -419,10 +420,18 @@ def _data_payload(message: bytes) -> bytes | None:
     """What follows the 354: the message dot-stuffed (RFC 5321 section 4.5.2) and the
     end ``.CRLF``. None unless every line of it ends in CRLF: aiosmtplib then fixes
     the line ends first. Equal to aiosmtplib's ``execute_data_command`` on such input."""
-    crlf = message.count(b"\r\n")
-    if (message.count(b"\n") != crlf or message.count(b"\r") != crlf
-            or not message.endswith(b"\r\n")):
+    if not message.endswith(b"\r\n"):
         return None
+    # One pass of the DATA framer's scanner (C when built): a line "." ends its scan early.
+    end, stuffed, bare = scan_lines(message, True, 0, len(message))
+    if end >= 0:
+        crlf = message.count(b"\r\n")
+        stuffed = True
+        bare = message.count(b"\n") != crlf or message.count(b"\r") != crlf
+    if bare:
+        return None
+    if not stuffed:
+        return message + b".\r\n"
     if message.startswith(b"."):
         message = b"." + message
     return message.replace(b"\r\n.", b"\r\n..") + b".\r\n"
