@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import random
+from pathlib import Path
 
 import pytest
 import uvloop
 from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 
-from smtpgate.config.schema import RelayAccount, RelayConfig
+from smtpgate.config.schema import RelayAccount, RelayConfig, RelayTls
 from smtpgate.relay.upstream import Result, Upstream, _data_payload
 from tests.relay.conftest import RelayEnv, wait_for
-from tests.relay.upstream import Smarthost
+from tests.relay.upstream import Smarthost, make_cert, server_tls
 
 DOTTED = (b"From: alice@local.test\r\nTo: you@remote.test\r\nSubject: dots\r\n\r\n"
           b".leading dot\r\n..two dots\r\n.\r\nmiddle\r\n. \r\nend\r\n")
@@ -83,14 +84,19 @@ def test_data_payload_matches_aiosmtplib() -> None:
     assert used > 200  # the seeded draw gives 399
 
 
+@pytest.mark.parametrize("tls", ["none", "starttls", "implicit"])
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
-def test_upstream_pipelines_on_either_event_loop(loop: str) -> None:
+def test_upstream_pipelines_on_either_event_loop(loop: str, tls: RelayTls, tmp_path: Path
+                                                ) -> None:
     """uvloop's transports keep the bound data_received: pipelining must still get the
-    replies (``relay.pipelining``)."""
-    smarthost = Smarthost().start()
+    replies (``relay.pipelining``), in clear and over TLS."""
+    cert, key = make_cert(tmp_path, "upstream")
+    context = server_tls(cert, key)
+    smarthost = Smarthost(tls=context if tls == "starttls" else None,
+                          implicit=context if tls == "implicit" else None).start()
     smarthost.handler.pipelining = True
     smarthost.handler.rcpt_replies["gone@remote.test"] = "550 5.1.1 no such user"
-    relay = RelayConfig(host="127.0.0.1", port=smarthost.port, tls="none")
+    relay = RelayConfig(host="127.0.0.1", port=smarthost.port, tls=tls, ca_file=str(cert))
 
     async def send_twice() -> list[dict[str, Result]]:
         upstream = Upstream(relay, RelayAccount(), "mx.test")

@@ -7,7 +7,8 @@ share them and every failure names its step:
 
     connect       TCP (and the TLS handshake when ``tls = "implicit"``), greeting, EHLO
     secure        STARTTLS when ``tls = "starttls"`` (refused if not offered: never
-                  silently in clear), certificate checked unless ``verify = false``
+                  silently in clear), certificate checked unless ``verify = false``,
+                  then EHLO again
     authenticate  the account's AUTH: PLAIN / LOGIN with the password file, or
                   XOAUTH2 / OAUTHBEARER (RFC 7628) with a token; a 535 on a token
                   refreshes the token once and tries again
@@ -161,6 +162,13 @@ class Upstream:
             cause = exc.__cause__ or exc.__context__
             if isinstance(cause, ssl.SSLError):
                 raise UpstreamError("tls", _ssl_reason(cause)) from None
+            raise UpstreamError("tls", _reason(exc)) from None
+        try:  # RFC 3207 section 4.2: what was offered in clear no longer holds; ask now,
+            await self.smtp.ehlo()  # so that the first message may already pipeline
+        except aiosmtplib.SMTPResponseException as exc:
+            raise UpstreamError("tls", "EHLO after STARTTLS refused",
+                                f"{exc.code} {exc.message}") from None
+        except (aiosmtplib.SMTPException, OSError) as exc:
             raise UpstreamError("tls", _reason(exc)) from None
 
     async def authenticate(self) -> None:
