@@ -4,6 +4,7 @@
     python3 bench/profile.py W1 [W4 ...]
     BENCH_PROFILE_MODE=maildir python3 bench/profile.py W1    # another delivery mode
     BENCH_PROFILE_PYSPY=--gil python3 bench/profile.py W2     # extra py-spy options
+    python3 bench/profile.py W5       # relay mode, its sink on the load generator's CPU
 
 Starts smtpgate like the main bench run (workers=1, discard, uvloop as installed, CPU 0;
 ``BENCH_PROFILE_LOOP=asyncio`` for the standard library's loop),
@@ -60,13 +61,22 @@ def profile(wname: str) -> None:
     workloads = runner.make_workloads(quick=False)
     wl = workloads[wname]
     mode = os.environ.get("BENCH_PROFILE_MODE", "discard")
-    spec = runner.smtpgate_spec(
-        "smtpgate-profile", runner.free_port(), workers=1, mode=mode,
-        cpus=runner.SERVER_CPUS, workloads=(wname,),
-        loop=os.environ.get("BENCH_PROFILE_LOOP", "auto"))
+    if wname == "W5":  # relay mode with its sink, as in the bench (accepting and relaying)
+        spec = runner.relay_spec("smtpgate-profile")
+    else:
+        spec = runner.smtpgate_spec(
+            "smtpgate-profile", runner.free_port(), workers=1, mode=mode,
+            cpus=runner.SERVER_CPUS, workloads=(wname,),
+            loop=os.environ.get("BENCH_PROFILE_LOOP", "auto"))
     stamp = time.strftime("%Y%m%d-%H%M%S")
     runner.RESULTS.mkdir(parents=True, exist_ok=True)
     raw = runner.RESULTS / f"profile-{stamp}-{wname}.txt"
+    sink = None
+    if spec.sink is not None:
+        assert spec.sink.prepare is not None
+        spec.sink.prepare()
+        sink = runner.Server(spec.sink, runner.BUILD / f"profile-{stamp}-sink.log")
+        sink.start()
     assert spec.prepare is not None
     spec.prepare()
     server = runner.Server(spec, runner.BUILD / f"profile-{stamp}.log")
@@ -88,6 +98,8 @@ def profile(wname: str) -> None:
             spy.wait()
     finally:
         server.stop()
+        if sink is not None:
+            sink.stop()
     print(f"{wname}: value {runner.metric(wl, rec)} server cpu {rec.get('server_cpu_s'):.2f}s "
           f"(py-spy attached, so slower than the bench)")
     if raw.exists():

@@ -687,7 +687,8 @@ def main() -> int:
     unavailable: set[str] = set()
     for rep in range(1, reps + 1):
         # rotate the order each repetition so no server always runs first
-        order = main_specs[(rep - 1) % len(main_specs):] + main_specs[:(rep - 1) % len(main_specs)]
+        turn = (rep - 1) % len(main_specs) if main_specs else 0  # BENCH_SERVERS: variants only
+        order = main_specs[turn:] + main_specs[:turn]
         for spec in [*order, *variants]:
             if spec.name in unavailable:
                 continue

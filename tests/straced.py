@@ -34,8 +34,9 @@ class Call:
     end: int  # line number where it returned
 
 
-def strace_command(strace: str, trace: Path) -> list[str]:
-    return [strace, "-f", "-y", "-s", "100", "-o", str(trace), "-e", TRACED]
+def strace_command(strace: str, trace: Path, more: str = "") -> list[str]:
+    """``more``: other calls to trace, e.g. ``",unlink,close"``."""
+    return [strace, "-f", "-y", "-s", "100", "-o", str(trace), "-e", TRACED + more]
 
 
 def parse_trace(text: str) -> list[Call]:
@@ -68,6 +69,20 @@ def flush_of(calls: list[Call], path: Path, after: int) -> Call:
     """The first flush covering ``path`` that began after line ``after``."""
     return next(c for c in calls if c.start > after and (
         c.name == "syncfs" or (c.name in _FLUSHES and on(c, path))))
+
+
+def check_removal(calls: list[Call], queue: Path, queue_id: str) -> None:
+    """A delivered entry: its record unlinked, then its message, then a flush of ``queue``
+    that began after both, and only then its claim let go (the deliverer's descriptor on
+    the message, deleted by then, closed). Needs ``unlink``/``unlinkat`` and ``close``."""
+    record, message = queue / f"{queue_id}.json", queue / f"{queue_id}.msg"
+    unlinks = [c for c in calls if c.name.startswith("unlink")
+               and any(f'"{path}"' in c.args for path in (record, message))]
+    assert [f'"{record}"' in c.args for c in unlinks] == [True, False], queue_id
+    flush = flush_of(calls, queue, unlinks[-1].end)
+    released = [c for c in calls if c.name == "close" and f"<{message}>(deleted)" in c.args]
+    assert released, f"{queue_id}: no claim released after the unlink"
+    assert flush.end < released[-1].start, f"{queue_id}: claim let go before the flush"
 
 
 def check_message(calls: list[Call], *, files: list[Path], folders: list[Path],

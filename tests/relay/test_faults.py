@@ -7,6 +7,8 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
+
 from tests.relay.conftest import RelayEnv, wait_for
 from tests.relay.upstream import Smarthost, TokenServer, make_cert, server_tls
 
@@ -17,7 +19,9 @@ def _entry(env: RelayEnv) -> dict[str, Any]:
     return record
 
 
-async def test_per_recipient_results_retry_and_bounce(env: RelayEnv) -> None:
+@pytest.mark.parametrize("pipelining", [False, True], ids=["one-by-one", "pipelined"])
+async def test_per_recipient_results_retry_and_bounce(env: RelayEnv, pipelining: bool) -> None:
+    env.smarthost.handler.pipelining = pipelining  # each reply must go to its own recipient
     replies = env.smarthost.handler.rcpt_replies
     replies["temp@remote.test"] = "451 4.2.1 try later"
     replies["gone@remote.test"] = "550 5.1.1 no such user"
@@ -55,7 +59,9 @@ async def test_upstream_refusing_connections_then_back(env: RelayEnv) -> None:
     await wait_for(lambda: not env.queued())
 
 
-async def test_421_mid_session_is_retried(env: RelayEnv) -> None:
+@pytest.mark.parametrize("pipelining", [False, True], ids=["one-by-one", "pipelined"])
+async def test_421_mid_session_is_retried(env: RelayEnv, pipelining: bool) -> None:
+    env.smarthost.handler.pipelining = pipelining
     replies = env.smarthost.handler.rcpt_replies
     replies["b@remote.test"] = "421 4.3.2 shutting down"
     await env.start()

@@ -6,7 +6,9 @@ message the order must be (``tests/straced.py``): its file and its record
 written and flushed; both renamed into ``queue/`` (the message first); then a
 flush of ``queue/`` that began after those renames; and only then the
 ``250 ... queued as ID``. Several messages must share one directory flush
-(the batch), or this is not group commit.
+(the batch), or this is not group commit. Once the smarthost has every
+message, each entry's removal must be durable (a flush of ``queue/`` after
+its unlinks) before the deliverer lets go of its claim.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from pathlib import Path
 import aiosmtplib
 
 from tests.e2e.conftest import PASSWORD, create_user
-from tests.relay.conftest import MESSAGE, RelayEnv
+from tests.relay.conftest import MESSAGE, RelayEnv, wait_for
 from tests.relay.test_cli import write_toml
 from tests.straced import (
     check_message,
+    check_removal,
     parse_trace,
     stop_traced,
     strace_command,
@@ -67,11 +70,13 @@ async def test_every_250_follows_its_flushes_renames_and_a_shared_directory_flus
     smtpgate = Path(sys.executable).with_name("smtpgate")
     log = (tmp_path / "serve.log").open("wb")
     proc = subprocess.Popen(
-        [*strace_command(strace, trace), str(smtpgate), "--config", str(path), "serve"],
+        [*strace_command(strace, trace, ",unlink,unlinkat,close"), str(smtpgate),
+         "--config", str(path), "serve"],
         stdout=log, stderr=log, start_new_session=True)
     try:
         await wait_listening(listen)
         replies = await send_many(listen)
+        await wait_for(lambda: not env.queued(), timeout=60)  # all relayed and removed
     finally:
         stop_traced(proc)
         log.close()
@@ -86,3 +91,6 @@ async def test_every_250_follows_its_flushes_renames_and_a_shared_directory_flus
         covering.append(check_message(calls, files=written, folders=[], renamed=written,
                                       into=[queue], reply=f"queued as {queue_id}"))
     assert len(set(covering)) < len(ids), "every message had a directory flush of its own"
+    assert len(env.smarthost.handler.accepted) == len(ids)
+    for queue_id in ids:
+        check_removal(calls, queue, queue_id)

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from smtpgate.relay.flow import FLOW_BACKLOG
+from smtpgate.relay.flow import FLOW_BACKLOG, InFlowGate
 from tests.relay.conftest import RelayEnv, wait_for
 
 MESSAGES = FLOW_BACKLOG + 4  # one upstream connection: the last few find it behind
@@ -40,3 +40,40 @@ async def test_a_relay_behind_holds_250s_up_to_in_flow_delay(env: RelayEnv, dela
         assert max(took) < 1.5, took  # nothing holds them
     await wait_for(lambda: len(env.smarthost.handler.accepted) == MESSAGES, timeout=30)
     await wait_for(lambda: env.queued() == [])
+
+
+async def test_each_held_250_waits_its_own_delay_then_goes() -> None:
+    """One timer serves every held reply: each still goes ``delay`` after it was held,
+    in order, unless the backlog clears first."""
+    backlog = [100]  # behind until the test says otherwise
+    gate = InFlowGate(lambda: backlog[0], connections=1, delay=0.3)
+    loop = asyncio.get_running_loop()
+    sent: dict[str, float] = {}
+    held: dict[str, float] = {}
+
+    def hold(name: str) -> None:
+        held[name] = loop.time()
+
+        def send() -> None:
+            sent[name] = loop.time()
+
+        gate.when_caught_up(send)
+
+    hold("a")
+    await asyncio.sleep(0.1)
+    hold("b")
+    hold("c")
+    await asyncio.sleep(0.25)  # a's delay has passed, not b's
+    assert list(sent) == ["a"]
+    assert sent["a"] - held["a"] >= 0.29
+    await asyncio.sleep(0.1)
+    assert list(sent) == ["a", "b", "c"]
+    assert all(sent[n] - held[n] >= 0.29 for n in "bc")
+    hold("d")
+    gate.progressed()  # still behind: d waits
+    assert "d" not in sent
+    backlog[0] = 0
+    gate.progressed()  # caught up: d goes at once, its timer is gone
+    assert "d" in sent and sent["d"] - held["d"] < 0.1
+    await asyncio.sleep(0.35)
+    assert list(sent) == ["a", "b", "c", "d"]

@@ -13,7 +13,11 @@ recipient to its RCPT reply (``"421 ..."`` also closes the connection);
 ``accepted`` collects (envelope sender, recipients, data, auth user).
 With ``handler.dsn`` on it also offers DSN (RFC 3461) and keeps the MAIL and
 RCPT parameters of each accepted message in ``options``; with it off, such
-parameters get aiosmtpd's 555, as from any smarthost without DSN.
+parameters get aiosmtpd's 555, as from any smarthost without DSN. With
+``handler.pipelining`` on it offers PIPELINING (RFC 2920; aiosmtpd reads
+commands in order from its stream and answers each in turn) and keeps every
+read from the connection in ``reads``, so a test sees which commands came in
+one write.
 """
 
 from __future__ import annotations
@@ -183,6 +187,8 @@ class Handler:
         self.token_checks: list[tuple[str, bool]] = []
         self.connections = 0
         self.dsn = False  # offer DSN and accept its parameters
+        self.pipelining = False  # offer PIPELINING and keep each read in reads
+        self.reads: list[bytes] = []
         self.options: list[tuple[list[str], list[str]]] = []  # (MAIL, RCPT) params, per message
 
     async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope,
@@ -191,6 +197,8 @@ class Handler:
         session.host_name = hostname
         if self.dsn:
             responses.insert(-1, "250-DSN")
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
         return responses
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
@@ -249,6 +257,11 @@ _DSN_PARAMETERS = frozenset({"RET", "ENVID", "NOTIFY", "ORCPT"})
 
 class _DsnSMTP(SMTP):
     """aiosmtpd's server, taking the RFC 3461 parameters when its handler offers DSN."""
+
+    def data_received(self, data: bytes) -> None:
+        if getattr(self.event_handler, "pipelining", False):
+            self.event_handler.reads.append(data)
+        super().data_received(data)
 
     def _getparams(self, params: Any) -> Any:
         found = super()._getparams(params)

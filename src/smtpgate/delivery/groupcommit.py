@@ -242,10 +242,23 @@ _committer_lock = threading.Lock()
 
 
 def committer() -> Committer:
-    """This process's committer (a forked child gets its own: threads do not survive fork)."""
+    """This process's committer (a forked child gets its own: threads do not survive fork).
+    Called for every message: the usual case takes no lock."""
     global _committer  # noqa: PLW0603 - one per process, by design
-    pid = os.getpid()
+    current = _committer
+    if current is not None and current[0] == _pid:
+        return current[1]
     with _committer_lock:
-        if _committer is None or _committer[0] != pid:
-            _committer = (pid, Committer())
+        if _committer is None or _committer[0] != _pid:
+            _committer = (_pid, Committer())
         return _committer[1]
+
+
+def _forked() -> None:
+    global _pid, _committer_lock  # noqa: PLW0603 - per process, by design
+    _pid = os.getpid()  # so committer() need not ask for it every message
+    _committer_lock = threading.Lock()  # a parent's thread may have held it at the fork
+
+
+_pid = os.getpid()
+os.register_at_fork(after_in_child=_forked)

@@ -48,14 +48,18 @@ def open_async(create: Callable[[], int]) -> Future[int]:
 
 
 class Spool:
-    """See the module docstring. ``create`` makes the file and returns its descriptor."""
+    """See the module docstring. ``create`` makes the file and returns its descriptor;
+    with ``keep``, ``finish`` leaves a message that never spilled in ``whole`` (the
+    relay hands it to its deliverer instead of reading the file back)."""
 
-    def __init__(self, create: Callable[[], int]) -> None:
+    def __init__(self, create: Callable[[], int], *, keep: bool = False) -> None:
         self._create = create
+        self._keep = keep
         self._chunks: list[bytes] = []
         self._held = 0  # octets in _chunks
         self._opening: Future[int] | None = None
         self._file: BinaryIO | None = None
+        self.whole: bytes | None = None  # after finish: the message, if it never spilled
 
     def write(self, data: bytes) -> None:
         """Append (on the event loop). ``OSError`` if the spill file failed."""
@@ -73,8 +77,11 @@ class Spool:
     def finish(self) -> BinaryIO:
         """The file, holding every octet written (blocking: the committer thread)."""
         if self._file is None:
+            spilled = self._opening is not None
             fd = self._create() if self._opening is None else self._opening.result()
-            self._wrap(fd)
+            joined = self._wrap(fd)
+            if self._keep and not spilled:  # spilled: joined is only its first part
+                self.whole = joined
         assert self._file is not None
         self._file.flush()
         return self._file
@@ -90,6 +97,7 @@ class Spool:
         """Forget the message: close the file (now, or once its open finishes), then
         ``then()`` (in the opener thread if the open was still running)."""
         self._chunks.clear()
+        self.whole = None
         opening, self._opening = self._opening, None
         if self._file is None and opening is not None and not opening.done():
             opening.add_done_callback(lambda done: _close_opened(done, then))
@@ -104,11 +112,13 @@ class Spool:
         assert self._opening is not None
         self._wrap(self._opening.result())
 
-    def _wrap(self, fd: int) -> None:
-        """Write through ``fd`` from now on, starting with what was held in memory."""
+    def _wrap(self, fd: int) -> bytes:
+        """Write through ``fd`` from now on, starting with what was held in memory (returned)."""
         self._file = os.fdopen(fd, "wb", buffering=_BUFFER)
         chunks, self._chunks, self._held = self._chunks, [], 0
-        self._file.write(b"".join(chunks))
+        joined = b"".join(chunks)
+        self._file.write(joined)
+        return joined
 
 
 def _close_opened(done: Future[int], then: Callable[[], None]) -> None:

@@ -2,14 +2,18 @@
 
 Theory of operation
 -------------------
-Index. Memory holds only an index, never a message: a heap of
-``(next_attempt, received_at, id)`` and the time each id is due. It is
-filled by a scan of ``queue/`` at start (in the background: the server
-serves at once), by ``notify(id)`` from the relay target after each commit,
+Index. Memory holds an index: a heap of ``(next_attempt, received_at, id)``
+and the time each id is due. It is filled by a scan of ``queue/`` at start
+(in the background: the server serves at once), by ``hand_over`` from the
+relay target after each commit,
 and by a full rescan when the CLI touches ``queue/kick`` (checked every
 ``POLL`` seconds), and every ``RESCAN`` seconds by a scan that reads only
 ids the index lacks (entries written by other worker processes). Stale
-heap items are skipped lazily.
+heap items are skipped lazily. A message just committed comes with its entry
+and bytes (``relay.queue.Handover``, at most ``HANDOVER_BYTES`` in all, each
+until its first attempt): that attempt uses them instead of a thread trip to
+read both files back, if the record under the claim is still the one the
+commit wrote. Older messages are never in memory.
 
 Connections. Due ids move to a ready list in queue order; up to
 ``[relay] max_connections`` connection tasks take them. A task keeps its
@@ -19,7 +23,7 @@ when the list is empty, then says QUIT.
 
 One message (``_attempt``), holding the entry's lock (``QueueStore.claim``;
 a busy entry belongs to another process and is looked at again later):
-reload the record (it may have changed), then
+reload the record (it may have changed; or take the hand-over), then
 
 - held, or not yet due: leave it;
 - older than ``max_queue_lifetime``: every pending recipient fails (4.4.7);
@@ -62,7 +66,7 @@ from smtpgate.relay.dsn import upstream_options, wants_report
 from smtpgate.relay.entry import CorruptEntry, QueueEntry, Recipient
 from smtpgate.relay.flow import InFlowGate
 from smtpgate.relay.oauth import TokenClient, TokenError, account_key
-from smtpgate.relay.queue import Busy, Missing, QueueStore
+from smtpgate.relay.queue import Busy, Handover, Missing, QueueStore, RecordId
 from smtpgate.relay.target import RelayTarget
 from smtpgate.relay.upstream import Result, Upstream, UpstreamError
 
@@ -74,6 +78,7 @@ BUSY_RETRY = 30.0  # seconds before looking again at an entry another process ho
 BROKEN_FOR = 5.0  # seconds after a failed connect/TLS/AUTH/token in which others just defer
 LINGER = 2.0  # seconds an idle upstream session waits for more mail before QUIT
 STOP_GRACE = 10.0  # seconds a stopping deliverer lets transactions in flight finish
+HANDOVER_BYTES = 4 * 1024 * 1024  # message bytes held from hand-overs, in all
 
 
 class Deliverer:
@@ -94,6 +99,10 @@ class Deliverer:
         self._busy: set[str] = set()
         self._workers: set[asyncio.Task[None]] = set()
         self._tokens: dict[str, TokenClient] = {}
+        self._keys: dict[int, tuple[RelayAccount, str]] = {}  # id(account): it, its _key
+        self._handed: dict[str, Handover] = {}  # just committed, not yet attempted
+        self._handed_bytes = 0
+        self._removing: list[tuple[str, asyncio.Future[DeliveryError | None]]] = []
         self._broken: dict[str, tuple[float, str]] = {}  # account -> (when, why) a session failed
         self._wake = asyncio.Event()
         self._more = asyncio.Event()  # set when ids become ready (wakes idle sessions)
@@ -109,6 +118,7 @@ class Deliverer:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.target.on_queued = self.notify
+        self.target.on_handover = self.hand_over
         if self.relay.in_flow_delay > 0:
             self.target.in_flow = self.flow
         if self.relay.tls == "none":
@@ -126,9 +136,11 @@ class Deliverer:
     async def stop(self, grace: float = STOP_GRACE) -> None:
         self._stopping = True
         self.target.on_queued = None
+        self.target.on_handover = None
         self.target.in_flow = None
         self.flow.release_all()  # no 250 waits for a deliverer that is going
         self._ready.clear()
+        self._handed.clear()
         self._wake.set()
         self._more.set()
         if self._main is not None:
@@ -145,6 +157,28 @@ class Deliverer:
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._schedule, queue_id, 0.0, self.clock())
+
+    def hand_over(self, handover: Handover) -> None:
+        """A new entry is queued, with its message (called from the committer thread)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._take_handover, handover, self.clock())
+
+    def _take_handover(self, handover: Handover, received: float) -> None:
+        queue_id = handover.entry.id
+        if self._stopping:
+            return
+        if self._handed_bytes + len(handover.message) <= HANDOVER_BYTES:  # else: read back
+            self._drop_handover(queue_id)
+            self._handed[queue_id] = handover
+            self._handed_bytes += len(handover.message)
+        self._schedule(queue_id, 0.0, received)
+
+    def _drop_handover(self, queue_id: str) -> Handover | None:
+        handover = self._handed.pop(queue_id, None)
+        if handover is not None:
+            self._handed_bytes -= len(handover.message)
+        return handover
 
     def _backlog(self) -> int:
         """Messages ready for a connection or in flight (``relay.flow``)."""
@@ -273,7 +307,7 @@ class Deliverer:
 
     async def _upstream(self, account: RelayAccount, session: list[tuple[str, Upstream]]
                         ) -> Upstream:
-        key = _key(account)
+        key = self._key(account)
         if session and (session[0][0] != key or not session[0][1].alive):
             await session.pop()[1].close()
         if session:
@@ -290,6 +324,13 @@ class Deliverer:
         session.append((key, upstream))
         return upstream
 
+    def _key(self, account: RelayAccount) -> str:
+        """``_key``, once per account (the accounts are fixed for the deliverer's life)."""
+        known = self._keys.get(id(account))
+        if known is None or known[0] is not account:
+            known = self._keys[id(account)] = (account, _key(account))
+        return known[1]
+
     def _token_client(self, account: RelayAccount) -> TokenClient | None:
         if account.auth not in ("xoauth2", "oauthbearer"):
             return None
@@ -301,10 +342,10 @@ class Deliverer:
     # -- one message -------------------------------------------------------------------------
 
     async def _attempt(self, queue_id: str, session: list[tuple[str, Upstream]]) -> None:
+        handover = self._drop_handover(queue_id)  # one attempt only, whatever happens
         try:
-            with self.store.claim(queue_id):
-                entry, message = await asyncio.to_thread(
-                    self.store.read_if_due, queue_id, self.clock())
+            with self.store.claim(queue_id) as record:
+                entry, message = await self._read(queue_id, record, handover)
                 await self._deliver(entry, message, session)
         except Busy:
             self._schedule(queue_id, self.clock() + BUSY_RETRY, 0.0)
@@ -312,6 +353,15 @@ class Deliverer:
             self._forget(queue_id)
         except CorruptEntry as exc:
             await asyncio.to_thread(self.store.move_corrupt, queue_id, str(exc))
+
+    async def _read(self, queue_id: str, record: RecordId, handover: Handover | None
+                    ) -> tuple[QueueEntry, bytes | None]:
+        """The entry, and its message if due: the hand-over if the record under our claim
+        is the one its commit wrote, else both read back (in a thread)."""
+        if handover is not None and handover.record == record:
+            entry = handover.entry
+            return entry, handover.message if entry.due(self.clock()) else None
+        return await asyncio.to_thread(self.store.read_if_due, queue_id, self.clock())
 
     async def _deliver(self, entry: QueueEntry, message: bytes | None,
                        session: list[tuple[str, Upstream]]) -> None:
@@ -332,7 +382,7 @@ class Deliverer:
         if account is None:
             await self._defer(entry, "no [[relay.account]] matches the sender")
             return
-        broken = self._broken.get(_key(account))
+        broken = self._broken.get(self._key(account))
         if broken is not None and self.clock() - broken[0] < BROKEN_FOR:
             await self._defer(entry, broken[1])  # the session just failed: do not hammer
             return
@@ -413,22 +463,32 @@ class Deliverer:
             log.info("queue=%s a bounce could not be delivered; not bounced again", entry.id)
         await self._remove(entry.id)
         self._forget(entry.id)
-        log.info("queue=%s removed: %d delivered, %d failed", entry.id,
-                 len(entry.recipients) - len(failed), len(failed))
+        # All delivered: each recipient's status=sent line said so already.
+        log.log(logging.INFO if failed else logging.DEBUG, "queue=%s removed: %d delivered, "
+                "%d failed", entry.id, len(entry.recipients) - len(failed), len(failed))
 
     async def _remove(self, queue_id: str) -> None:
         """Remove the entry in the next group commit (still under our claim); raise its
-        ``DeliveryError`` if that failed."""
+        ``DeliveryError`` if that failed. Removals asked for in one turn of the event loop
+        go as one job: one wake-up of the committer thread, not one each."""
         loop = asyncio.get_running_loop()
         removed: asyncio.Future[DeliveryError | None] = loop.create_future()
-
-        def done(error: DeliveryError | None) -> None:  # in the committer thread
-            loop.call_soon_threadsafe(_set_result, removed, error)
-
-        committer().submit(self.store.removal(queue_id), done)
+        if not self._removing:
+            loop.call_soon(self._submit_removals, loop)
+        self._removing.append((queue_id, removed))
         error = await removed
         if error is not None:
             raise error
+
+    def _submit_removals(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch, self._removing = self._removing, []
+        job = self.store.removal(*(queue_id for queue_id, _ in batch))
+
+        def done(_: DeliveryError | None) -> None:  # in the committer thread
+            outcomes = [(removed, job.outcome(queue_id)) for queue_id, removed in batch]
+            loop.call_soon_threadsafe(_set_results, outcomes)
+
+        committer().submit(job, done)
 
     async def _bounce(self, entry: QueueEntry, recipients: list[Recipient], action: str) -> None:
         now = self.clock()
@@ -445,7 +505,8 @@ def _key(account: RelayAccount) -> str:
     return account_key(account) + "\0" + account.username + "\0" + account.auth
 
 
-def _set_result(future: asyncio.Future[DeliveryError | None], error: DeliveryError | None
-                ) -> None:
-    if not future.done():  # cancelled: the deliverer is stopping
-        future.set_result(error)
+def _set_results(outcomes: list[tuple[asyncio.Future[DeliveryError | None],
+                                     DeliveryError | None]]) -> None:
+    for future, error in outcomes:
+        if not future.done():  # cancelled: the deliverer is stopping
+            future.set_result(error)

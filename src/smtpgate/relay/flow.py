@@ -13,6 +13,7 @@ message a little later: acceptance slows to the rate of delivery.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable
 
 FLOW_BACKLOG = 8  # messages per upstream connection waiting or in flight before 250s wait
@@ -26,7 +27,10 @@ class InFlowGate:
         self._backlog = backlog
         self._limit = FLOW_BACKLOG * connections
         self._delay = delay
-        self._waiting: list[_Once] = []  # held replies
+        # Held replies with their deadlines, oldest first (one delay for all: in order).
+        # One timer, for the oldest: a timer per held reply cost more than holding it.
+        self._waiting: deque[tuple[float, Callable[[], None]]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
 
     def behind(self) -> bool:
         return self._backlog() > self._limit
@@ -34,9 +38,10 @@ class InFlowGate:
     def when_caught_up(self, callback: Callable[[], None]) -> None:
         """``callback`` (a held 250) runs once the backlog is down again, or after the
         delay at the latest."""
-        once = _Once(callback)
-        self._waiting.append(once)
-        asyncio.get_running_loop().call_later(self._delay, once)
+        loop = asyncio.get_running_loop()
+        self._waiting.append((loop.time() + self._delay, callback))
+        if self._timer is None:
+            self._timer = loop.call_at(self._waiting[0][0], self._expire)
 
     def progressed(self) -> None:
         """A message left the backlog (the deliverer calls this): release the held
@@ -45,20 +50,19 @@ class InFlowGate:
             self.release_all()
 
     def release_all(self) -> None:
-        waiting, self._waiting = self._waiting, []
-        for once in waiting:
-            once()
-
-
-class _Once:
-    """A callback that runs at most once, whichever of its two triggers comes first."""
-
-    __slots__ = ("_callback",)
-
-    def __init__(self, callback: Callable[[], None]) -> None:
-        self._callback: Callable[[], None] | None = callback
-
-    def __call__(self) -> None:
-        callback, self._callback = self._callback, None
-        if callback is not None:
+        waiting, self._waiting = self._waiting, deque()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for _, callback in waiting:
             callback()
+
+    def _expire(self) -> None:
+        """The oldest held replies have waited the whole delay: send them."""
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while self._waiting and self._waiting[0][0] <= now:
+            self._waiting.popleft()[1]()
+        if self._waiting:
+            self._timer = loop.call_at(self._waiting[0][0], self._expire)

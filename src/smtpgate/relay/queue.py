@@ -32,6 +32,15 @@ exclusive ``flock`` on its ``.msg`` file (never replaced, so the lock is on
 one inode for the entry's life). The writer holds it from the file's
 creation until its commit has settled. Several server processes (``[server] workers``) and the CLI
 therefore never work on the same entry at once; a busy entry is skipped.
+
+Hand-over (``Handover``): once committed, a message that was held in memory
+(not spilled) is offered to the deliverer with its entry, so the deliverer
+need not read back what was just written. With it goes the identity of the
+record file as written (inode, size, mtime): ``claim`` yields the identity
+of the record it finds, and the copy is used only if they are equal. Every
+change of a record (``save``) renames a new file over it, so a record the
+CLI or another process changed since is read from disk as before; the
+``.msg`` file never changes.
 """
 
 from __future__ import annotations
@@ -45,6 +54,7 @@ import secrets
 import string
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from smtpgate.delivery.base import DeliveryError
@@ -60,6 +70,22 @@ _DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 _ID_CHARS = string.digits + string.ascii_uppercase  # ASCII order: ids sort by time
 _BUFFER = 64 * 1024
 STALE_TMP = 600.0  # seconds: an unlocked tmp record older than this is a crash leftover
+
+
+RecordId = tuple[int, int, int]  # inode, size, mtime (ns) of a record file
+
+
+def record_id(st: os.stat_result) -> RecordId:
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+@dataclass(frozen=True, slots=True)
+class Handover:
+    """A message just queued, handed to the deliverer in memory (module docstring)."""
+
+    entry: QueueEntry
+    message: bytes
+    record: RecordId  # the record file as its commit wrote it
 
 
 class Busy(Exception):
@@ -90,6 +116,7 @@ class QueueStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._root = os.fspath(root)
         self.tmp = root / "tmp"
         self.corrupt = root / "corrupt"
         self.kick_file = root / "kick"
@@ -152,10 +179,11 @@ class QueueStore:
         """Record first, then message; then flush the directory (waits: not on the loop)."""
         committer().commit(self.removal(queue_id))
 
-    def removal(self, queue_id: str) -> Removal:
+    def removal(self, *queue_ids: str) -> Removal:
         """``remove`` as a group commit job: removals and commits finishing together share
-        the flush of ``queue/`` (the deliverer removes one entry per delivered message)."""
-        return Removal(self, queue_id)
+        the flush of ``queue/`` (the deliverer removes one entry per delivered message, and
+        those that finish together as one job)."""
+        return Removal(self, queue_ids)
 
     def read_if_due(self, queue_id: str, now: float) -> tuple[QueueEntry, bytes | None]:
         """The entry, and its message if it is due to be sent now (one trip to a thread)."""
@@ -186,10 +214,12 @@ class QueueStore:
     # -- claiming and start-up ---------------------------------------------------------------
 
     @contextlib.contextmanager
-    def claim(self, queue_id: str) -> Iterator[None]:
-        """Hold the entry's lock; ``Busy`` if someone else does, ``Missing`` if it is gone."""
+    def claim(self, queue_id: str) -> Iterator[RecordId]:
+        """Hold the entry's lock; ``Busy`` if someone else does, ``Missing`` if it is gone.
+        Yields the identity of the record file found under the lock (``Handover``)."""
+        base = f"{self._root}/{queue_id}"  # plain strings: once per delivery, on the loop
         try:
-            fd = os.open(self.message_path(queue_id), os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(base + ".msg", os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             raise Missing(queue_id) from None
         try:
@@ -197,9 +227,11 @@ class QueueStore:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise Busy(queue_id) from None
-            if not self.state_path(queue_id).exists():
-                raise Missing(queue_id)
-            yield
+            try:
+                record = os.stat(base + ".json")
+            except FileNotFoundError:
+                raise Missing(queue_id) from None
+            yield record_id(record)
         finally:
             os.close(fd)
 
@@ -221,23 +253,37 @@ class QueueStore:
 
 
 class Removal:
-    """The group commit job of ``QueueStore.remove``."""
+    """The group commit job of ``QueueStore.remove``, for one entry or several: each is
+    unlinked record first, then message; ``outcome`` tells how each one went."""
 
-    def __init__(self, store: QueueStore, queue_id: str) -> None:
+    def __init__(self, store: QueueStore, queue_ids: tuple[str, ...]) -> None:
         self.store = store
-        self.queue_id = queue_id
+        self.queue_ids = queue_ids
+        self._failed: dict[str, OSError] = {}  # unlinking went wrong for these
+        self._flush: OSError | None = None  # the flush after the unlinks failed: for all
 
     def stage(self) -> Staged:
         return [], []
 
     def publish(self) -> list[str]:
-        for path in (self.store.state_path(self.queue_id), self.store.message_path(self.queue_id)):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+        for queue_id in self.queue_ids:
+            try:
+                for path in (self.store.state_path(queue_id), self.store.message_path(queue_id)):
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
+            except OSError as exc:
+                self._failed[queue_id] = exc
         return [os.fspath(self.store.root)]
 
     def settle(self, error: OSError | None) -> DeliveryError | None:
-        return None if error is None else _error(error, "removing the entry")
+        self._flush = error
+        failed = next(iter(self._failed.values()), error)
+        return None if failed is None else _error(failed, "removing the entry")
+
+    def outcome(self, queue_id: str) -> DeliveryError | None:
+        """After ``settle``: None once this entry's removal is durable."""
+        failed = self._failed.get(queue_id, self._flush)
+        return None if failed is None else _error(failed, "removing the entry")
 
 
 class QueueWriter:
@@ -250,8 +296,10 @@ class QueueWriter:
         tmp, root = os.fspath(store.tmp), os.fspath(store.root)
         self._tmp_msg, self._tmp_json = f"{tmp}/{entry.id}.msg", f"{tmp}/{entry.id}.json"
         self._msg, self._json = f"{root}/{entry.id}.msg", f"{root}/{entry.id}.json"
-        self._spool = Spool(self._create_message_file)  # in memory until it commits or grows
+        # In memory until it commits or grows; kept after the commit for the hand-over.
+        self._spool = Spool(self._create_message_file, keep=True)
         self._record: int | None = None  # tmp/<ID>.json while a group commit stages it
+        self._record_id: RecordId | None = None  # that file as written (``handover``)
         self._published = False
         self._ended = False  # committed or aborted
 
@@ -281,6 +329,7 @@ class QueueWriter:
         data = memoryview(self.entry.to_json())
         while data:
             data = data[os.write(self._record, data):]
+        self._record_id = record_id(os.fstat(self._record))  # a rename keeps all three
         return [handle.fileno(), self._record], []
 
     def publish(self) -> list[str]:
@@ -298,6 +347,13 @@ class QueueWriter:
             return None
         self.abort()
         return _error(error, "committing the message")
+
+    def handover(self) -> Handover | None:
+        """The committed message for the deliverer, once (None if it spilled to its file)."""
+        message, self._spool.whole = self._spool.whole, None
+        if message is None or self._record_id is None or not self._ended:
+            return None
+        return Handover(self.entry, message, self._record_id)
 
     def abort(self) -> None:
         """Leave nothing behind (also after a successful commit: used to undo a split)."""

@@ -15,7 +15,9 @@ Every ``write`` goes to both. The commit is one group commit job
 first: both are flushed, renamed and flushed again together, and if either
 fails both are removed (a published queue entry too), so the client's retry
 does not relay twice. After a commit the deliverer is told (``on_queued``),
-so a new message leaves at once instead of at the next scan.
+so a new message leaves at once instead of at the next scan; when it takes
+hand-overs (``on_handover``, ``relay.queue.Handover``) it is given the
+entry and the message bytes too, so it need not read them back.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from smtpgate.delivery.groupcommit import Staged, committer
 from smtpgate.delivery.maildir import MaildirDelivery, MaildirTarget
 from smtpgate.protocol.replies import Reply
 from smtpgate.relay.entry import QueueEntry, Recipient
-from smtpgate.relay.queue import QueueStore, QueueWriter, new_queue_id, valid_id
+from smtpgate.relay.queue import Handover, QueueStore, QueueWriter, new_queue_id, valid_id
 
 RELAY_DENIED = Reply(554, "5.7.1", "Relay access denied")
 
@@ -51,6 +53,7 @@ class RelayTarget:
         self.maildir = maildir
         self.local_domains = frozenset(local_domains)
         self.on_queued: Callable[[str], None] | None = None  # set by the deliverer
+        self.on_handover: Callable[[Handover], None] | None = None  # or this, preferred
         self.in_flow: InFlow | None = None  # the deliverer, while it runs (in_flow_delay)
 
     def is_local(self, address: str) -> bool:
@@ -93,9 +96,13 @@ class RelayTarget:
         )
         return self.store.writer(entry)
 
-    def _queued(self, queue_id: str) -> None:
-        if self.on_queued is not None:
-            self.on_queued(queue_id)
+    def _queued(self, writer: QueueWriter) -> None:
+        """A commit has settled (in the committer thread): tell the deliverer."""
+        handover = writer.handover()  # taken even if unused: the writer lets go of the bytes
+        if handover is not None and self.on_handover is not None:
+            self.on_handover(handover)
+        elif self.on_queued is not None:
+            self.on_queued(writer.entry.id)
 
 
 class RelayDelivery:
@@ -104,7 +111,7 @@ class RelayDelivery:
 
     def __init__(
         self, mailbox: MaildirDelivery | None, queued: QueueWriter | None,
-        notify: Callable[[str], None],
+        notify: Callable[[QueueWriter], None],
     ) -> None:
         self._parts: list[MaildirDelivery | QueueWriter] = [
             part for part in (queued, mailbox) if part is not None
@@ -139,7 +146,7 @@ class RelayDelivery:
         failures = [part.settle(error) for part in self._parts]
         failure = next((f for f in failures if f is not None), None)
         if failure is None and self._queued is not None:
-            self._notify(self._queued.entry.id)
+            self._notify(self._queued)
         return failure
 
     def abort(self) -> None:
