@@ -75,12 +75,15 @@ class RelayEnv:
 
     async def submit(self, rcpts: list[str], sender: str = "alice@local.test",
                      message: bytes = MESSAGE) -> str:
+        """Submit as alice (with SMTPUTF8 when an address needs it, RFC 6531)."""
         server = self.servers[-1][0]
         host, port = server.addresses[0]
         async with aiosmtplib.SMTP(hostname=host, port=port, start_tls=False,
                                    timeout=10) as client:
             await client.login("alice", PASSWORD)
-            _, reply = await client.sendmail(sender, rcpts, message)
+            utf8 = not (sender.isascii() and all(r.isascii() for r in rcpts))
+            _, reply = await client.sendmail(sender, rcpts, message,
+                                             mail_options=["SMTPUTF8"] if utf8 else [])
         return reply
 
     @property

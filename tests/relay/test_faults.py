@@ -47,6 +47,50 @@ async def test_per_recipient_results_retry_and_bounce(env: RelayEnv, pipelining:
     assert b"temp@remote.test" not in dsn.split(b"text/rfc822-headers")[0]
 
 
+@pytest.mark.parametrize("pipelining", [False, True], ids=["one-by-one", "pipelined"])
+async def test_data_refused_before_354_then_the_same_session_goes_on(
+    env: RelayEnv, pipelining: bool
+) -> None:
+    """A DATA refused before its 354 leaves the transaction open upstream: the relay says
+    RSET, so the next message of the same session is not a "nested MAIL" (503)."""
+    port = env.smarthost.port
+    env.smarthost.stop()  # until both are queued: then one session takes both in a row
+    await env.start(env.make(relay={"max_connections": 1}))
+    await env.submit(["first@remote.test"])
+    await env.submit(["second@remote.test"])
+    env.smarthost = Smarthost(env.tokens.state, port=port)
+    handler = env.smarthost.handler
+    handler.pipelining = pipelining
+    handler.data_start_refusals = ["451 4.3.0 not now"]
+    env.smarthost.start()
+    await wait_for(lambda: len(handler.accepted) == 2, timeout=15)
+    # the second went on in the same session at once; the first at its retry
+    assert [a[1] for a in handler.accepted] == [["second@remote.test"], ["first@remote.test"]]
+    await wait_for(lambda: not env.queued())
+    assert not env.mailbox("alice@local.test")  # nothing bounced (it was "nested MAIL")
+
+
+@pytest.mark.parametrize("smtputf8", [False, True], ids=["no-smtputf8", "smtputf8"])
+async def test_a_non_ascii_address_needs_smtputf8_upstream(env: RelayEnv, smtputf8: bool
+                                                         ) -> None:
+    """RFC 6531: a non-ASCII address goes upstream as UTF-8 with SMTPUTF8 when it is
+    offered; else that recipient fails at once (5.6.7, bounced), the others go."""
+    handler = env.smarthost.handler
+    handler.smtputf8 = smtputf8
+    await env.start(env.make())
+    await env.submit(["jörg@remote.test", "you@remote.test"])
+    await wait_for(lambda: not env.queued())
+    delivered = [a[1] for a in handler.accepted]
+    if smtputf8:
+        assert delivered == [["jörg@remote.test", "you@remote.test"]]
+        assert "SMTPUTF8" in handler.options[0][0]
+        assert not env.mailbox("alice@local.test")
+    else:
+        assert delivered == [["you@remote.test"]]
+        (dsn,) = env.mailbox("alice@local.test")
+        assert b"Status: 5.6.7" in dsn and "jörg@remote.test".encode() in dsn
+
+
 async def test_upstream_refusing_connections_then_back(env: RelayEnv) -> None:
     port = env.smarthost.port
     env.smarthost.stop()

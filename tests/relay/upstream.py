@@ -10,6 +10,7 @@ Smarthost (``Smarthost``): aiosmtpd on loopback (its own thread and loop),
 offering AUTH XOAUTH2 and OAUTHBEARER that accept only live tokens of the
 token server, and PLAIN/LOGIN for one user. ``rcpt_replies`` maps a
 recipient to its RCPT reply (``"421 ..."`` also closes the connection);
+``data_start_refusals`` refuses the next DATA commands themselves (no 354);
 ``accepted`` collects (envelope sender, recipients, data, auth user).
 With ``handler.dsn`` on it also offers DSN (RFC 3461) and keeps the MAIL and
 RCPT parameters of each accepted message in ``options``; with it off, such
@@ -182,12 +183,14 @@ class Handler:
         self.tokens = tokens
         self.rcpt_replies: dict[str, str] = {}
         self.data_reply: str | None = None
+        self.data_start_refusals: list[str] = []  # replies to DATA itself, one per DATA
         self.data_delay = 0.0  # seconds between receiving the message and the 250
         self.accepted: list[tuple[str, list[str], bytes, str | None]] = []
         self.token_checks: list[tuple[str, bool]] = []
         self.connections = 0
         self.dsn = False  # offer DSN and accept its parameters
         self.pipelining = False  # offer PIPELINING and keep each read in reads
+        self.smtputf8 = False  # offer SMTPUTF8 (RFC 6531), from the next connection on
         self.reads: list[bytes] = []
         self.options: list[tuple[list[str], list[str]]] = []  # (MAIL, RCPT) params, per message
 
@@ -263,6 +266,15 @@ class _DsnSMTP(SMTP):
             self.event_handler.reads.append(data)
         super().data_received(data)
 
+    async def smtp_DATA(self, arg: str) -> None:
+        """DATA refused before its 354 while ``data_start_refusals`` lasts (the transaction
+        stays open, as RFC 5321 has it: only RSET or a new session clears it)."""
+        refusals = getattr(self.event_handler, "data_start_refusals", [])
+        if refusals and self.envelope is not None and self.envelope.rcpt_tos:
+            await self.push(refusals.pop(0))
+            return
+        await super().smtp_DATA(arg)
+
     def _getparams(self, params: Any) -> Any:
         found = super()._getparams(params)
         if found is None or not getattr(self.event_handler, "dsn", False):
@@ -272,7 +284,8 @@ class _DsnSMTP(SMTP):
 
 class _Controller(Controller):
     def factory(self) -> SMTP:
-        return _DsnSMTP(self.handler, **self.SMTP_kwargs)
+        smtputf8 = getattr(self.handler, "smtputf8", False)
+        return _DsnSMTP(self.handler, **{**self.SMTP_kwargs, "enable_SMTPUTF8": smtputf8})
 
 
 class Smarthost:

@@ -86,6 +86,12 @@ class Result:
         return f"{self.code} {self.text}"
 
 
+# A non-ASCII address, and the upstream does not offer SMTPUTF8 (RFC 6531 section 3.2):
+# the message cannot go there as it is, now or later. X.6.7, "non-ASCII addresses not
+# permitted for that sender/recipient", is RFC 6531's code in RFC 5248's registry.
+NO_SMTPUTF8 = Result(553, "5.6.7 non-ASCII address, and the upstream does not offer SMTPUTF8")
+
+
 def tls_context(relay: RelayConfig) -> ssl.SSLContext:
     context = ssl.create_default_context()
     if relay.ca_file:
@@ -239,8 +245,16 @@ class Upstream:
         MAIL and per-recipient RCPT parameters, sent only when the upstream offers DSN."""
         if not self.smtp.supports_extension("dsn"):
             dsn = ([], {})
+        refused: dict[str, Result] = {}
+        if not self.smtp.supports_extension("smtputf8"):  # RFC 6531 section 3.2
+            if not sender.isascii():
+                return dict.fromkeys(recipients, NO_SMTPUTF8)
+            refused = {r: NO_SMTPUTF8 for r in recipients if not r.isascii()}
+            recipients = [r for r in recipients if r.isascii()]
+            if not recipients:
+                return refused
         try:
-            return await self._transaction(sender, recipients, message, dsn)
+            return {**refused, **await self._transaction(sender, recipients, message, dsn)}
         except aiosmtplib.SMTPResponseException as exc:
             reason = "upstream closing" if exc.code == 421 else "unexpected reply"
             raise UpstreamError("send", reason, f"{exc.code} {exc.message}") from None
@@ -254,6 +268,9 @@ class Upstream:
         options = list(dsn[0])
         if self.smtp.supports_extension("8bitmime") and not message.isascii():
             options.append("BODY=8BITMIME")
+        utf8 = not (sender.isascii() and all(r.isascii() for r in recipients))
+        if utf8:
+            options.append("SMTPUTF8")  # RFC 6531: the addresses go as UTF-8 (send checks)
         protocol = pipelining(self.smtp)
         if protocol is not None:
             group = _group(sender, recipients, options, dsn[1])
@@ -261,7 +278,7 @@ class Upstream:
             if group is not None and payload is not None:
                 return await self._pipelined(protocol, group, recipients, payload)
         try:
-            await self._mail(sender, options)
+            await self._mail(sender, options, utf8=utf8)
         except aiosmtplib.SMTPSenderRefused as exc:
             if exc.code == 421:
                 raise
@@ -271,7 +288,7 @@ class Upstream:
         accepted: list[str] = []
         for recipient in recipients:
             try:
-                await self._rcpt(recipient, dsn[1].get(recipient, []))
+                await self._rcpt(recipient, dsn[1].get(recipient, []), utf8=utf8)
                 accepted.append(recipient)
             except aiosmtplib.SMTPRecipientRefused as exc:
                 if exc.code == 421:
@@ -287,6 +304,10 @@ class Upstream:
             if exc.code == 421:
                 raise
             outcome = Result(exc.code, exc.message)
+            # A DATA refused before its 354 leaves the transaction open: without RSET
+            # the next MAIL of this session would be a "nested MAIL" (503). After the
+            # message's own refusal it is over, and RSET costs one harmless round trip.
+            await self._reset()
         results.update(dict.fromkeys(accepted, outcome))
         return results
 
@@ -323,22 +344,26 @@ class Upstream:
                 self.smtp.close()
                 raise aiosmtplib.SMTPResponseException(reply.code, reply.message)
 
-    async def _mail(self, sender: str, options: list[str]) -> aiosmtplib.SMTPResponse:
+    async def _mail(self, sender: str, options: list[str], *, utf8: bool = False
+                    ) -> aiosmtplib.SMTPResponse:
         """``SMTP.mail``, without parsing a plain address again."""
         path = _path(sender)
         if path is None or self.smtp.is_ehlo_or_helo_needed:
-            return await self.smtp.mail(sender, options=options)
+            return await self.smtp.mail(sender, options=options,
+                                        encoding="utf-8" if utf8 else "ascii")
         response = await self.smtp.execute_command(
             b"MAIL", b"FROM:" + path, *(o.encode("ascii") for o in options))
         if response.code != 250:
             raise aiosmtplib.SMTPSenderRefused(response.code, response.message, sender)
         return response
 
-    async def _rcpt(self, recipient: str, options: list[str]) -> aiosmtplib.SMTPResponse:
+    async def _rcpt(self, recipient: str, options: list[str], *, utf8: bool = False
+                    ) -> aiosmtplib.SMTPResponse:
         """``SMTP.rcpt``, without parsing a plain address again."""
         path = _path(recipient) if recipient else None  # "<>" is no recipient
         if path is None or self.smtp.is_ehlo_or_helo_needed:
-            return await self.smtp.rcpt(recipient, options=options)
+            return await self.smtp.rcpt(recipient, options=options,
+                                        encoding="utf-8" if utf8 else "ascii")
         response = await self.smtp.execute_command(
             b"RCPT", b"TO:" + path, *(o.encode("ascii") for o in options))
         if response.code not in (250, 251):
