@@ -161,7 +161,7 @@ async def main(workload: str, profile: bool) -> None:
     print(f"{workload}: {per * 1e6:.1f} CPU-us per {unit} (Python side, this process)")
     if prof is not None:
         top = int(os.environ.get("INPROC_TOP", "30"))
-        pstats.Stats(prof).sort_stats("tottime").print_stats(top)
+        pstats.Stats(prof).sort_stats(os.environ.get("INPROC_SORT", "tottime")).print_stats(top)
 
 
 if __name__ == "__main__":
