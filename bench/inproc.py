@@ -5,7 +5,8 @@ client lines through a fake transport, in one process (no sockets, no event-loop
 
 Prints CPU microseconds per message (W1) or per handshake (W2). Log lines are formatted
 by the logging thread to /dev/null, as in a worker. Environment: INPROC_N (messages or
-handshakes measured), INPROC_LEVEL (log level, 20 = INFO as served), INPROC_LOG (a file
+handshakes measured), INPROC_MODE (delivery mode, discard by default), INPROC_LEVEL
+(log level, 20 = INFO as served), INPROC_LOG (a file
 for the lines instead of /dev/null), INPROC_THREAD=0 (log without the thread).
 ``--profile`` adds cProfile's top functions. Complements ``make bench`` (which adds
 the kernel's share) when trimming the per-command path: the figure moves with code only.
@@ -129,7 +130,8 @@ def make_config(scratch: Path) -> Path:
 
     cfg = scratch / "smtpgate.toml"
     (scratch / "data").mkdir()
-    cfg.write_text(runner.smtpgate_config(scratch / "data", 1, 1, "discard"))
+    mode = os.environ.get("INPROC_MODE", "discard")  # or maildir: durable, group commit
+    cfg.write_text(runner.smtpgate_config(scratch / "data", 1, 1, mode))
     subprocess.run([str(REPO / ".venv/bin/smtpgate"), "--config", str(cfg), "user", "add",
                     USER, "--password-stdin"], input=f"{PASSWORD}\n".encode(), check=True,
                    capture_output=True)

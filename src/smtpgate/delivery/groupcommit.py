@@ -260,5 +260,10 @@ def _forked() -> None:
     _committer_lock = threading.Lock()  # a parent's thread may have held it at the fork
 
 
+def process_id() -> int:
+    """This process's id without a system call (kept, and read again after a fork)."""
+    return _pid
+
+
 _pid = os.getpid()
 os.register_at_fork(after_in_child=_forked)

@@ -79,7 +79,7 @@ from typing import NoReturn
 from smtpgate.delivery import recovery
 from smtpgate.delivery.base import DeliveryError, Envelope
 from smtpgate.delivery.envelopes import ENVELOPE_DIR, append_line, envelope_line, log_name
-from smtpgate.delivery.groupcommit import Staged, committer
+from smtpgate.delivery.groupcommit import Staged, committer, process_id
 from smtpgate.delivery.spool import Spool
 from smtpgate.protocol.replies import MAILBOX_NOT_ALLOWED, Reply
 
@@ -129,8 +129,8 @@ class _UniqueNames:
     def next(self) -> str:
         with self._lock:
             seq = next(self._seq)
-            if self._pid != os.getpid():  # first use, or a forked child
-                self._pid = os.getpid()
+            if self._pid != process_id():  # first use, or a forked child
+                self._pid = process_id()
                 self._random.seed(secrets.token_bytes(16))
             noise = self._random.getrandbits(32)
         sec, usec = divmod(time.time_ns() // 1000, 1_000_000)
@@ -252,7 +252,7 @@ class MaildirDelivery:
     def stage(self) -> Staged:
         """Write the message to its tmp file, link the other recipients, write the
         envelope lines: what must reach the disk before the renames."""
-        handle = self._spool.finish()
+        message = self._spool.finish()
         for maildir in self._maildirs[1:]:
             self._link(self._tmp(self._maildirs[0]), maildir)
         day = log_name(self._envelope.received_at)
@@ -260,7 +260,7 @@ class MaildirDelivery:
             line = envelope_line(self._envelope, recipients, self._unique)
             self._open.append(append_line(maildir, day, line))
         folders = [f"{maildir}/{ENVELOPE_DIR}" for maildir in self._maildirs]
-        return [handle.fileno(), *self._open], folders
+        return [message, *self._open], folders
 
     def publish(self) -> list[str]:
         """Rename every ``tmp/<unique>`` to ``new/<unique>``: the step that delivers."""

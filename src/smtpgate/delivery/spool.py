@@ -15,6 +15,8 @@ arrives, so memory per connection stays bounded: the file is created in a
 worker thread (``open_async``) while the chunks keep collecting in memory;
 the first ``write`` after the open has finished writes them out, and every
 later one appends to the file directly (page-cache writes, as before).
+A message that never spilled is written with ``os.write`` on the bare
+descriptor: no file object, whose making costs an ``fstat`` and an ``lseek``.
 ``finish`` waits for an open still running. ``discard`` closes the file,
 and when an open is still running, closes what it opens once it is done,
 then calls its ``then`` (the owner removes its files there).
@@ -58,7 +60,8 @@ class Spool:
         self._chunks: list[bytes] = []
         self._held = 0  # octets in _chunks
         self._opening: Future[int] | None = None
-        self._file: BinaryIO | None = None
+        self._file: BinaryIO | None = None  # the spill file, while the message arrives
+        self._fd: int | None = None  # after finish: the descriptor holding the message
         self.whole: bytes | None = None  # after finish: the message, if it never spilled
 
     def write(self, data: bytes) -> None:
@@ -74,24 +77,35 @@ class Spool:
         elif self._opening.done():
             self._take_file()
 
-    def finish(self) -> BinaryIO:
-        """The file, holding every octet written (blocking: the committer thread)."""
-        if self._file is None:
-            spilled = self._opening is not None
-            fd = self._create() if self._opening is None else self._opening.result()
-            joined = self._wrap(fd)
-            if self._keep and not spilled:  # spilled: joined is only its first part
-                self.whole = joined
-        assert self._file is not None
-        self._file.flush()
-        return self._file
+    def finish(self) -> int:
+        """The file's descriptor, holding every octet written (blocking: the committer
+        thread)."""
+        if self._fd is not None:
+            return self._fd
+        if self._file is None and self._opening is not None:
+            self._take_file()  # spilled, and no write came after the open finished
+        if self._file is not None:  # spilled: the rest is in the file object's buffer
+            self._file.flush()
+            self._fd = self._file.fileno()
+            return self._fd
+        self._fd = fd = self._create()
+        chunks, self._chunks, self._held = self._chunks, [], 0
+        joined = b"".join(chunks)
+        _write_all(fd, joined)
+        if self._keep:
+            self.whole = joined
+        return fd
 
     def close(self) -> None:
         """Close the file, if open (its data is written already, or being thrown away)."""
-        if self._file is not None:
-            handle, self._file = self._file, None
+        handle, self._file = self._file, None
+        fd, self._fd = self._fd, None
+        if handle is not None:
             with contextlib.suppress(OSError):
-                handle.close()
+                handle.close()  # closes fd too
+        elif fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def discard(self, then: Callable[[], None]) -> None:
         """Forget the message: close the file (now, or once its open finishes), then
@@ -112,13 +126,17 @@ class Spool:
         assert self._opening is not None
         self._wrap(self._opening.result())
 
-    def _wrap(self, fd: int) -> bytes:
-        """Write through ``fd`` from now on, starting with what was held in memory (returned)."""
+    def _wrap(self, fd: int) -> None:
+        """Write through ``fd`` from now on, starting with what was held in memory."""
         self._file = os.fdopen(fd, "wb", buffering=_BUFFER)
         chunks, self._chunks, self._held = self._chunks, [], 0
-        joined = b"".join(chunks)
-        self._file.write(joined)
-        return joined
+        self._file.write(b"".join(chunks))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _close_opened(done: Future[int], then: Callable[[], None]) -> None:

@@ -324,13 +324,13 @@ class QueueWriter:
 
     def stage(self) -> Staged:
         """Write the message and the record: both flushed before the renames."""
-        handle = self._spool.finish()
+        message = self._spool.finish()
         self._record = os.open(self._tmp_json, _CREATE, 0o600)
         data = memoryview(self.entry.to_json())
         while data:
             data = data[os.write(self._record, data):]
         self._record_id = record_id(os.fstat(self._record))  # a rename keeps all three
-        return [handle.fileno(), self._record], []
+        return [message, self._record], []
 
     def publish(self) -> list[str]:
         """The message, then the record that makes it queued; the directory renamed into."""

@@ -84,7 +84,10 @@ class Connection(asyncio.Protocol):
         self.task: asyncio.Future[None] | None = None  # the slow step under way
         self.closing = False
         self.admitted = False
-        self.deadline = Deadline(self._expired)
+        # The loop, asked once: Python 3.11's get_running_loop() makes a getpid system
+        # call each time, and a message asked for it twice.
+        self.loop = asyncio.get_running_loop()
+        self.deadline = Deadline(self._expired, self.loop)
         self._write_paused = False  # the client is not reading our replies
         self._hold_output = False  # see _run
         self.stats = metrics.get().listener(listener.address)  # bound once: no lookups later
@@ -268,7 +271,7 @@ class Connection(asyncio.Protocol):
         Always in a task, even a step that will not wait: code it calls may need the
         current task (``asyncio.timeout`` in the PostgreSQL pool and redis-py raise
         RuntimeError without one), and Python 3.11 has no eager task factory."""
-        self._wait(asyncio.get_running_loop().create_task(coro), hold_output=hold_output)
+        self._wait(self.loop.create_task(coro), hold_output=hold_output)
 
     def _wait(self, step: asyncio.Future[None], *, hold_output: bool = False) -> None:
         """``_run`` for a step already under way (a future someone else completes)."""
@@ -394,7 +397,7 @@ class Connection(asyncio.Protocol):
 
     def _commit_in_group(self, txn: Transaction, session: Session) -> None:
         """Answer once the group commit holding this message is durable (input waits)."""
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         committed: asyncio.Future[None] = loop.create_future()
         flow = self.context.deliveries.in_flow
 
@@ -484,7 +487,7 @@ class Connection(asyncio.Protocol):
             if self.transport.get_write_buffer_size():  # ...unless the client never reads
                 grace = min(CLOSE_GRACE, self.context.limits.command_timeout)
                 self.deadline.stop()
-                asyncio.get_running_loop().call_later(grace, self.transport.abort)
+                self.loop.call_later(grace, self.transport.abort)
 
 
 def _answer(step: asyncio.Future[None], session: Session, reply: Reply,

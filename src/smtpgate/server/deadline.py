@@ -21,8 +21,10 @@ RETRY = 0.05  # seconds between checks while the owner cannot time out yet
 
 
 class Deadline:
-    def __init__(self, expired: Callable[[bool], bool | None]) -> None:
+    def __init__(self, expired: Callable[[bool], bool | None],
+                 loop: asyncio.AbstractEventLoop) -> None:
         self._expired = expired
+        self._loop = loop
         self._idle = 0.0
         self._transfer: float | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -61,7 +63,7 @@ class Deadline:
     def _arm(self) -> None:
         delay = max(RETRY, self.due - time.monotonic())
         self._timer_at = time.monotonic() + delay
-        self._timer = asyncio.get_running_loop().call_later(delay, self._fire)
+        self._timer = self._loop.call_later(delay, self._fire)
 
     def _fire(self) -> None:
         self._timer = None
