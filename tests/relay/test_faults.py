@@ -88,7 +88,10 @@ async def test_a_non_ascii_address_needs_smtputf8_upstream(env: RelayEnv, smtput
     else:
         assert delivered == [["you@remote.test"]]
         (dsn,) = env.mailbox("alice@local.test")
-        assert b"Status: 5.6.7" in dsn and "jörg@remote.test".encode() in dsn
+        assert b"Status: 5.6.7" in dsn
+        assert "Final-Recipient: utf-8; jörg@remote.test".encode() in dsn  # RFC 6533
+        assert b"report-type=global-delivery-status" in dsn
+        assert b"Content-Type: message/global-delivery-status" in dsn
 
 
 async def test_upstream_refusing_connections_then_back(env: RelayEnv) -> None:

@@ -14,6 +14,11 @@
       3. text/rfc822-headers  the original header (RET=HDRS or no RET), or
          message/rfc822       the whole original (RET=FULL, RFC 3461 section 4.3)
 
+A report that names a non-ASCII address (RFC 6531) is a global one (RFC 6533
+section 6): ``report-type=global-delivery-status``, its status part
+``message/global-delivery-status``, such a recipient's Final-Recipient of
+address type ``utf-8``, the text part in UTF-8.
+
 RFC 3461 NOTIFY (``wants_report``): NEVER asks for no report; a list asks
 only for the events it names; none at all means failure and delay reports.
 When the smarthost offers DSN, the parameters go upstream with the message
@@ -87,6 +92,8 @@ def build_dsn(
     reporting_mta: str, original: bytes, now: float,
 ) -> bytes:
     boundary = f"=_smtpgate_{secrets.token_hex(12)}"
+    utf8 = not (entry.mail_from.isascii() and all(r.address.isascii() for r in recipients))
+    report = "global-delivery-status" if utf8 else "delivery-status"
     headers = [
         f"From: Mail Delivery System <MAILER-DAEMON@{reporting_mta}>",
         f"To: <{entry.mail_from}>",
@@ -95,11 +102,12 @@ def build_dsn(
         f"Message-ID: {make_msgid(domain=reporting_mta)}",
         "Auto-Submitted: auto-replied",
         "MIME-Version: 1.0",
-        f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"',
+        f'Content-Type: multipart/report; report-type={report}; boundary="{boundary}"',
     ]
     parts = [
-        ("text/plain; charset=us-ascii", _human(entry, recipients, action, reporting_mta)),
-        ("message/delivery-status", _status(entry, recipients, action, reporting_mta, now)),
+        (f"text/plain; charset={'utf-8' if utf8 else 'us-ascii'}",
+         _human(entry, recipients, action, reporting_mta)),
+        (f"message/{report}", _status(entry, recipients, action, reporting_mta, now)),
     ]
     lines = [*headers, "", "This is a MIME-encapsulated delivery status report.", ""]
     for content_type, body in parts:
@@ -150,7 +158,7 @@ def _status(
             addr_type, _, address = recipient.orcpt.partition(";")
             fields.append(f"Original-Recipient: {addr_type}; {address}")
         fields += [
-            f"Final-Recipient: rfc822; {recipient.address}",
+            f"Final-Recipient: {_address_type(recipient.address)}; {recipient.address}",
             f"Action: {action}",
             f"Status: {status_code(recipient, action)}",
         ]
@@ -162,6 +170,11 @@ def _status(
         fields.append(f"Last-Attempt-Date: {last}")
         blocks.append("\r\n".join(fields) + "\r\n")
     return "\r\n".join(blocks)
+
+
+def _address_type(address: str) -> str:
+    """RFC 3464's ``rfc822``, or RFC 6533's ``utf-8`` for an address that is not ASCII."""
+    return "rfc822" if address.isascii() else "utf-8"
 
 
 def _original_header(original: bytes) -> str:
