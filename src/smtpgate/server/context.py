@@ -40,7 +40,8 @@ class ConnectionContext:
     admission: Admission  # the server-wide connection limits
     device_auth: AuthService | None = None  # ``auth`` plus CRAM-MD5, for offer_cram_md5
     # session_params' answers, made once per (listener, TLS, trusted): a W2 handshake
-    # built a 12-field frozen dataclass for every connection. Its key holds the listener.
+    # built a 12-field frozen dataclass for every connection. Each value keeps its
+    # listener alive, so the id() in its key cannot be reused by another object.
     _params: dict[tuple[int, bool, bool], tuple[ListenerConfig, SessionParams]] = field(
         default_factory=dict, compare=False, repr=False
     )
