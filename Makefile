@@ -11,14 +11,19 @@ DEB_PACKAGES := swaks gsasl msmtp curl libnet-ssleay-perl gnutls-bin openssl pos
 
 .PHONY: serve test lint venv test-venv deb-tools deb-packages bench fuzz clean
 
-$(VENV)/.installed: pyproject.toml setup.py src/smtpgate/protocol/_speedups.c
+# setup.py's COMPILED list: the modules mypyc compiles; a change to one rebuilds them.
+COMPILED := $(shell sed -n 's/^ *"\(src\/smtpgate\/.*\.py\)",$$/\1/p' setup.py)
+
+$(VENV)/.installed: pyproject.toml setup.py src/smtpgate/protocol/_speedups.c $(COMPILED)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e .
 	touch $@
 
+# The test extra's packages alone: `pip install -e '.[test]'` would build smtpgate again.
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
-	$(PIP) install -q -e '.[test]'
+	$(PY) -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['test']))" >$(VENV)/test-requirements.txt
+	$(PIP) install -q -r $(VENV)/test-requirements.txt
 	touch $@
 
 venv: $(VENV)/.installed
@@ -44,8 +49,10 @@ lint: test-venv
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy
 
+# Then the pure core once more as plain Python: what a machine without a compiler runs.
 test: test-venv deb-tools lint
 	$(VENV)/bin/pytest -q
+	SMTPGATE_NO_MYPYC=1 $(VENV)/bin/pytest -q tests/protocol tests/test_compiled.py
 
 bench: venv
 	bash bench/run.sh

@@ -12,7 +12,13 @@ the password-hashing libraries (tests/test_layers.py checks it).
 from __future__ import annotations
 
 import importlib
+import os
 from typing import TYPE_CHECKING, Any
+
+if os.environ.get("SMTPGATE_NO_MYPYC"):  # the compiled modules' source instead (setup.py)
+    from smtpgate.interpreted import prefer_source
+
+    prefer_source()
 
 if TYPE_CHECKING:
     from smtpgate.config.load import load_config

@@ -100,6 +100,8 @@ class Input:
 
 
 class LineKind(enum.Enum):
+    __hash__ = object.__hash__  # looked up per line; see State in protocol/states.py
+
     COMMAND = "command"
     AUTH_COMMAND = "auth-command"
     AUTH_RESPONSE = "auth-response"

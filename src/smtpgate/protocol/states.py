@@ -34,6 +34,10 @@ from smtpgate.protocol.replies import Reply
 
 
 class State(enum.Enum):
+    # Members are singletons compared by identity, so the identity hash is theirs too;
+    # Enum's own __hash__ is Python code, and SEQUENCE is looked up on every command.
+    __hash__ = object.__hash__
+
     CONNECTED = "connected"  # greeted by us, no EHLO/HELO yet (also after STARTTLS)
     READY = "ready"  # after EHLO/HELO, no mail transaction
     MAIL = "mail"  # after MAIL FROM
