@@ -49,6 +49,27 @@ def test_any_chunking_gives_the_same_result(cuts: list[int]) -> None:
     assert fix(*chunks) == ADDED_ID + message
 
 
+FIELD_LINES = st.sampled_from([
+    b"Date: d", b"date : d", b"DATE:d", b" Date: folded", b"Message-ID: <m@x>",
+    b"MESSAGE-ID:<m@x>", b"message-id", b"\tMessage-ID: folded", b"Subject: s", b"X-Date: d",
+])
+
+
+@given(st.lists(FIELD_LINES, max_size=6), st.lists(st.integers(min_value=0, max_value=90),
+                                                   max_size=4))
+def test_what_is_added_follows_field_names(lines: list[bytes], cuts: list[int]) -> None:
+    # whole (the first chunk's quick search) and cut anywhere (the held path)
+    section = b"".join(line + b"\r\n" for line in lines)
+    message = section + b"\r\nbody\r\n"
+    present = field_names(section)
+    added = ((b"" if b"date" in present else ADDED_DATE)
+             + (b"" if b"message-id" in present else ADDED_ID))
+    points = sorted({min(c, len(message)) for c in cuts})
+    chunks = [message[a:b] for a, b in zip([0, *points], [*points, len(message)], strict=True)]
+    assert fix(message) == added + message
+    assert fix(*chunks) == added + message
+
+
 def test_body_passes_through_without_being_held() -> None:
     f = HeaderFixups(date=DATE, message_id="<Q1@mx.test>")
     assert f.feed(b"Subject: s\r\n") == b""  # header section: held

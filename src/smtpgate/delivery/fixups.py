@@ -39,6 +39,12 @@ class HeaderFixups:
     def feed(self, data: bytes) -> bytes:
         if self._passing:
             return data
+        if not self._held:  # usually the whole header section is in the first chunk
+            if data.startswith(b"\r\n"):
+                return self._fix(data, 0)
+            end = data.find(_END)
+            if end >= 0:
+                return self._fix(data, end + 2)
         start = max(0, len(self._held) - 3)  # the end may straddle two chunks
         self._held += data
         held = self._held
@@ -62,9 +68,16 @@ class HeaderFixups:
     def _release(self, header_end: int) -> bytes:
         """Emit the missing fields, then everything held; ``header_end``: where the
         header section's field lines stop."""
-        self._passing = True
         held, self._held = bytes(self._held), bytearray()
-        present = field_names(held[:header_end])
+        return self._fix(held, header_end)
+
+    def _fix(self, held: bytes, header_end: int) -> bytes:
+        self._passing = True
+        section = held[:header_end]
+        lowered = b"\r\n" + section.lower()
+        if b"\r\ndate:" in lowered and b"\r\nmessage-id:" in lowered:
+            return held  # both, as almost every client writes them (field_names agrees)
+        present = field_names(section)
         date, message_id = self._added
         missing = b""
         if b"date" not in present:
