@@ -8,8 +8,10 @@ by the logging thread to /dev/null, as in a worker. Environment: INPROC_N (messa
 handshakes measured), INPROC_MODE (delivery mode, discard by default), INPROC_LEVEL
 (log level, 20 = INFO as served), INPROC_LOG (a file
 for the lines instead of /dev/null), INPROC_THREAD=0 (log without the thread).
-``--profile`` adds cProfile's top functions. Complements ``make bench`` (which adds
-the kernel's share) when trimming the per-command path: the figure moves with code only.
+``--profile`` adds cProfile's top functions (it sees no frames of the modules mypyc
+compiled: ``SMTPGATE_NO_MYPYC=1`` profiles their source, or use py-spy ``--native``).
+Complements ``make bench`` (which adds the kernel's share) when trimming the per-command
+path: the figure moves with code only.
 """
 
 from __future__ import annotations
