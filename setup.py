@@ -52,12 +52,15 @@ def compiled_modules() -> list[Extension]:
     # which must neither fail the build nor leave an ignore comment "unused".
     flags = ["--ignore-missing-imports", "--no-warn-unused-ignores", "--follow-imports=silent"]
     try:
-        extensions: list[Extension] = mypycify([*flags, *COMPILED], group_name="smtpgate")
+        extensions: list[Extension] = mypycify([*flags, *COMPILED], group_name="smtpgate", opt_level="2")
     except (Exception, SystemExit) as exc:  # mypyc exits on a type error it cannot compile
         print(f"warning: mypyc failed ({exc}): smtpgate's hot path stays pure Python")
         return []
     for extension in extensions:
         extension.optional = True  # a compile error is reported, then undone by BuildExt
+        # Only PyInit_* is looked up by name (the shims reach the shared library through a
+        # capsule): unexported functions leave the symbol tables a worker maps much smaller.
+        extension.extra_compile_args.append("-fvisibility=hidden")
     return extensions
 
 

@@ -31,10 +31,10 @@ import logging
 import os
 import queue
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from datetime import datetime
-from logging.handlers import QueueHandler, QueueListener
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -63,12 +63,13 @@ class _Names:
 class _Thread:
     """The listener thread of a threaded configuration (``configure(threaded=True)``)."""
 
-    listener: QueueListener | None = None
+    listener: _Batches | None = None
     stream: logging.Handler | None = None  # the handler the listener writes with
 
 
-class _Handoff(QueueHandler):
-    """Hands each record to the listener thread unformatted.
+class _Handoff(logging.Handler):
+    """Hands each record to the listener thread unformatted (``logging.handlers`` is not
+    used: it imports ``pickle``, about half a MiB of every worker at rest).
 
     ``QueueHandler.prepare`` would format the message here, in the calling thread (the
     event loop), so that the record carries only strings. We hand the record over as it
@@ -83,8 +84,9 @@ class _Handoff(QueueHandler):
 
     smtpgate = True  # one of ours: configure() replaces it
 
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        return record
+    def __init__(self, records: queue.SimpleQueue[logging.LogRecord | None]) -> None:
+        super().__init__()
+        self.queue = records
 
     def handle(self, record: logging.LogRecord) -> bool:
         """``Handler.handle`` without its lock: ``SimpleQueue.put`` is thread-safe already,
@@ -94,8 +96,11 @@ class _Handoff(QueueHandler):
         self.queue.put_nowait(record)
         return True
 
+    def emit(self, record: logging.LogRecord) -> None:
+        self.queue.put_nowait(record)
 
-class _Batches(QueueListener):
+
+class _Batches:
     """A ``QueueListener`` that writes lines in batches: one wake-up and one write per batch.
 
     The standard listener wakes for every record, and on a busy worker every wake-up is
@@ -108,9 +113,20 @@ class _Batches(QueueListener):
 
     def __init__(self, records: queue.SimpleQueue[logging.LogRecord | None],
                  handler: logging.StreamHandler[Any]) -> None:
-        super().__init__(records, handler)
         self.records = records
         self.stream_handler = handler
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._monitor, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Write everything queued so far, then end the thread."""
+        if self._thread is not None:
+            self.records.put_nowait(None)  # the sentinel
+            self._thread.join()
+            self._thread = None
 
     def _monitor(self) -> None:
         records = self.records
@@ -159,9 +175,9 @@ def configure(
     """(Re)install the standard-error handler; ``key_dir`` holds the key for "hashed".
 
     ``threaded``: records are queued by the calling thread and formatted and written by
-    a listener thread (``QueueHandler`` + ``QueueListener``), so an event loop never
-    waits for a write to standard error; ``stop_thread`` drains the queue. None keeps
-    the mode this process has (a reload).
+    a listener thread (the pattern of logging's ``QueueHandler`` and ``QueueListener``),
+    so an event loop never waits for a write to standard error; ``stop_thread`` drains
+    the queue. None keeps the mode this process has (a reload).
     """
     _Names.mode = user_names
     if user_names != "omit" and key_dir is not None:
