@@ -38,7 +38,9 @@ async def test_replies_to_a_batch_go_out_in_one_write(running: ServerFactory) ->
     writer.write(f"EHLO x\r\nAUTH PLAIN {token}\r\n".encode())
     while not (await reader.readline()).startswith(b"235"):
         pass
-    [conn] = [o for o in gc.get_objects() if isinstance(o, Connection)]
+    ours = writer.get_extra_info("sockname")  # other tests' connections may linger in gc
+    [conn] = [o for o in gc.get_objects() if isinstance(o, Connection)
+              and o.transport is not None and o.transport.get_extra_info("peername") == ours]
     assert conn.transport is not None
     recorder = RecordingTransport(conn.transport)
     conn.transport = recorder
