@@ -101,7 +101,7 @@ class _Handoff(logging.Handler):
 
 
 class _Batches:
-    """A ``QueueListener`` that writes lines in batches: one wake-up and one write per batch.
+    """A listener thread that writes lines in batches: one wake-up and one write per batch.
 
     The standard listener wakes for every record, and on a busy worker every wake-up is
     a thread switch and a GIL hand-over on the event loop's core. This one sleeps until a
