@@ -50,7 +50,7 @@ from typing import Protocol, TypeVar
 
 from smtpgate.delivery.base import DeliveryError
 
-__all__ = ["MAX_BATCH", "Committer", "Durable", "Staged", "committer", "fsync_dir"]
+__all__ = ["MAX_BATCH", "Committer", "Durable", "Staged", "committer", "fsync_dir", "write_all"]
 
 MAX_BATCH = 256
 log = logging.getLogger("smtpgate.delivery")
@@ -217,6 +217,13 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until every octet is written (a write may take fewer)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _load_syncfs() -> Callable[[int], None] | None:

@@ -31,6 +31,8 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO
 
+from smtpgate.delivery.groupcommit import write_all
+
 SPILL = 1024 * 1024  # octets held in memory before the message goes to its file
 _BUFFER = 64 * 1024
 
@@ -91,7 +93,7 @@ class Spool:
         self._fd = fd = self._create()
         chunks, self._chunks, self._held = self._chunks, [], 0
         joined = b"".join(chunks)
-        _write_all(fd, joined)
+        write_all(fd, joined)
         if self._keep:
             self.whole = joined
         return fd
@@ -131,12 +133,6 @@ class Spool:
         self._file = os.fdopen(fd, "wb", buffering=_BUFFER)
         chunks, self._chunks, self._held = self._chunks, [], 0
         self._file.write(b"".join(chunks))
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 def _close_opened(done: Future[int], then: Callable[[], None]) -> None:

@@ -58,7 +58,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from smtpgate.delivery.base import DeliveryError
-from smtpgate.delivery.groupcommit import Staged, committer, fsync_dir
+from smtpgate.delivery.groupcommit import Staged, committer, fsync_dir, write_all
 from smtpgate.delivery.spool import Spool
 from smtpgate.relay.entry import QueueEntry, parse
 
@@ -326,9 +326,7 @@ class QueueWriter:
         """Write the message and the record: both flushed before the renames."""
         message = self._spool.finish()
         self._record = os.open(self._tmp_json, _CREATE, 0o600)
-        data = memoryview(self.entry.to_json())
-        while data:
-            data = data[os.write(self._record, data):]
+        write_all(self._record, self.entry.to_json())
         self._record_id = record_id(os.fstat(self._record))  # a rename keeps all three
         return [message, self._record], []
 
