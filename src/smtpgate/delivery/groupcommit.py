@@ -131,6 +131,7 @@ class Committer:
                 for job in batch:
                     job.error = job.error or OSError(f"group commit: {exc!r}")
                     _settle(job)
+            batch.clear()  # not kept while the next job is awaited: their messages are done
 
     def _commit_batch(self, batch: list[_Job]) -> None:
         staged = _each(batch, lambda d: d.stage())

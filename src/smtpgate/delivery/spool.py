@@ -99,7 +99,10 @@ class Spool:
         return fd
 
     def close(self) -> None:
-        """Close the file, if open (its data is written already, or being thrown away)."""
+        """Close the file, if open (its data is written already, or being thrown away).
+        Also lets go of ``create``: an owner's bound method would make a reference cycle
+        that only the cyclic collector frees (one per message, which it then had to walk)."""
+        self._create = _closed
         handle, self._file = self._file, None
         fd, self._fd = self._fd, None
         if handle is not None:
@@ -133,6 +136,10 @@ class Spool:
         self._file = os.fdopen(fd, "wb", buffering=_BUFFER)
         chunks, self._chunks, self._held = self._chunks, [], 0
         self._file.write(b"".join(chunks))
+
+
+def _closed() -> int:
+    raise OSError("the spool is closed")
 
 
 def _close_opened(done: Future[int], then: Callable[[], None]) -> None:
