@@ -11,9 +11,11 @@ in ``new/`` (and later ``cur/``, where a reader appends ``:2,`` flags).
 
 It is a log rather than a file per message because creating a file is the
 most expensive step of a small delivery: a line costs an append to a file
-that exists already. Every worker appends with ``O_APPEND`` and one
-``write`` per line, which the kernel does atomically for a local file, so
-lines of several processes never mix. The line is written before the
+that exists already, and the logs written lately stay open (``OpenLogs``), so
+it costs no open either: only a ``stat`` of its name, so that a log deleted or
+renamed (rotated) meanwhile is made anew for the next line. Every worker
+appends with ``O_APPEND`` and one ``write`` per line, which the kernel does
+atomically for a local file, so lines of several processes never mix. The line is written before the
 message is renamed into ``new/`` and is flushed with the message file, so an
 acknowledged message always has its line. A line whose message is in
 neither ``new/`` nor ``cur/`` belongs to a message that was never
@@ -31,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -75,23 +78,106 @@ def log_name(received_at: float) -> str:
     return datetime.fromtimestamp(received_at, tz=UTC).strftime("%Y-%m-%d.jsonl")
 
 
-def append_line(maildir: str, name: str, line: bytes) -> int:
-    """Append ``line`` to ``<maildir>/smtpgate-envelope/<name>`` (made 0600 on demand, its
-    folder 0700); the open descriptor, for the caller to flush and close."""
-    path = f"{maildir}/{ENVELOPE_DIR}/{name}"
+class OpenLogs:
+    """The envelope logs written lately, kept open: opening and closing a log for every
+    line cost more than the line's own write. ``append`` pins the log's descriptor until
+    ``release`` (the group commit flushes it in between), so only an unpinned one is
+    closed when more than ``keep`` are open. A log deleted or renamed since it was opened
+    is opened again (checked with a ``stat`` when it is first pinned again), so lines
+    never go to a file that no longer has its name. Thread-safe."""
+
+    def __init__(self, keep: int = 64) -> None:
+        self._keep = keep
+        self._open: dict[str, list[int]] = {}  # path -> [fd, pins, inode, device], oldest first
+        self._lock = threading.Lock()
+
+    def append(self, maildir: str, name: str, line: bytes) -> int:
+        """Append ``line`` to ``<maildir>/smtpgate-envelope/<name>`` (made 0600 on demand,
+        its folder 0700) in one write; the log's descriptor, pinned until ``release``."""
+        path = log_path(maildir, name)
+        with self._lock:
+            entry = self._pin(path, maildir)
+        try:
+            if os.write(entry[0], line) != len(line):  # one write: appenders never interleave
+                raise OSError(f"short write to {path}")
+        except BaseException:
+            self.release(path)
+            raise
+        return entry[0]
+
+    def release(self, path: str) -> None:
+        """Unpin the log at ``path`` (as ``log_path`` names it)."""
+        with self._lock:
+            entry = self._open.get(path)
+            if entry is not None:
+                entry[1] -= 1
+            self._trim()
+
+    def close_all_unlocked(self) -> None:
+        """Close every log (after a fork: the child's copies of the parent's)."""
+        for entry in self._open.values():
+            with contextlib.suppress(OSError):
+                os.close(entry[0])
+        self._open.clear()
+
+    def _pin(self, path: str, maildir: str) -> list[int]:
+        entry = self._open.pop(path, None)
+        if entry is not None and entry[1] == 0 and not _still_named(path, entry):
+            os.close(entry[0])  # deleted or renamed since: a new file takes the lines
+            entry = None
+        if entry is None:
+            fd = _open_log(path, maildir)
+            held = os.fstat(fd)
+            entry = [fd, 0, held.st_ino, held.st_dev]
+        entry[1] += 1
+        self._open[path] = entry  # now the newest
+        self._trim()
+        return entry
+
+    def _trim(self) -> None:
+        excess = len(self._open) - self._keep
+        if excess <= 0:
+            return
+        for path in [p for p, entry in self._open.items() if entry[1] == 0][:excess]:
+            with contextlib.suppress(OSError):
+                os.close(self._open.pop(path)[0])
+
+
+def log_path(maildir: str, name: str) -> str:
+    return f"{maildir}/{ENVELOPE_DIR}/{name}"
+
+
+def open_logs() -> OpenLogs:
+    """This process's ``OpenLogs`` (a forked child starts with its own)."""
+    return _open_logs
+
+
+def _forked() -> None:
+    global _open_logs  # noqa: PLW0603 - per process, by design
+    _open_logs.close_all_unlocked()  # the parent's copies; its lock may be held at the fork
+    _open_logs = OpenLogs()
+
+
+_open_logs = OpenLogs()
+os.register_at_fork(after_in_child=_forked)
+
+
+def _still_named(path: str, entry: list[int]) -> bool:
+    """Whether ``path`` still names the file held open in ``entry``."""
     try:
-        fd = os.open(path, _APPEND, 0o600)
+        named = os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (named.st_ino, named.st_dev) == (entry[2], entry[3])
+
+
+def _open_log(path: str, maildir: str) -> int:
+    try:
+        return os.open(path, _APPEND, 0o600)
     except FileNotFoundError:
         with contextlib.suppress(FileExistsError):
             os.mkdir(f"{maildir}/{ENVELOPE_DIR}", 0o700)
-        fd = os.open(path, _APPEND, 0o600)
-    try:
-        if os.write(fd, line) != len(line):  # one write: appenders never interleave
-            raise OSError(f"short write to {path}")
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+        return os.open(path, _APPEND, 0o600)
 
 
 def read_envelopes(maildir: Path) -> list[dict[str, Any]]:

@@ -78,7 +78,13 @@ from typing import NoReturn
 
 from smtpgate.delivery import recovery
 from smtpgate.delivery.base import DeliveryError, Envelope
-from smtpgate.delivery.envelopes import ENVELOPE_DIR, append_line, envelope_line, log_name
+from smtpgate.delivery.envelopes import (
+    ENVELOPE_DIR,
+    envelope_line,
+    log_name,
+    log_path,
+    open_logs,
+)
 from smtpgate.delivery.groupcommit import Staged, committer, process_id
 from smtpgate.delivery.spool import Spool
 from smtpgate.protocol.replies import MAILBOX_NOT_ALLOWED, Reply
@@ -219,7 +225,8 @@ class MaildirDelivery:
         self._spool = Spool(self._create_message_file)
         self._created: list[str] = []  # tmp files and copies, unlinked on failure
         self._renamed: list[str] = []  # files in new/, unlinked if a later step fails
-        self._open: list[int] = []  # envelope logs and copies, open until flushed
+        self._open: list[int] = []  # copies, open until flushed
+        self._logs: list[str] = []  # envelope logs, pinned open until flushed
 
     @property
     def unique_name(self) -> str:
@@ -256,11 +263,14 @@ class MaildirDelivery:
         for maildir in self._maildirs[1:]:
             self._link(self._tmp(self._maildirs[0]), maildir)
         day = log_name(self._envelope.received_at)
+        logs = open_logs()
+        log_fds: list[int] = []
         for maildir, recipients in zip(self._maildirs, self._groups.values(), strict=True):
             line = envelope_line(self._envelope, recipients, self._unique)
-            self._open.append(append_line(maildir, day, line))
+            log_fds.append(logs.append(maildir, day, line))
+            self._logs.append(log_path(maildir, day))
         folders = [f"{maildir}/{ENVELOPE_DIR}" for maildir in self._maildirs]
-        return [message, *self._open], folders
+        return [message, *self._open, *log_fds], folders
 
     def publish(self) -> list[str]:
         """Rename every ``tmp/<unique>`` to ``new/<unique>``: the step that delivers."""
@@ -304,6 +314,10 @@ class MaildirDelivery:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self._open.clear()
+        logs = open_logs()
+        for path in self._logs:
+            logs.release(path)
+        self._logs.clear()
 
     def _link(self, source: str, maildir: str) -> None:
         target = self._tmp(maildir)
