@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
-from smtpgate.delivery.envelopes import ENVELOPE_DIR, OpenLogs, log_path, open_logs
+from hypothesis import given
+from hypothesis import strategies as st
+
+from smtpgate.delivery.envelopes import ENVELOPE_DIR, OpenLogs, log_name, log_path, open_logs
 
 DAY = "2026-11-30.jsonl"
 
@@ -30,8 +34,11 @@ def append(logs: OpenLogs, maildir: Path, line: bytes, name: str = DAY) -> None:
 
 def test_lines_go_to_one_log_kept_open(tmp_path: Path) -> None:
     logs = OpenLogs()
+    made = []
     for n in range(3):
-        append(logs, tmp_path, b'{"n": %d}\n' % n)
+        made.append(logs.append(str(tmp_path), DAY, b'{"n": %d}\n' % n)[1])
+        logs.release(log_path(str(tmp_path), DAY))
+    assert made == [True, False, False]  # the first line's folder must be flushed too
     log = tmp_path / ENVELOPE_DIR / DAY
     assert log.read_bytes() == b'{"n": 0}\n{"n": 1}\n{"n": 2}\n'
     assert oct(log.stat().st_mode & 0o777) == oct(0o600)
@@ -62,7 +69,7 @@ def test_a_log_renamed_while_open_is_made_anew(tmp_path: Path) -> None:
 def test_beyond_keep_only_unpinned_logs_are_closed(tmp_path: Path) -> None:
     logs = OpenLogs(keep=2)
     names = [f"2026-11-{day:02d}.jsonl" for day in range(1, 6)]
-    fds = [logs.append(str(tmp_path), name, b"x\n") for name in names]  # all pinned
+    fds = [logs.append(str(tmp_path), name, b"x\n")[0] for name in names]  # all pinned
     assert open_log_files(tmp_path) == set(names)  # a pinned log is never closed
     for fd in fds:
         os.fstat(fd)  # still valid, as the group commit's flush needs them
@@ -86,3 +93,11 @@ def test_a_forked_child_has_its_own(tmp_path: Path) -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     append(parent, tmp_path, b"parent again\n")
     assert (tmp_path / ENVELOPE_DIR / DAY).read_bytes() == b"parent\nchild\nparent again\n"
+
+
+@given(st.lists(st.floats(min_value=-2e9, max_value=4e9), min_size=1, max_size=5))
+def test_log_name_is_the_utc_day(times: list[float]) -> None:
+    """The one-day cache never names another day (times alternate between days here)."""
+    for received_at in times:
+        day = datetime.fromtimestamp(received_at, tz=UTC).strftime("%Y-%m-%d.jsonl")
+        assert log_name(received_at) == day

@@ -41,7 +41,7 @@ from typing import Any
 from smtpgate.delivery.base import Envelope
 
 ENVELOPE_DIR = "smtpgate-envelope"
-_APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+_APPEND = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
 
 
 def envelope_line(envelope: Envelope, recipients: list[str], unique: str) -> bytes:
@@ -75,7 +75,16 @@ def envelope_line(envelope: Envelope, recipients: list[str], unique: str) -> byt
 
 def log_name(received_at: float) -> str:
     """``<YYYY-MM-DD>.jsonl``, the UTC day of ``received_at``."""
-    return datetime.fromtimestamp(received_at, tz=UTC).strftime("%Y-%m-%d.jsonl")
+    global _last_day  # noqa: PLW0603 - a one-entry cache: strftime per message cost more
+    day = int(received_at // 86_400)  # UTC days since the epoch (POSIX time has no leap s)
+    last = _last_day
+    if last[0] != day:
+        name = datetime.fromtimestamp(received_at, tz=UTC).strftime("%Y-%m-%d.jsonl")
+        _last_day = last = (day, name)
+    return last[1]
+
+
+_last_day = (-1, "")
 
 
 class OpenLogs:
@@ -91,19 +100,20 @@ class OpenLogs:
         self._open: dict[str, list[int]] = {}  # path -> [fd, pins, inode, device], oldest first
         self._lock = threading.Lock()
 
-    def append(self, maildir: str, name: str, line: bytes) -> int:
+    def append(self, maildir: str, name: str, line: bytes) -> tuple[int, bool]:
         """Append ``line`` to ``<maildir>/smtpgate-envelope/<name>`` (made 0600 on demand,
-        its folder 0700) in one write; the log's descriptor, pinned until ``release``."""
+        its folder 0700) in one write. The log's descriptor, pinned until ``release``, and
+        whether this made the file (then its folder must be flushed too)."""
         path = log_path(maildir, name)
         with self._lock:
-            entry = self._pin(path, maildir)
+            entry, created = self._pin(path, maildir)
         try:
             if os.write(entry[0], line) != len(line):  # one write: appenders never interleave
                 raise OSError(f"short write to {path}")
         except BaseException:
             self.release(path)
             raise
-        return entry[0]
+        return entry[0], created
 
     def release(self, path: str) -> None:
         """Unpin the log at ``path`` (as ``log_path`` names it)."""
@@ -120,19 +130,20 @@ class OpenLogs:
                 os.close(entry[0])
         self._open.clear()
 
-    def _pin(self, path: str, maildir: str) -> list[int]:
+    def _pin(self, path: str, maildir: str) -> tuple[list[int], bool]:
         entry = self._open.pop(path, None)
         if entry is not None and entry[1] == 0 and not _still_named(path, entry):
             os.close(entry[0])  # deleted or renamed since: a new file takes the lines
             entry = None
+        created = False
         if entry is None:
-            fd = _open_log(path, maildir)
+            fd, created = _open_log(path, maildir)
             held = os.fstat(fd)
             entry = [fd, 0, held.st_ino, held.st_dev]
         entry[1] += 1
         self._open[path] = entry  # now the newest
         self._trim()
-        return entry
+        return entry, created
 
     def _trim(self) -> None:
         excess = len(self._open) - self._keep
@@ -171,13 +182,18 @@ def _still_named(path: str, entry: list[int]) -> bool:
     return (named.st_ino, named.st_dev) == (entry[2], entry[3])
 
 
-def _open_log(path: str, maildir: str) -> int:
+def _open_log(path: str, maildir: str) -> tuple[int, bool]:
+    """The log's descriptor, and whether it was made now."""
     try:
-        return os.open(path, _APPEND, 0o600)
+        return os.open(path, _APPEND), False
     except FileNotFoundError:
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(f"{maildir}/{ENVELOPE_DIR}", 0o700)
-        return os.open(path, _APPEND, 0o600)
+        pass
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(f"{maildir}/{ENVELOPE_DIR}", 0o700)
+    try:
+        return os.open(path, _APPEND | os.O_CREAT | os.O_EXCL, 0o600), True
+    except FileExistsError:  # another worker made it meanwhile
+        return os.open(path, _APPEND), False
 
 
 def read_envelopes(maildir: Path) -> list[dict[str, Any]]:

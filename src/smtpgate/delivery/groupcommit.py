@@ -160,6 +160,7 @@ class Committer:
     def flush(self, fds: list[int], dirs: Iterable[str]) -> None:
         """Make the files and directories durable: ``syncfs`` once per file system when
         that covers two or more of them, else ``fsync`` each."""
+        fds = list(dict.fromkeys(fds))  # a log shared by the batch's messages: once
         dirs = list(dirs)
         if self._syncfs is None or len(fds) + len(dirs) < 2:
             for fd in fds:

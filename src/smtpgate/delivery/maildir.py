@@ -29,7 +29,8 @@ together share the flushes), whose steps are, for each message of the batch:
    file into that recipient's ``tmp/`` (copy when linking fails, e.g. across
    file systems); append the envelope's line to each Maildir's envelope log
    (``envelopes``: ``smtpgate-envelope/<day>.jsonl``);
-2. one flush of every file and envelope folder of the batch;
+2. one flush of every file of the batch (and of an envelope folder that got a
+   new log);
 3. ``publish``: rename every ``tmp/<unique>`` to ``new/<unique>`` -- the only
    step that makes a message visible, and the last one that changes names;
 4. one flush of every ``new/`` directory renamed into;
@@ -178,8 +179,15 @@ class MaildirTarget:
         return self.root / maildir_name(recipient)
 
 
+_NAMES: dict[str, str] = {}  # recent recipients' Maildir names: each is asked at RCPT and start
+_NAMES_KEPT = 4096
+
+
 def _mailbox_name(recipient: str) -> str:
     """``maildir_name``, or a permanent DeliveryError when no such directory can exist."""
+    name = _NAMES.get(recipient)
+    if name is not None:
+        return name
     try:
         name = maildir_name(recipient)
     except ValueError:
@@ -189,6 +197,9 @@ def _mailbox_name(recipient: str) -> str:
             f"address too long to store (its mailbox name exceeds {NAME_MAX} octets)",
             temporary=False,
         )
+    if len(_NAMES) >= _NAMES_KEPT:
+        _NAMES.clear()
+    _NAMES[recipient] = name
     return name
 
 
@@ -265,11 +276,14 @@ class MaildirDelivery:
         day = log_name(self._envelope.received_at)
         logs = open_logs()
         log_fds: list[int] = []
+        folders: list[str] = []  # the envelope folders that got a new log
         for maildir, recipients in zip(self._maildirs, self._groups.values(), strict=True):
             line = envelope_line(self._envelope, recipients, self._unique)
-            log_fds.append(logs.append(maildir, day, line))
+            fd, created = logs.append(maildir, day, line)
             self._logs.append(log_path(maildir, day))
-        folders = [f"{maildir}/{ENVELOPE_DIR}" for maildir in self._maildirs]
+            log_fds.append(fd)
+            if created:
+                folders.append(f"{maildir}/{ENVELOPE_DIR}")
         return [message, *self._open, *log_fds], folders
 
     def publish(self) -> list[str]:
