@@ -521,7 +521,7 @@ def wait_drained(rec: dict[str, Any], server: Server, t0: float, timeout: float)
     assert server.spec.queue_dir is not None
     cpu0 = tree_cpu(server.pid) - rec["server_cpu_s"]
     deadline = time.monotonic() + timeout
-    while any(server.spec.queue_dir.glob("*.json")):
+    while any(server.spec.queue_dir.glob("*.msg")):
         if time.monotonic() > deadline:
             rec["error"] = f"queue not drained after {timeout:.0f} s"
             return

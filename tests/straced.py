@@ -72,13 +72,15 @@ def flush_of(calls: list[Call], path: Path, after: int) -> Call:
 
 
 def check_removal(calls: list[Call], queue: Path, queue_id: str) -> None:
-    """A delivered entry: its record unlinked, then its message, then a flush of ``queue``
-    that began after both, and only then its claim let go (the deliverer's descriptor on
-    the message, deleted by then, closed). Needs ``unlink``/``unlinkat`` and ``close``."""
+    """A delivered entry: its message unlinked, then its changed record (if any: the
+    unlink is tried), then a flush of ``queue`` that began after both, and only then its
+    claim let go (the deliverer's descriptor on the message, deleted by then, closed).
+    Needs ``unlink``/``unlinkat`` and ``close``."""
     record, message = queue / f"{queue_id}.json", queue / f"{queue_id}.msg"
     unlinks = [c for c in calls if c.name.startswith("unlink")
                and any(f'"{path}"' in c.args for path in (record, message))]
-    assert [f'"{record}"' in c.args for c in unlinks] == [True, False], queue_id
+    assert [f'"{message}"' in c.args for c in unlinks][:1] == [True], queue_id
+    assert all(f'"{record}"' in c.args for c in unlinks[1:]), queue_id
     flush = flush_of(calls, queue, unlinks[-1].end)
     released = [c for c in calls if c.name == "close" and f"<{message}>(deleted)" in c.args]
     assert released, f"{queue_id}: no claim released after the unlink"

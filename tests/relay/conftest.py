@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -94,7 +95,21 @@ class RelayEnv:
     def queued(self) -> list[str]:
         if not self.queue.exists():
             return []
-        return sorted(p.name for p in self.queue.iterdir() if p.suffix == ".json")
+        return sorted(p.name for p in self.queue.iterdir() if p.suffix == ".msg")
+
+    def record_bytes(self, name: str) -> bytes:
+        """The current record of the entry whose file is ``name`` (as ``queued`` lists it):
+        its ``.json`` once changed, else the one after the message in the ``.msg``."""
+        changed = self.queue / f"{name.removesuffix('.msg')}.json"
+        if changed.exists():
+            return changed.read_bytes()
+        data = (self.queue / name).read_bytes()
+        assert data[-33:-17] == b"smtpgate-record ", "no record trailer"
+        return data[int(data[-17:-1]):-33]
+
+    def record(self, name: str) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.record_bytes(name))
+        return data
 
     def mailbox(self, address: str) -> list[bytes]:
         assert self.config is not None

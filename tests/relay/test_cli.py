@@ -41,7 +41,7 @@ def write_toml(path: Path, env: RelayEnv, **relay: Any) -> Path:
 
 
 def all_tried(env: RelayEnv) -> bool:
-    records = [json.loads((env.queue / name).read_text()) for name in env.queued()]
+    records = [env.record(name) for name in env.queued()]
     return all(r["attempts"] >= 1 for r in records)
 
 
@@ -61,7 +61,7 @@ async def test_queue_commands_while_the_server_runs(
     await env.submit(["a@remote.test"])
     await env.submit(["b@remote.test"])
     await wait_for(lambda: len(env.queued()) == 2 and all_tried(env))
-    first, second = (name[:-5] for name in env.queued())
+    first, second = (name.removesuffix(".msg") for name in env.queued())
     code, out = await cli(config, "queue", "list", capsys=capsys)
     assert code == 0 and out.count("<alice@local.test>") == 2 and "2 message(s) queued" in out
     code, out = await cli(config, "queue", "list", "--per-page", "1", "--page", "2", capsys=capsys)
@@ -95,7 +95,7 @@ async def test_release_and_delete(
     await env.submit(["a@remote.test"])
     await env.submit(["b@remote.test"])
     await wait_for(lambda: len(env.queued()) == 2 and all_tried(env))
-    first, second = (name[:-5] for name in env.queued())
+    first, second = (name.removesuffix(".msg") for name in env.queued())
     assert (await cli(config, "queue", "delete", second, capsys=capsys))[0] == 0
     assert len(env.queued()) == 1
     env.smarthost = Smarthost(env.tokens.state, port=port).start()

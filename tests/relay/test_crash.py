@@ -14,6 +14,7 @@ from pathlib import Path
 
 import aiosmtplib
 
+from smtpgate.relay.queue import QueueStore
 from tests.attacks.subproc import ServeProcess, acknowledged_until_killed
 from tests.e2e.conftest import PASSWORD, create_user, free_port
 from tests.relay.conftest import MESSAGE, RelayEnv, wait_for
@@ -125,10 +126,12 @@ async def test_sigkill_under_load_keeps_every_acknowledged_message_queued_whole(
                                             GROUP_BODY)
     assert len(acked) >= 50, f"only {len(acked)} messages acknowledged before the kill"
     queue = serve.data / "queue"
-    records = {p.stem for p in queue.glob("*.json")}
+    store = QueueStore(queue)
+    records = set(store.ids())
     assert acked <= records, f"{len(acked - records)} acknowledged messages lost"
-    for queue_id in records:  # a record is renamed in after its message, never before
-        assert (queue / f"{queue_id}.msg").read_bytes().endswith(GROUP_BODY), queue_id
+    for queue_id in records:  # whole, with its record, or not in queue/ at all
+        assert store.read_message(queue_id).endswith(GROUP_BODY), queue_id
+        assert store.load(queue_id).id == queue_id
 
 
 GROUP_BODY = b"Subject: group commit\r\n\r\n" + b"y" * 2000 + b"\r\n"

@@ -20,7 +20,7 @@ async def test_remote_and_local_recipients_are_split(env: RelayEnv) -> None:
     assert reply.startswith("2.0.0 Ok: queued as ")
     queue_id = reply.rsplit(" ", 1)[1]
     await wait_for(env.queued)
-    assert env.queued() == [f"{queue_id}.json"]  # the reply names the queue file
+    assert env.queued() == [f"{queue_id}.msg"]  # the reply names the queue file
     assert len(env.mailbox("bob@local.test")) == 1
 
 

@@ -4,7 +4,6 @@ DSN, and honoured in our own reports (NOTIFY, RET, ENVID, ORCPT)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import aiosmtplib
@@ -26,8 +25,7 @@ async def submit(env: RelayEnv, mail: list[str], rcpts: dict[str, list[str]]) ->
 
 
 def record(env: RelayEnv) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((env.queue / env.queued()[0]).read_text())
-    return data
+    return env.record(env.queued()[0])
 
 
 async def test_parameters_go_upstream_when_the_smarthost_offers_dsn(env: RelayEnv) -> None:

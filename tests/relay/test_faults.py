@@ -4,7 +4,6 @@ expired tokens, a token endpoint that is down, an untrusted certificate, expiry 
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 import pytest
@@ -14,9 +13,7 @@ from tests.relay.upstream import Smarthost, TokenServer, make_cert, server_tls
 
 
 def _entry(env: RelayEnv) -> dict[str, Any]:
-    name = env.queued()[0]
-    record: dict[str, Any] = json.loads((env.queue / name).read_text())
-    return record
+    return env.record(env.queued()[0])
 
 
 @pytest.mark.parametrize("pipelining", [False, True], ids=["one-by-one", "pipelined"])
@@ -232,9 +229,9 @@ async def test_a_failing_account_is_not_hammered(env: RelayEnv) -> None:
     def all_deferred() -> bool:
         names = env.queued()
         return len(names) == 8 and all(
-            json.loads((env.queue / n).read_text())["attempts"] == 1 for n in names)
+            env.record(n)["attempts"] == 1 for n in names)
 
     await wait_for(all_deferred)
     assert len(env.tokens.state.requests) <= 2  # one per connection slot, not one per message
-    errors = {json.loads((env.queue / n).read_text())["last_error"] for n in env.queued()}
+    errors = {env.record(n)["last_error"] for n in env.queued()}
     assert len(errors) == 1 and "invalid_grant" in errors.pop()

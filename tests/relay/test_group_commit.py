@@ -87,7 +87,7 @@ async def test_every_250_follows_its_flushes_renames_and_a_shared_directory_flus
     queue, tmp = env.queue, env.queue / "tmp"
     covering = []
     for queue_id in ids:
-        written = [tmp / f"{queue_id}.msg", tmp / f"{queue_id}.json"]  # message, then record
+        written = [tmp / f"{queue_id}.msg"]  # the message, then its record, in one file
         covering.append(check_message(calls, files=written, folders=[], renamed=written,
                                       into=[queue], reply=f"queued as {queue_id}"))
     assert len(set(covering)) < len(ids), "every message had a directory flush of its own"

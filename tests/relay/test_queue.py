@@ -3,7 +3,6 @@ leftovers, restart, disk full, and never an open relay."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -51,16 +50,19 @@ def test_commit_makes_queue_files_durable_and_private(
     delivery = target.start(envelope("you@remote.test", "bob@local.test", "you@remote.test"))
     delivery.write(b"Subject: x\r\n\r\nbody\r\n")
     queue = tmp_path / "queue"
-    assert not (queue / "Q1.json").exists()  # nothing queued before commit
+    assert not (queue / "Q1.msg").exists()  # nothing queued before commit
     delivery.commit()
     assert notified == ["Q1"]
-    assert (queue / "Q1.msg").read_bytes() == b"Subject: x\r\n\r\nbody\r\n"
-    entry = parse((queue / "Q1.json").read_bytes(), "Q1")
+    assert os.listdir(queue / "tmp") == [] and not (queue / "Q1.json").exists()
+    # One file: the message as accepted, its record, the trailer saying where that starts.
+    record = b"Subject: x\r\n\r\nbody\r\n"
+    data = (queue / "Q1.msg").read_bytes()
+    assert data.startswith(record) and data.endswith(b"smtpgate-record %016d\n" % len(record))
+    entry = parse(data[len(record):-33], "Q1")
     assert [r.address for r in entry.recipients] == ["you@remote.test"]  # local split off, dedup
     assert entry.size == 20 and entry.mail_from == "alice@local.test"
+    assert target.store.load("Q1") == entry and target.store.read_message("Q1") == record
     assert mode(queue) == 0o700 and mode(queue / "Q1.msg") == 0o600
-    assert mode(queue / "Q1.json") == 0o600
-    assert os.listdir(queue / "tmp") == []
     assert len(os.listdir(tmp_path / "mail" / "bob@local.test" / "new")) == 1
 
 
@@ -105,10 +107,55 @@ def test_claim_is_exclusive_and_leftovers_are_cleaned(tmp_path: Path) -> None:
     writer.commit()
     with store.claim("A1"), pytest.raises(Busy), store.claim("A1"):
         pass
-    (store.root / "B2.msg").write_bytes(b"never acknowledged")  # crash before the record
+    (store.root / "B2.msg").write_bytes(b"an older version's, never acknowledged\r\n")
     (store.tmp / "C3.msg").write_bytes(b"half written")
-    assert store.clean_leftovers() == 2
-    assert sorted(os.listdir(store.root)) == ["A1.json", "A1.msg", "corrupt", "tmp"]
+    (store.root / "D4.json").write_bytes(b"{}")  # a removal cut short after the message
+    assert store.clean_leftovers() == 3
+    assert sorted(os.listdir(store.root)) == ["A1.msg", "corrupt", "tmp"]
+
+
+def test_a_changed_record_supersedes_the_one_in_the_message_file(tmp_path: Path) -> None:
+    store = QueueStore(tmp_path / "queue")
+    entry = QueueEntry(id="A1", mail_from="a@x", recipients=[Recipient("b@y")], received_at=1.0)
+    writer = store.writer(entry)
+    writer.write(b"Subject: m\r\n\r\nm\r\n")
+    writer.commit()
+    with store.claim("A1") as changed:
+        assert not changed  # the hand-over may be used
+    before = (store.root / "A1.msg").read_bytes()
+    entry.attempts, entry.held = 1, True
+    store.save(entry)
+    with store.claim("A1") as changed:
+        assert changed  # read it back from the disk
+    assert (store.root / "A1.msg").read_bytes() == before  # the message file never changes
+    assert store.load("A1").held and store.load("A1").attempts == 1
+    assert store.read_message("A1") == b"Subject: m\r\n\r\nm\r\n"
+    assert store.read_message("A1", 9) == b"Subject: "
+    store.remove("A1")
+    assert sorted(os.listdir(store.root)) == ["corrupt", "tmp"]
+
+
+def test_an_older_versions_entry_is_still_read(tmp_path: Path) -> None:
+    """Two files, the message alone in .msg: a queue left by an earlier smtpgate."""
+    store = QueueStore(tmp_path / "queue")
+    store.ensure()
+    entry = QueueEntry(id="A1", mail_from="a@x", recipients=[Recipient("b@y")], received_at=1.0)
+    (store.root / "A1.msg").write_bytes(b"Subject: old\r\n\r\nold\r\n")
+    (store.root / "A1.json").write_bytes(entry.to_json())
+    assert store.clean_leftovers() == 0
+    assert store.ids() == ["A1"] and store.load("A1") == entry
+    assert store.read_message("A1") == b"Subject: old\r\n\r\nold\r\n"
+
+
+def test_a_message_file_without_a_good_record_is_corrupt(tmp_path: Path) -> None:
+    store = QueueStore(tmp_path / "queue")
+    store.ensure()
+    (store.root / "A1.msg").write_bytes(b"m\r\n" + b"smtpgate-record %016d\n" % 99)
+    (store.root / "B2.msg").write_bytes(b"m\r\n{not json}\n" + b"smtpgate-record %016d\n" % 3)
+    for queue_id in ("A1", "B2"):
+        with pytest.raises(CorruptEntry):
+            store.load(queue_id)
+    assert store.clean_leftovers() == 0  # not leftovers: the deliverer moves them aside
 
 
 def test_records_that_are_not_ours_are_refused() -> None:
@@ -190,19 +237,20 @@ async def test_disk_full_answers_452_and_queues_nothing(
     assert env.queued() == [] and os.listdir(small_queue / "tmp") == []
     await env.submit(["you@remote.test"])  # space is there again for a small one
     assert len(env.queued()) == 1
-    record = json.loads((small_queue / env.queued()[0]).read_text())
-    assert record["recipients"][0]["address"] == "you@remote.test"
+    entry = QueueStore(small_queue).load(env.queued()[0][:-4])
+    assert entry.recipients[0].address == "you@remote.test"
 
 
 def test_queue_failure_leaves_no_maildir_tmp(target: RelayTarget, tmp_path: Path) -> None:
     delivery = target.start(envelope("you@remote.test", "bob@local.test"))
     delivery.write(b"Subject: x\r\n\r\nbody\r\n")
     target.store.ensure()
-    (tmp_path / "queue" / "Q1.json").mkdir()  # the rename of the record onto it fails
+    (tmp_path / "queue" / "Q1.msg").mkdir()  # the rename into queue/ fails
     with pytest.raises(DeliveryError):
         delivery.commit()
     assert files_under(tmp_path / "mail") == []
-    assert not (tmp_path / "queue" / "Q1.msg").exists()
+    assert os.listdir(tmp_path / "queue" / "tmp") == []
+    assert list((tmp_path / "queue" / "Q1.msg").iterdir()) == []
 
 
 async def test_two_deliverers_on_one_queue_send_each_message_once(env: RelayEnv) -> None:

@@ -11,7 +11,7 @@ calls run in a thread, off the event loop. A change redirects back with a
 one-line notice (``pages.back``), so a reload never repeats it.
 
 "Headers" shows the message's header section only, never its body, read from
-at most ``HEADER_LIMIT`` bytes of the ``.msg`` file.
+at most ``HEADER_LIMIT`` bytes of the message.
 """
 
 from __future__ import annotations
@@ -123,8 +123,7 @@ async def _queue_id(request: web.Request) -> str:
 def _entry_and_headers(store: QueueStore, queue_id: str) -> tuple[QueueEntry, str]:
     entry = admin.load(store, queue_id)
     try:
-        with store.message_path(queue_id).open("rb") as message:
-            head = message.read(HEADER_LIMIT)
+        head = store.read_message(queue_id, HEADER_LIMIT)
     except (FileNotFoundError, Missing):
         raise admin.AdminError(f"no queued message {queue_id!r}") from None
     except OSError as exc:

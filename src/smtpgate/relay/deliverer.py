@@ -12,8 +12,8 @@ ids the index lacks (entries written by other worker processes). Stale
 heap items are skipped lazily. A message just committed comes with its entry
 and bytes (``relay.queue.Handover``, at most ``HANDOVER_BYTES`` in all, each
 until its first attempt): that attempt uses them instead of a thread trip to
-read both files back, if the record under the claim is still the one the
-commit wrote. Older messages are never in memory.
+read the file back, if the record under the claim has not changed since (no
+``.json``). Older messages are never in memory.
 
 Connections. Due ids move to a ready list in queue order; up to
 ``[relay] max_connections`` connection tasks take them. A task keeps its
@@ -66,7 +66,7 @@ from smtpgate.relay.dsn import upstream_options, wants_report
 from smtpgate.relay.entry import CorruptEntry, QueueEntry, Recipient
 from smtpgate.relay.flow import InFlowGate
 from smtpgate.relay.oauth import TokenClient, TokenError, account_key
-from smtpgate.relay.queue import Busy, Handover, Missing, QueueStore, RecordId
+from smtpgate.relay.queue import Busy, Handover, Missing, QueueStore
 from smtpgate.relay.target import RelayTarget
 from smtpgate.relay.upstream import Result, Upstream, UpstreamError
 
@@ -344,8 +344,8 @@ class Deliverer:
     async def _attempt(self, queue_id: str, session: list[tuple[str, Upstream]]) -> None:
         handover = self._drop_handover(queue_id)  # one attempt only, whatever happens
         try:
-            with self.store.claim(queue_id) as record:
-                entry, message = await self._read(queue_id, record, handover)
+            with self.store.claim(queue_id) as changed:
+                entry, message = await self._read(queue_id, changed, handover)
                 await self._deliver(entry, message, session)
         except Busy:
             self._schedule(queue_id, self.clock() + BUSY_RETRY, 0.0)
@@ -354,11 +354,11 @@ class Deliverer:
         except CorruptEntry as exc:
             await asyncio.to_thread(self.store.move_corrupt, queue_id, str(exc))
 
-    async def _read(self, queue_id: str, record: RecordId, handover: Handover | None
+    async def _read(self, queue_id: str, changed: bool, handover: Handover | None
                     ) -> tuple[QueueEntry, bytes | None]:
         """The entry, and its message if due: the hand-over if the record under our claim
-        is the one its commit wrote, else both read back (in a thread)."""
-        if handover is not None and handover.record == record:
+        is still the one its commit wrote, else both read back (in a thread)."""
+        if handover is not None and not changed:
             entry = handover.entry
             return entry, handover.message if entry.due(self.clock()) else None
         return await asyncio.to_thread(self.store.read_if_due, queue_id, self.clock())

@@ -1,9 +1,9 @@
 """One queued message's envelope and delivery state, and its JSON form.
 
-A queue entry is two files in ``<data_dir>/queue/``: ``<ID>.msg`` (the
-message exactly as accepted, Received header first) and ``<ID>.json`` (this
-record). The JSON file is the one that says "queued": it is written last at
-acceptance and removed first when the message is done (``relay.queue``).
+A queue entry lives in ``<data_dir>/queue/``: ``<ID>.msg`` holds the
+message exactly as accepted (Received header first) followed by this record
+as it was at acceptance; once the record changes it is kept in ``<ID>.json``
+beside it, which supersedes the first (``relay.queue``).
 
 Each recipient carries its own status: ``pending`` (still to try),
 ``delivered`` (the upstream accepted it) or ``failed`` (a 5xx, or the queue

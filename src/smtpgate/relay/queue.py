@@ -5,27 +5,37 @@ Theory of operation
 -------------------
 Layout (directories 0700, files 0600)::
 
-    queue/<ID>.msg      the message as accepted
-    queue/<ID>.json     its envelope and delivery state (``relay.entry``)
+    queue/<ID>.msg      the message as accepted, then its record as accepted (below)
+    queue/<ID>.json     its record once changed (a deferral, the CLI): supersedes the first
     queue/tmp/          files being written; nothing here is queued
     queue/corrupt/      entries that could not be parsed, moved aside, never deleted
     queue/kick          touched by the CLI: the running deliverer rescans
+
+A record is the entry's envelope and delivery state (``relay.entry``), one
+JSON line. An entry is one file until its record first changes, because
+every file made, renamed and removed per message was what made queueing
+cost more than Maildir delivery: the message's octets, then the record
+line, then a fixed trailer ``smtpgate-record <16 digits>\n`` giving where
+the record starts (the message's length). The message always ends in CRLF,
+so a ``.msg`` of an older version (message only, record in ``.json``) never
+looks like it has a trailer.
 
 Acceptance (``QueueWriter``): the message collects in memory while it
 arrives (one over 1 MiB goes on to ``tmp/<ID>.msg`` at once:
 ``delivery.spool``). Its commit is a group commit (``delivery.groupcommit``:
 messages finishing together share the flushes): ``stage`` writes
-``tmp/<ID>.msg`` (created and locked then, unless it spilled) and
-``tmp/<ID>.json``; one flush covers the files of the whole batch;
-``publish`` renames the message and then the record into ``queue/``; one
-flush of ``queue/`` covers every rename of the batch. Only then does the
-server send 250. A crash before the last rename leaves no ``.json``: the
-message was never acknowledged and start-up removes the leftover.
+``tmp/<ID>.msg`` (created and locked then, unless it spilled) and appends
+the record and trailer; one flush covers the files of the whole batch;
+``publish`` renames it into ``queue/``, which queues it; one flush of
+``queue/`` covers every rename of the batch. Only then does the server send
+250. A crash before the rename leaves only ``tmp/`` files, which start-up
+removes.
 
 Updates (``save``) write a new record to ``tmp/``, fsync it and rename it
-over the old one (atomic on POSIX), then fsync the directory. Removal unlinks
-the record first, then the message, so a crash in between leaves only an
-unacknowledged-looking ``.msg`` that start-up removes.
+to (or over) ``<ID>.json`` (atomic on POSIX), then fsync the directory; the
+``.msg`` file never changes. Removal unlinks the message first (the entry is
+gone), then the ``.json`` if any, so a crash in between leaves only a
+``.json`` without its message, which start-up removes.
 
 Claiming (``claim``): whoever delivers, changes or removes an entry holds an
 exclusive ``flock`` on its ``.msg`` file (never replaced, so the lock is on
@@ -35,11 +45,9 @@ therefore never work on the same entry at once; a busy entry is skipped.
 
 Hand-over (``Handover``): once committed, a message that was held in memory
 (not spilled) is offered to the deliverer with its entry, so the deliverer
-need not read back what was just written. With it goes the identity of the
-record file as written (inode, size, mtime): ``claim`` yields the identity
-of the record it finds, and the copy is used only if they are equal. Every
-change of a record (``save``) renames a new file over it, so a record the
-CLI or another process changed since is read from disk as before; the
+need not read back what was just written. ``claim`` says whether the entry
+has a ``.json`` (its record changed since acceptance, by the CLI or another
+process); only if it has none is the copy used, since the record inside the
 ``.msg`` file never changes.
 """
 
@@ -50,6 +58,7 @@ import errno
 import fcntl
 import logging
 import os
+import re
 import secrets
 import string
 import time
@@ -60,7 +69,7 @@ from pathlib import Path
 from smtpgate.delivery.base import DeliveryError
 from smtpgate.delivery.groupcommit import Staged, committer, fsync_dir, write_all
 from smtpgate.delivery.spool import Spool
-from smtpgate.relay.entry import QueueEntry, parse
+from smtpgate.relay.entry import CorruptEntry, QueueEntry, parse
 
 log = logging.getLogger("smtpgate.relay")
 
@@ -70,13 +79,30 @@ _DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 _ID_CHARS = string.digits + string.ascii_uppercase  # ASCII order: ids sort by time
 _BUFFER = 64 * 1024
 STALE_TMP = 600.0  # seconds: an unlocked tmp record older than this is a crash leftover
+TRAILER = b"smtpgate-record %016d\n"  # ends a .msg: where its record starts (module doc)
+_TRAILER_SIZE = len(TRAILER % 0)
+_TRAILER_RE = re.compile(rb"smtpgate-record (\d{16})\n")
 
 
-RecordId = tuple[int, int, int]  # inode, size, mtime (ns) of a record file
+def embedded_record(record: bytes, message_size: int) -> bytes:
+    """What follows the message in its ``.msg`` file: the record and the trailer."""
+    return record + TRAILER % message_size
 
 
-def record_id(st: os.stat_result) -> RecordId:
-    return st.st_ino, st.st_size, st.st_mtime_ns
+def _split(fd: int) -> tuple[int, int] | None:
+    """Where the record starts and where the trailer starts in the ``.msg`` open as
+    ``fd``; None for a file without a trailer (written by an older version)."""
+    size = os.fstat(fd).st_size
+    if size < _TRAILER_SIZE:
+        return None
+    end = size - _TRAILER_SIZE
+    match = _TRAILER_RE.fullmatch(os.pread(fd, _TRAILER_SIZE, end))
+    if match is None:
+        return None
+    start = int(match[1])
+    if start > end:
+        raise CorruptEntry("the record trailer points past the end of the file")
+    return start, end
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +111,6 @@ class Handover:
 
     entry: QueueEntry
     message: bytes
-    record: RecordId  # the record file as its commit wrote it
 
 
 class Busy(Exception):
@@ -137,7 +162,7 @@ class QueueStore:
         """The ids of every queued entry (those with a record), oldest id first."""
         try:
             with os.scandir(self.root) as entries:
-                names = [e.name[:-5] for e in entries if e.name.endswith(".json")]
+                names = [e.name[:-4] for e in entries if e.name.endswith(".msg")]
         except FileNotFoundError:
             return []  # nothing was ever queued
         return sorted(n for n in names if valid_id(n))
@@ -147,16 +172,42 @@ class QueueStore:
         if not valid_id(queue_id):
             raise Missing(queue_id)
         try:
-            data = self.state_path(queue_id).read_bytes()
+            return parse(self.state_path(queue_id).read_bytes(), queue_id)  # changed since
         except FileNotFoundError:
-            raise Missing(queue_id) from None
-        return parse(data, queue_id)
+            pass
+        with self._open_message(queue_id) as fd:
+            parts = _split(fd)
+            if parts is None:
+                raise CorruptEntry("no record: neither a .json file nor one in the .msg")
+            start, end = parts
+            return parse(os.pread(fd, end - start, start), queue_id)
 
-    def read_message(self, queue_id: str) -> bytes:
+    def read_message(self, queue_id: str, limit: int | None = None) -> bytes:
+        """The message as accepted (its first ``limit`` octets, if given)."""
+        with self._open_message(queue_id) as fd:
+            parts = _split(fd)
+            size = os.fstat(fd).st_size if parts is None else parts[0]
+            if limit is not None:
+                size = min(size, limit)
+            chunks, done = [], 0
+            while done < size:  # pread may return less than asked for
+                chunk = os.pread(fd, size - done, done)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                done += len(chunk)
+            return b"".join(chunks)
+
+    @contextlib.contextmanager
+    def _open_message(self, queue_id: str) -> Iterator[int]:
         try:
-            return self.message_path(queue_id).read_bytes()
+            fd = os.open(f"{self._root}/{queue_id}.msg", os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             raise Missing(queue_id) from None
+        try:
+            yield fd
+        finally:
+            os.close(fd)
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -164,7 +215,8 @@ class QueueStore:
         return QueueWriter(self, entry)
 
     def save(self, entry: QueueEntry) -> None:
-        """Replace the record atomically (tmp, fsync, rename, fsync the directory)."""
+        """Write the record to ``<ID>.json`` atomically (tmp, fsync, rename, fsync the
+        directory): it supersedes the one in the ``.msg`` file from now on."""
         tmp = self.tmp / f"{entry.id}.json.{secrets.token_hex(4)}"
         try:
             _write_synced(tmp, entry.to_json())
@@ -176,7 +228,8 @@ class QueueStore:
         fsync_dir(self.root)
 
     def remove(self, queue_id: str) -> None:
-        """Record first, then message; then flush the directory (waits: not on the loop)."""
+        """Message first, then a changed record; then flush the directory (waits: not on
+        the loop)."""
         committer().commit(self.removal(queue_id))
 
     def removal(self, *queue_ids: str) -> Removal:
@@ -214,9 +267,9 @@ class QueueStore:
     # -- claiming and start-up ---------------------------------------------------------------
 
     @contextlib.contextmanager
-    def claim(self, queue_id: str) -> Iterator[RecordId]:
+    def claim(self, queue_id: str) -> Iterator[bool]:
         """Hold the entry's lock; ``Busy`` if someone else does, ``Missing`` if it is gone.
-        Yields the identity of the record file found under the lock (``Handover``)."""
+        Yields whether its record changed since acceptance (a ``.json``: ``Handover``)."""
         base = f"{self._root}/{queue_id}"  # plain strings: once per delivery, on the loop
         try:
             fd = os.open(base + ".msg", os.O_RDONLY | os.O_CLOEXEC)
@@ -227,29 +280,42 @@ class QueueStore:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise Busy(queue_id) from None
-            try:
-                record = os.stat(base + ".json")
-            except FileNotFoundError:
-                raise Missing(queue_id) from None
-            yield record_id(record)
+            if os.fstat(fd).st_nlink == 0:
+                raise Missing(queue_id)  # removed between our open and our lock
+            yield os.path.exists(base + ".json")
         finally:
             os.close(fd)
 
     def clean_leftovers(self) -> int:
-        """Remove what no acknowledged message owns: tmp files, ``.msg`` without ``.json``."""
+        """Remove what no acknowledged message owns: old tmp files, a ``.json`` without
+        its ``.msg`` (a removal cut short), an older version's ``.msg`` without record."""
         removed = 0
         old = time.time() - STALE_TMP
-        for path in [*self.tmp.iterdir(), *self.root.glob("*.msg")]:
-            if path.parent == self.root and self.state_path(path.stem).exists():
-                continue
+        for path in [*self.tmp.iterdir(), *self.root.glob("*.msg"), *self.root.glob("*.json")]:
             try:
-                if path.suffix != ".msg" and path.stat().st_mtime > old:
-                    continue  # a record another process is writing right now
+                if path.parent == self.tmp:
+                    if path.suffix != ".msg" and path.stat().st_mtime > old:
+                        continue  # a record another process is writing right now
+                elif path.suffix == ".json":
+                    if self.message_path(path.stem).exists():
+                        continue
+                elif self.state_path(path.stem).exists() or self._has_trailer(path):
+                    continue
             except FileNotFoundError:
-                continue  # another process renamed it into place since the listing
+                continue  # another process renamed or removed it since the listing
             if _unlink_unless_locked(path):
                 removed += 1
         return removed
+
+    @staticmethod
+    def _has_trailer(path: Path) -> bool:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return _split(fd) is not None
+        except CorruptEntry:
+            return True  # not ours to remove: the deliverer moves it aside
+        finally:
+            os.close(fd)
 
 
 class Removal:
@@ -268,7 +334,7 @@ class Removal:
     def publish(self) -> list[str]:
         for queue_id in self.queue_ids:
             try:
-                for path in (self.store.state_path(queue_id), self.store.message_path(queue_id)):
+                for path in (self.store.message_path(queue_id), self.store.state_path(queue_id)):
                     with contextlib.suppress(FileNotFoundError):
                         path.unlink()
             except OSError as exc:
@@ -294,12 +360,9 @@ class QueueWriter:
         self.entry = entry
         # Plain strings: pathlib's conversions showed in the profile of a small message.
         tmp, root = os.fspath(store.tmp), os.fspath(store.root)
-        self._tmp_msg, self._tmp_json = f"{tmp}/{entry.id}.msg", f"{tmp}/{entry.id}.json"
-        self._msg, self._json = f"{root}/{entry.id}.msg", f"{root}/{entry.id}.json"
+        self._tmp_msg, self._msg = f"{tmp}/{entry.id}.msg", f"{root}/{entry.id}.msg"
         # In memory until it commits or grows; kept after the commit for the hand-over.
         self._spool = Spool(self._create_message_file, keep=True)
-        self._record: int | None = None  # tmp/<ID>.json while a group commit stages it
-        self._record_id: RecordId | None = None  # that file as written (``handover``)
         self._published = False
         self._ended = False  # committed or aborted
 
@@ -323,18 +386,15 @@ class QueueWriter:
     # -- the group commit's steps (``delivery.groupcommit``), in the committer thread -------
 
     def stage(self) -> Staged:
-        """Write the message and the record: both flushed before the renames."""
+        """Write the message, then its record and trailer: flushed before the rename."""
         message = self._spool.finish()
-        self._record = os.open(self._tmp_json, _CREATE, 0o600)
-        write_all(self._record, self.entry.to_json())
-        self._record_id = record_id(os.fstat(self._record))  # a rename keeps all three
-        return [message, self._record], []
+        write_all(message, embedded_record(self.entry.to_json(), self._spool.written))
+        return [message], []
 
     def publish(self) -> list[str]:
-        """The message, then the record that makes it queued; the directory renamed into."""
+        """The rename that queues it; the directory renamed into."""
         os.rename(self._tmp_msg, self._msg)
         self._published = True
-        os.rename(self._tmp_json, self._json)
         return [os.fspath(self.store.root)]
 
     def settle(self, error: OSError | None) -> DeliveryError | None:
@@ -349,21 +409,19 @@ class QueueWriter:
     def handover(self) -> Handover | None:
         """The committed message for the deliverer, once (None if it spilled to its file)."""
         message, self._spool.whole = self._spool.whole, None
-        if message is None or self._record_id is None or not self._ended:
+        if message is None or not self._published or not self._ended:
             return None
-        return Handover(self.entry, message, self._record_id)
+        return Handover(self.entry, message)
 
     def abort(self) -> None:
         """Leave nothing behind (also after a successful commit: used to undo a split)."""
         self._ended = True
-        paths = [self._json, self._msg] if self._published else [self._tmp_msg, self._tmp_json]
+        path = self._msg if self._published else self._tmp_msg
 
         def remove() -> None:
-            for path in paths:
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
-        self._close_record()
         self._spool.discard(remove)
 
     def _create_message_file(self) -> int:
@@ -376,14 +434,7 @@ class QueueWriter:
         fcntl.flock(fd, fcntl.LOCK_EX)
         return fd
 
-    def _close_record(self) -> None:
-        if self._record is not None:
-            record, self._record = self._record, None
-            with contextlib.suppress(OSError):
-                os.close(record)
-
     def _close(self) -> None:
-        self._close_record()
         self._spool.close()  # also releases the lock
 
 
