@@ -126,7 +126,7 @@ def _variant_lines(doc: dict[str, Any], data: dict[str, Any]) -> list[str]:
                 key = "wall" if v.endswith("unpinned") and wname != "W0" else "value"
                 cmp = _ratio(_get(data, v, wname, key), _get(data, base, wname, key))
                 versus = f"{cmp} vs {base} ({key})"
-                if wname == "W5":  # the target: 3x the W1 of Maildir mode, same unit
+                if wname == "W5" or (v, wname) == ("smtpgate-queue", "W1"):  # vs Maildir, discard
                     versus = "; ".join(f"{_ratio(val, _get(data, b, 'W1', 'value'))} vs {b} W1"
                                        for b in ("smtpgate-maildir", "smtpgate"))
                 lines.append(f"| {v} | {wname} ({UNITS[wname]}) | {_fmt(val)} | {_fmt(wall)} "

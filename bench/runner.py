@@ -368,6 +368,31 @@ def relay_spec(name: str) -> ServerSpec:
     return spec
 
 
+def queue_spec(name: str) -> ServerSpec:
+    """smtpgate in relay mode whose smarthost never answers (a socket that listens and
+    never accepts): its W1 is the acceptance path alone, durable queueing with group
+    commit and none of the relaying. ``in_flow_delay`` is off, since no 250 should wait
+    for a backlog that cannot shrink."""
+    relay = (f'\n[relay]\nhost = "127.0.0.1"\nport = {silent_port()}\ntls = "none"\n'
+             'in_flow_delay = ""\n')
+    return smtpgate_spec(name, free_port(), workers=1, mode="relay", cpus=SERVER_CPUS,
+                         workloads=("W0", "W1"), extra=relay,
+                         note="delivery.mode=relay, the upstream silent: accepting into the "
+                              "durable queue alone")
+
+
+_SILENT: list[socket.socket] = []  # kept open (and never accepted from) until the run ends
+
+
+def silent_port() -> int:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    _SILENT.append(sock)
+    port: int = sock.getsockname()[1]
+    return port
+
+
 SNAPSHOT = BUILD / "snapshot" / "src"  # copy of src/ taken when the run starts
 # The servers' data_dirs. BENCH_SCRATCH puts them on another file system, e.g. a freshly
 # made ext4 when / is shared with jobs that create and delete many files (README).
@@ -428,6 +453,7 @@ def build_specs(quick: bool) -> tuple[list[ServerSpec], list[ServerSpec]]:
         ServerSpec("aiosmtpd-uvloop", [*aio, "--uvloop"], free_port(), SERVER_CPUS,
                    ("W1", "W2", "W4"), note="aiosmtpd on uvloop"),
         relay_spec("smtpgate-relay"),
+        queue_spec("smtpgate-queue"),
         smtpgate_spec("smtpgate-asyncio", free_port(), workers=1, mode="discard",
                       cpus=SERVER_CPUS, workloads=("W0", "W1", "W2", "W4"), loop="asyncio",
                       note='[server] loop = "asyncio": the standard library\'s event loop'),
