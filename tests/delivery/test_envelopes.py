@@ -101,3 +101,11 @@ def test_log_name_is_the_utc_day(times: list[float]) -> None:
     for received_at in times:
         day = datetime.fromtimestamp(received_at, tz=UTC).strftime("%Y-%m-%d.jsonl")
         assert log_name(received_at) == day
+
+
+def test_log_name_at_the_edges_of_a_day() -> None:
+    """datetime rounds to microseconds: a time just before midnight may be the next day."""
+    for edge in (-1e-05, -4e-07, 86_399.9999996, 86_400.0, 1e-07, 0.0, -86_400.0):
+        for received_at in (edge - 3_600, edge, edge + 3_600, edge):  # cached, then not
+            day = datetime.fromtimestamp(received_at, tz=UTC).strftime("%Y-%m-%d.jsonl")
+            assert log_name(received_at) == day, received_at

@@ -75,16 +75,20 @@ def envelope_line(envelope: Envelope, recipients: list[str], unique: str) -> byt
 
 def log_name(received_at: float) -> str:
     """``<YYYY-MM-DD>.jsonl``, the UTC day of ``received_at``."""
-    global _last_day  # noqa: PLW0603 - a one-entry cache: strftime per message cost more
-    day = int(received_at // 86_400)  # UTC days since the epoch (POSIX time has no leap s)
-    last = _last_day
-    if last[0] != day:
-        name = datetime.fromtimestamp(received_at, tz=UTC).strftime("%Y-%m-%d.jsonl")
-        _last_day = last = (day, name)
-    return last[1]
+    global _last_day  # noqa: PLW0603 - a one-day cache: strftime per message cost more
+    start, end, name = _last_day
+    if start <= received_at < end:
+        return name
+    received = datetime.fromtimestamp(received_at, tz=UTC)
+    name = received.strftime("%Y-%m-%d.jsonl")
+    start = received.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+    # Up to a microsecond before midnight: datetime rounds to microseconds, so a time in
+    # that last instant may already be the next day; such a time is never cached.
+    _last_day = (start, start + 86_400 - 1e-6, name)
+    return name
 
 
-_last_day = (-1, "")
+_last_day = (0.0, 0.0, "")  # [start, end) of the day last named, and its name
 
 
 class OpenLogs:
