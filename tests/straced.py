@@ -32,6 +32,7 @@ class Call:
     args: str  # the text after "(", up to the end of the first line
     start: int  # line number where the call began
     end: int  # line number where it returned
+    tid: int = 0  # the thread that made it
 
 
 def strace_command(strace: str, trace: Path, more: str = "") -> list[str]:
@@ -53,7 +54,7 @@ def parse_trace(text: str) -> list[Call]:
         start = _START.match(line)
         if not start:
             continue
-        call = Call(start.group(2), start.group(3), number, number)
+        call = Call(start.group(2), start.group(3), number, number, int(start.group(1)))
         calls.append(call)
         if line.endswith("<unfinished ...>"):
             open_calls[start.group(1)] = call
@@ -85,6 +86,8 @@ def check_removal(calls: list[Call], queue: Path, queue_id: str) -> None:
     released = [c for c in calls if c.name == "close" and f"<{message}>(deleted)" in c.args]
     assert released, f"{queue_id}: no claim released after the unlink"
     assert flush.end < released[-1].start, f"{queue_id}: claim let go before the flush"
+    # That last close frees the inode (and may wait for the disk): never on the event loop.
+    assert released[-1].tid == unlinks[0].tid, f"{queue_id}: closed by another thread"
 
 
 def check_message(calls: list[Call], *, files: list[Path], folders: list[Path],

@@ -284,7 +284,7 @@ class QueueStore:
                 raise Missing(queue_id)  # removed between our open and our lock
             yield os.path.exists(base + ".json")
         finally:
-            os.close(fd)
+            _release(fd)
 
     def clean_leftovers(self) -> int:
         """Remove what no acknowledged message owns: old tmp files, a ``.json`` without
@@ -436,6 +436,42 @@ class QueueWriter:
 
     def _close(self) -> None:
         self._spool.close()  # also releases the lock
+
+
+def _release(fd: int) -> None:
+    """Close a claimed ``.msg`` (letting go of its lock). If it was removed meanwhile,
+    this last close frees its inode, which truncates it and journals that, and may wait
+    for the disk: the committer thread does it then, not the event loop."""
+    try:
+        removed = os.fstat(fd).st_nlink == 0
+    except OSError:
+        removed = False
+    if removed:
+        committer().submit(_LastClose(fd), _ignore)
+    else:
+        os.close(fd)
+
+
+class _LastClose:
+    """A group commit job that only closes a descriptor, in the committer thread."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def stage(self) -> Staged:
+        return [], []
+
+    def publish(self) -> list[str]:
+        return []
+
+    def settle(self, error: OSError | None) -> DeliveryError | None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+        return None
+
+
+def _ignore(error: DeliveryError | None) -> None:
+    pass
 
 
 def _error(exc: OSError, step: str) -> DeliveryError:
