@@ -4,10 +4,15 @@ expired tokens, a token endpoint that is down, an untrusted certificate, expiry 
 from __future__ import annotations
 
 import asyncio
+import os
+import ssl
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from smtpgate.config.schema import RelayConfig
+from smtpgate.relay.upstream import tls_context
 from tests.relay.conftest import RelayEnv, wait_for
 from tests.relay.upstream import Smarthost, TokenServer, make_cert, server_tls
 
@@ -235,3 +240,17 @@ async def test_a_failing_account_is_not_hammered(env: RelayEnv) -> None:
     assert len(env.tokens.state.requests) <= 2  # one per connection slot, not one per message
     errors = {env.record(n)["last_error"] for n in env.queued()}
     assert len(errors) == 1 and "invalid_grant" in errors.pop()
+
+
+def test_the_tls_context_is_made_once_per_setting(tmp_path: Path) -> None:
+    """Loading the CA store costs milliseconds: not once per upstream session."""
+    cert, _ = make_cert(tmp_path, "upstream")
+    relay = RelayConfig(host="127.0.0.1", port=1, tls="starttls", ca_file=str(cert))
+    first = tls_context(relay)
+    assert first is not None and tls_context(relay) is first
+    assert tls_context(RelayConfig(host="127.0.0.1", port=1, tls="none")) is None
+    unchecked = tls_context(RelayConfig(host="127.0.0.1", port=1, verify=False))
+    assert unchecked is not None and unchecked.verify_mode == ssl.CERT_NONE
+    stat = cert.stat()
+    os.utime(cert, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # replaced
+    assert tls_context(relay) is not first

@@ -38,13 +38,17 @@ time; a DATA refused ends the transaction with RSET; a DATA accepted when
 every RCPT was refused gets a lone "." and nothing is sent.
 
 Certificates: the system store, plus ``ca_file`` when set; ``verify =
-false`` turns checking off (the relay logs a warning at start).
+false`` turns checking off (the relay logs a warning at start). Both are
+loaded once per process (``tls_context``), ``ca_file`` again when it changes.
 Secrets (password, token) are never logged; replies are.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import functools
+import os
 import re
 import ssl
 from dataclasses import dataclass
@@ -92,15 +96,29 @@ class Result:
 NO_SMTPUTF8 = Result(553, "5.6.7 non-ASCII address, and the upstream does not offer SMTPUTF8")
 
 
-def tls_context(relay: RelayConfig) -> ssl.SSLContext:
-    context = ssl.create_default_context()
+def tls_context(relay: RelayConfig) -> ssl.SSLContext | None:
+    """The context for TLS to the smarthost (None with ``tls = "none"``). One is made per
+    setting and kept, since loading the system's CA store took milliseconds of CPU for
+    every upstream session; a ``ca_file`` changed on disk makes a new one."""
+    if relay.tls == "none":
+        return None
+    changed = 0
     if relay.ca_file:
+        with contextlib.suppress(OSError):  # a missing file is reported when it is loaded
+            changed = os.stat(relay.ca_file).st_mtime_ns
+    return _tls_context(relay.ca_file, changed, relay.verify)
+
+
+@functools.lru_cache(maxsize=8)
+def _tls_context(ca_file: str, changed: int, verify: bool) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    if ca_file:
         try:
-            context.load_verify_locations(cafile=relay.ca_file)
+            context.load_verify_locations(cafile=ca_file)
         except (OSError, ssl.SSLError) as exc:
             reason = getattr(exc, "strerror", None) or str(exc)
-            raise UpstreamError("tls", f"cannot load ca_file {relay.ca_file}: {reason}") from None
-    if not relay.verify:
+            raise UpstreamError("tls", f"cannot load ca_file {ca_file}: {reason}") from None
+    if not verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
