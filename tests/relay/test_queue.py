@@ -110,8 +110,10 @@ def test_claim_is_exclusive_and_leftovers_are_cleaned(tmp_path: Path) -> None:
     (store.root / "B2.msg").write_bytes(b"an older version's, never acknowledged\r\n")
     (store.tmp / "C3.msg").write_bytes(b"half written")
     (store.root / "D4.json").write_bytes(b"{}")  # a removal cut short after the message
-    assert store.clean_leftovers() == 3
-    assert sorted(os.listdir(store.root)) == ["A1.msg", "corrupt", "tmp"]
+    assert store.clean_leftovers() == 2
+    assert sorted(os.listdir(store.root)) == ["A1.msg", "B2.msg", "corrupt", "tmp"]
+    with pytest.raises(CorruptEntry):  # never deleted: the deliverer moves it aside
+        store.load("B2")
 
 
 def test_a_changed_record_supersedes_the_one_in_the_message_file(tmp_path: Path) -> None:
@@ -156,6 +158,7 @@ def test_a_message_file_without_a_good_record_is_corrupt(tmp_path: Path) -> None
         with pytest.raises(CorruptEntry):
             store.load(queue_id)
     assert store.clean_leftovers() == 0  # not leftovers: the deliverer moves them aside
+    assert sorted(os.listdir(store.root)) == ["A1.msg", "B2.msg", "corrupt", "tmp"]
 
 
 def test_records_that_are_not_ours_are_refused() -> None:

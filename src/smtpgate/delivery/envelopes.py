@@ -11,13 +11,14 @@ in ``new/`` (and later ``cur/``, where a reader appends ``:2,`` flags).
 
 It is a log rather than a file per message because creating a file is the
 most expensive step of a small delivery: a line costs an append to a file
-that exists already, and the logs written lately stay open (``OpenLogs``), so
-it costs no open either: only a ``stat`` of its name, so that a log deleted or
-renamed (rotated) meanwhile is made anew for the next line. Every worker
-appends with ``O_APPEND`` and one ``write`` per line, which the kernel does
-atomically for a local file, so lines of several processes never mix. The line is written before the
-message is renamed into ``new/`` and is flushed with the message file, so an
-acknowledged message always has its line. A line whose message is in
+that exists already, and the logs written lately stay open (``OpenLogs``),
+so it costs no open either, only a ``stat`` of its name per batch, so that a
+log deleted or renamed (rotated) meanwhile is made anew for the next line.
+Every worker appends with ``O_APPEND`` and one ``write`` per line, which the
+kernel does atomically for a local file, so lines of several processes never
+mix. The line is written before the message is renamed into ``new/`` and is
+flushed with the message file, so an acknowledged message always has its
+line. A line whose message is in
 neither ``new/`` nor ``cur/`` belongs to a message that was never
 acknowledged (a crash or a failed commit) or that the user has deleted.
 smtpgate never rewrites or deletes these files; expire them with the mail.

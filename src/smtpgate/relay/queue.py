@@ -287,35 +287,23 @@ class QueueStore:
             _release(fd)
 
     def clean_leftovers(self) -> int:
-        """Remove what no acknowledged message owns: old tmp files, a ``.json`` without
-        its ``.msg`` (a removal cut short), an older version's ``.msg`` without record."""
+        """Remove what no acknowledged message owns: old tmp files, and a ``.json`` without
+        its ``.msg`` (a removal cut short). A ``.msg`` in ``queue/`` is never removed here:
+        one without a record is moved aside by the deliverer (``move_corrupt``)."""
         removed = 0
         old = time.time() - STALE_TMP
-        for path in [*self.tmp.iterdir(), *self.root.glob("*.msg"), *self.root.glob("*.json")]:
+        for path in [*self.tmp.iterdir(), *self.root.glob("*.json")]:
             try:
                 if path.parent == self.tmp:
                     if path.suffix != ".msg" and path.stat().st_mtime > old:
                         continue  # a record another process is writing right now
-                elif path.suffix == ".json":
-                    if self.message_path(path.stem).exists():
-                        continue
-                elif self.state_path(path.stem).exists() or self._has_trailer(path):
+                elif self.message_path(path.stem).exists():
                     continue
             except FileNotFoundError:
                 continue  # another process renamed or removed it since the listing
             if _unlink_unless_locked(path):
                 removed += 1
         return removed
-
-    @staticmethod
-    def _has_trailer(path: Path) -> bool:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            return _split(fd) is not None
-        except CorruptEntry:
-            return True  # not ours to remove: the deliverer moves it aside
-        finally:
-            os.close(fd)
 
 
 class Removal:
