@@ -147,6 +147,12 @@ def test_an_older_versions_entry_is_still_read(tmp_path: Path) -> None:
     assert store.clean_leftovers() == 0
     assert store.ids() == ["A1"] and store.load("A1") == entry
     assert store.read_message("A1") == b"Subject: old\r\n\r\nold\r\n"
+    # BDAT lets a message end in anything, even in what looks like a trailer: it is not one
+    # unless it points at this entry's record.
+    tricky = b"Subject: old\r\n\r\n" + entry.to_json().replace(b"A1", b"B2")
+    tricky += b"smtpgate-record %016d\n" % 16
+    (store.root / "A1.msg").write_bytes(tricky)
+    assert store.read_message("A1") == tricky
 
 
 def test_a_message_file_without_a_good_record_is_corrupt(tmp_path: Path) -> None:

@@ -16,9 +16,10 @@ JSON line. An entry is one file until its record first changes, because
 every file made, renamed and removed per message was what made queueing
 cost more than Maildir delivery: the message's octets, then the record
 line, then a fixed trailer ``smtpgate-record <16 digits>\n`` giving where
-the record starts (the message's length). The message always ends in CRLF,
-so a ``.msg`` of an older version (message only, record in ``.json``) never
-looks like it has a trailer.
+the record starts (the message's length). A ``.msg`` of an older version
+(the message only, its record in ``.json``) has no trailer; one whose
+message happens to end like a trailer (BDAT allows any ending) is still read
+whole, since a trailer counts only if it points at a record of this entry.
 
 Acceptance (``QueueWriter``): the message collects in memory while it
 arrives (one over 1 MiB goes on to ``tmp/<ID>.msg`` at once:
@@ -105,6 +106,18 @@ def _split(fd: int) -> tuple[int, int] | None:
     return start, end
 
 
+def _own_record(fd: int, queue_id: str) -> tuple[int, int] | None:
+    """``_split``, but only if the trailer points at a record of ``queue_id``: else the
+    file is an older version's message alone, whatever its last line says."""
+    try:
+        parts = _split(fd)
+        if parts is not None:
+            parse(os.pread(fd, parts[1] - parts[0], parts[0]), queue_id)
+    except CorruptEntry:
+        return None
+    return parts
+
+
 @dataclass(frozen=True, slots=True)
 class Handover:
     """A message just queued, handed to the deliverer in memory (module docstring)."""
@@ -185,7 +198,7 @@ class QueueStore:
     def read_message(self, queue_id: str, limit: int | None = None) -> bytes:
         """The message as accepted (its first ``limit`` octets, if given)."""
         with self._open_message(queue_id) as fd:
-            parts = _split(fd)
+            parts = _own_record(fd, queue_id)
             size = os.fstat(fd).st_size if parts is None else parts[0]
             if limit is not None:
                 size = min(size, limit)
