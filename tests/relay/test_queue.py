@@ -15,6 +15,7 @@ import pytest
 from smtpgate.delivery.base import DeliveryError, Envelope
 from smtpgate.delivery.envelopes import ENVELOPE_DIR
 from smtpgate.delivery.maildir import MaildirTarget
+from smtpgate.delivery.spool import SPILL
 from smtpgate.relay.entry import CorruptEntry, QueueEntry, Recipient, parse
 from smtpgate.relay.queue import Busy, QueueStore, new_queue_id, valid_id
 from smtpgate.relay.target import RelayTarget
@@ -284,3 +285,17 @@ async def test_two_deliverers_on_one_queue_send_each_message_once(env: RelayEnv)
         await other.stop()
     delivered = sorted(a[1][0] for a in env.smarthost.handler.accepted)
     assert delivered == sorted(f"r{n}@remote.test" for n in range(12))
+
+
+def test_a_spilled_message_gets_its_record_after_it(tmp_path: Path) -> None:
+    """Over the spool's memory the message goes to its file as it arrives; the record and
+    trailer still follow its last octet."""
+    store = QueueStore(tmp_path / "queue")
+    entry = QueueEntry(id="A1", mail_from="a@x", recipients=[Recipient("b@y")], received_at=1.0)
+    writer = store.writer(entry)
+    line = b"z" * 998 + b"\r\n"
+    for _ in range(SPILL // len(line) + 50):
+        writer.write(line)
+    writer.commit()
+    assert store.read_message("A1") == line * (SPILL // len(line) + 50)
+    assert store.load("A1").size == len(line) * (SPILL // len(line) + 50)

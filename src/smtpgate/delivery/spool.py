@@ -65,11 +65,9 @@ class Spool:
         self._file: BinaryIO | None = None  # the spill file, while the message arrives
         self._fd: int | None = None  # after finish: the descriptor holding the message
         self.whole: bytes | None = None  # after finish: the message, if it never spilled
-        self.written = 0  # octets written in all
 
     def write(self, data: bytes) -> None:
         """Append (on the event loop). ``OSError`` if the spill file failed."""
-        self.written += len(data)
         if self._file is not None:
             self._file.write(data)
             return

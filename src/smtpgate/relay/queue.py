@@ -389,7 +389,8 @@ class QueueWriter:
     def stage(self) -> Staged:
         """Write the message, then its record and trailer: flushed before the rename."""
         message = self._spool.finish()
-        write_all(message, embedded_record(self.entry.to_json(), self._spool.written))
+        # entry.size counts every octet write() took: where the message ends, the record starts
+        write_all(message, embedded_record(self.entry.to_json(), self.entry.size))
         return [message], []
 
     def publish(self) -> list[str]:
